@@ -1,0 +1,248 @@
+"""Child: one worker process. Imports the app, runs T processor threads, a heartbeat and a poller.
+
+The constructor is inert (it runs in the master before the fork); `run()` does everything after the fork
+and leaves with os._exit so the master's atexit hooks never run twice. Signal handlers only queue the
+signal; the main thread dispatches. The child stops when the master's lifeline pipe closes.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import queue
+import random
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any, NoReturn
+
+import setproctitle
+
+from . import keys
+from .connection import OUTAGE_ERRORS, Outage, make_client
+from .exitcodes import ExitCode
+from .fetch import BasicFetch, ReliableFetch
+from .heartbeat import Heartbeat, hostname
+from .processor import Processor
+from .resolver import JobResolver
+from .retry import DeadSet, RetryPolicy
+from .scheduler import Poller
+from .state import ChildContext, LifecycleState
+
+log = logging.getLogger("sidepunch.child")
+
+HANDLED = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGTSTP", "SIGCONT", "SIGTTIN", "SIGHUP")
+MASTER_GONE = "MASTER_GONE"
+
+
+def load_app(modules: tuple[str, ...]) -> None:
+    """Import each -r module (a dotted name, or a path to a .py file or package directory)."""
+    for target in modules:
+        name = target
+        if target.endswith(".py") or os.sep in target:
+            path = os.path.abspath(target)
+            folder, base = os.path.split(path[:-3] if path.endswith(".py") else path.rstrip(os.sep))
+            sys.path.insert(0, folder)
+            name = base
+        importlib.import_module(name)
+
+
+class Child:
+    def __init__(self, config: Any, number: int, nonce: str, lifeline: tuple[int, int],
+                 generation: int = 0, quiet: bool = False) -> None:
+        self.config = config
+        self.number = number
+        self.nonce = nonce
+        self.lifeline = lifeline
+        self.generation = generation
+        self.signals: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.state = LifecycleState()
+        if quiet:  # a replacement started while the daemon is quiet must not fetch either
+            self.state.go_quiet()
+        self.processors: list[Processor] = []
+
+    def run(self) -> NoReturn:
+        code = ExitCode.CRASH
+        try:
+            code = self._run()
+        except BaseException:
+            log.exception("worker %d crashed", self.number)
+        finally:
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os._exit(code)
+
+    def _run(self) -> ExitCode:
+        self._install_signals()
+        os.close(self.lifeline[1])
+        self._set_title()
+        try:
+            load_app(self.config.require)
+        except Exception as exc:
+            log.error("worker %d cannot load the app: %s: %s", self.number, type(exc).__name__, exc)
+            return ExitCode.BOOT_ERROR
+        identity = f"{hostname(dict(os.environ))}:{os.getpid()}:{self.nonce}"
+        self.ctx = self._build_context(identity)
+        self._start_threads()
+        while not self.state.stopping:
+            self._dispatch(self._next_signal(1.0))
+            self._replace_dead_processors()
+        self._shutdown()
+        return ExitCode.OK
+
+    def _install_signals(self) -> None:
+        for name in HANDLED:
+            signal.signal(getattr(signal, name), lambda signum, frame: self.signals.put(signal.Signals(signum).name))
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    def _build_context(self, identity: str) -> ChildContext:
+        config = self.config
+        client = make_client(config.redis_url, max_connections=config.threads + 5)
+        state = self.state
+        outage = Outage(config.redis_url, log)
+        dead = DeadSet(config.dead_max_jobs, config.dead_timeout)
+        ack_into = ReliableFetch.ack_into if config.fetch == "reliable" else BasicFetch.ack_into
+        retry = RetryPolicy(client, dead, config.max_retries, ack_into)
+        return ChildContext(redis=client, config=config, identity=identity, state=state, outage=outage,
+                            resolver=JobResolver(config.require), retry=retry)
+
+    def _start_threads(self) -> None:
+        ctx, config = self.ctx, self.config
+        info = {"hostname": hostname(dict(os.environ)), "started_at": time.time(), "pid": os.getpid(),
+                "tag": config.tag, "concurrency": config.threads,
+                "queues": [q.name for q in config.queues], "labels": [], "identity": ctx.identity}
+        self.heartbeat = Heartbeat(ctx, info, on_signal=self._remote_signal, on_beat=self._set_title)
+        while not self.heartbeat.beat():  # registered (and alive) before the first job is fetched
+            if self._dispatch(self._next_signal(1.0)) or self.state.stopping:
+                return
+        self.heartbeat.start()
+        threading.Thread(target=self._watch_lifeline, name="lifeline", daemon=True).start()
+        self.poller = Poller(ctx, DeadSet(config.dead_max_jobs, config.dead_timeout))
+        self.poller.start()
+        for index in range(config.threads):
+            self.processors.append(self._new_processor(index))
+            self.processors[-1].start()
+        log.info("worker %d (pid %d) running %d threads on %s", self.number, os.getpid(), config.threads,
+                 ",".join(q.name for q in config.queues))
+
+    def _new_processor(self, index: int) -> Processor:
+        config, ctx = self.config, self.ctx
+        rng = random.Random()
+        if config.fetch == "reliable":
+            home = (self.number - 1) * config.threads + index
+            fetcher: Any = ReliableFetch(ctx.redis, config.queues, rng, ctx.identity, home)
+        else:
+            fetcher = BasicFetch(ctx.redis, config.queues, rng)
+        return Processor(index, ctx, fetcher)
+
+    def _replace_dead_processors(self) -> None:
+        for i, proc in enumerate(self.processors):
+            if proc.thread is not None and not proc.thread.is_alive() and not self.state.stopping:
+                self.processors[i] = self._new_processor(proc.index)
+                self.processors[i].start()
+
+    def _next_signal(self, timeout: float) -> str | None:
+        try:
+            return self.signals.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _dispatch(self, name: str | None) -> bool:
+        handler = {"SIGTERM": self.handle_term, "SIGINT": self.handle_term, "SIGQUIT": self.handle_quit,
+                   "SIGUSR1": self.handle_quiet, "SIGTSTP": self.handle_quiet, "SIGCONT": self.handle_cont,
+                   "SIGTTIN": self.handle_ttin, MASTER_GONE: self.handle_master_gone}.get(name or "")
+        if handler:
+            handler()
+        return handler is not None
+
+    def handle_term(self) -> None:
+        log.info("worker %d stopping: finishing running jobs for up to %gs", self.number, self.config.timeout)
+        self.state.stop(time.monotonic() + self.config.timeout)
+
+    def handle_quit(self) -> None:
+        log.info("worker %d stopping now: requeueing running jobs", self.number)
+        self.state.stop(time.monotonic())
+
+    def handle_quiet(self) -> None:
+        if not self.state.quiet:
+            log.info("worker %d quiet: no new jobs will be fetched", self.number)
+        self.state.go_quiet()
+        self._set_title()
+
+    def handle_cont(self) -> None:
+        if self.state.quiet and not self.state.stopping:
+            log.info("worker %d resumes fetching", self.number)
+        self.state.resume()
+        self._set_title()
+
+    def handle_ttin(self) -> None:
+        log.warning("worker %d thread dump:\n%s", self.number, self.thread_dump())
+
+    def handle_master_gone(self) -> None:
+        log.warning("worker %d: the master process is gone; stopping", self.number)
+        self.handle_term()
+
+    def thread_dump(self) -> str:
+        running = self.ctx.work.snapshot() if hasattr(self, "ctx") else {}
+        jobs = {p.thread.ident: running.get(p.tid) for p in self.processors if p.thread is not None}
+        names = {t.ident: t.name for t in threading.enumerate()}
+        parts = []
+        for ident, frame in sys._current_frames().items():
+            work = jobs.get(ident)
+            doing = f" running {work.payload.decode('utf-8', 'replace')[:300]}" if work else ""
+            parts.append(f"Thread {names.get(ident, ident)}{doing}\n" + "".join(traceback.format_stack(frame)))
+        return "\n".join(parts)
+
+    def _remote_signal(self, name: str) -> None:
+        """A signal pushed through <identity>-signals (Sidekiq's web UI): the daemon acts as one process."""
+        signum = getattr(signal, name if name.startswith("SIG") else f"SIG{name}", None)
+        if signum is None:
+            log.warning("ignoring unknown remote signal %r", name)
+            return
+        target = os.getppid() if signum in (signal.SIGTERM, signal.SIGTSTP, signal.SIGUSR1, signal.SIGCONT,
+                                            signal.SIGINT) else os.getpid()
+        os.kill(target, signum)
+
+    def _watch_lifeline(self) -> None:
+        try:
+            while os.read(self.lifeline[0], 1):
+                pass
+        except OSError:
+            pass
+        self.signals.put(MASTER_GONE)
+
+    def _shutdown(self) -> None:
+        self.poller.stop() if hasattr(self, "poller") else None
+        deadline = self.state.hard_deadline or time.monotonic()
+        for proc in self.processors:
+            if proc.thread is not None:
+                proc.thread.join(max(0.0, deadline - time.monotonic()))
+        self._requeue_unfinished()
+        # Idle threads are inside a blocking fetch for up to 2 s and requeue whatever it returns; wait for them
+        # so nothing is left behind (jobs past the deadline get these 3 s too, as in Sidekiq).
+        for proc in self.processors:
+            if proc.thread is not None:
+                proc.thread.join(3.0)
+        if hasattr(self, "heartbeat"):
+            self.heartbeat.stop()
+        log.info("worker %d stopped", self.number)
+
+    def _requeue_unfinished(self) -> None:
+        by_fetcher = [(p.fetcher, p.current) for p in self.processors if p.current is not None]
+        if not by_fetcher:
+            return
+        log.warning("worker %d requeueing %d unfinished job(s)", self.number, len(by_fetcher))
+        for fetcher, unit in by_fetcher:
+            try:
+                fetcher.requeue([unit])
+            except OUTAGE_ERRORS as exc:
+                log.error("could not requeue %.100r (%s); it stays in the working list for recovery",
+                          unit.payload, exc)
+
+    def _set_title(self) -> None:
+        busy = len(self.ctx.work) if hasattr(self, "ctx") else 0
+        state = " stopping" if self.state.stopping else (" quiet" if self.state.quiet else "")
+        setproctitle.setproctitle(
+            f"sidepunch worker {self.number} [{busy} of {self.config.threads} busy]{state}")

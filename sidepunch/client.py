@@ -1,0 +1,143 @@
+"""The client: the one place jobs are written to Redis.
+
+`Client.push` and `Client.push_bulk` take Sidekiq's item dict, normalise and validate it (payload.py), run
+client middleware, and write in one round trip: SADD queues + LPUSH queue:<q>, or ZADD schedule for jobs
+with `at`. `_write` is the single seam that sidepunch.testing replaces. The only module-global state in the
+package is the default client that `configure()` sets.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Mapping, Sequence
+
+import redis as redis_lib
+
+from . import keys
+from .connection import make_client, resolve_url
+from .job import job_class_of
+from .middleware import ClientMiddleware, run_client_chain
+from .payload import encode, new_jid, normalize
+
+_SIDEKIQ_DEFAULTS = {"retry": True, "queue": "default"}
+
+
+class Client:
+    """Pushes jobs. Thread-safe; one per process is plenty. Connects on first use, not when built."""
+
+    def __init__(self, redis_url: str | None = None, *, redis: redis_lib.Redis | None = None,
+                 middleware: Sequence[ClientMiddleware] = ()) -> None:
+        self._url = redis_url
+        self._redis = redis
+        self._lock = threading.Lock()
+        self.middleware = tuple(middleware)
+
+    @property
+    def redis(self) -> redis_lib.Redis:
+        if self._redis is None:
+            with self._lock:
+                if self._redis is None:
+                    self._redis = make_client(resolve_url(self._url, os.environ))
+        return self._redis
+
+    def push(self, item: Mapping[str, Any]) -> str | None:
+        """Enqueue one job; returns its jid, or None if a middleware stopped it."""
+        job, odd = self._normalize(item)
+        if self.middleware:
+            job = run_client_chain(self.middleware, job, lambda j: j)
+            if job is None:
+                return None
+            odd = None
+        self._write([(job, odd)])
+        return job["jid"]
+
+    def push_bulk(self, items: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[str]:
+        """Enqueue many jobs in one round trip.
+
+        Sidekiq's form: one item whose `args` is a list of argument lists (and `at` a number or a list of
+        numbers); every job gets a fresh jid and shares `created_at`. Also accepted: a list of item dicts.
+        """
+        if isinstance(items, Mapping):
+            items = self._expand_bulk(items)
+        jobs = []
+        for item in items:
+            job, odd = self._normalize(item)
+            if self.middleware:
+                job = run_client_chain(self.middleware, job, lambda j: j)
+                if job is None:
+                    continue
+                odd = None
+            jobs.append((job, odd))
+        if jobs:
+            self._write(jobs)
+        return [job["jid"] for job, _ in jobs]
+
+    @staticmethod
+    def _expand_bulk(item: Mapping[str, Any]) -> list[dict[str, Any]]:
+        rows = item.get("args")
+        if type(rows) is not list or any(type(r) is not list for r in rows):
+            raise TypeError("push_bulk needs 'args' to be a list of argument lists")
+        at = item.get("at")
+        if isinstance(at, list) and len(at) != len(rows):
+            raise ValueError(f"push_bulk got {len(at)} 'at' values for {len(rows)} jobs")
+        base = {k: v for k, v in item.items() if k not in ("args", "at", "jid")}
+        base.setdefault("created_at", time.time())
+        out = []
+        for i, args in enumerate(rows):
+            one = dict(base, args=args, jid=new_jid())
+            if at is not None:
+                one["at"] = at[i] if isinstance(at, list) else at
+            out.append(one)
+        return out
+
+    @staticmethod
+    def _normalize(item: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        if not isinstance(item, Mapping) or "class" not in item or "args" not in item:
+            raise TypeError("a job item must be a dict with 'class' and 'args'")
+        klass = item["class"]
+        job_class = job_class_of(klass)
+        if job_class is not None:
+            return normalize(item, job_class.job_options(), job_class.job_name())
+        if isinstance(klass, str) and klass:
+            return normalize(item, _SIDEKIQ_DEFAULTS, klass)
+        raise TypeError(f"'class' must be a Job class, a @job function or a class name, got {klass!r}")
+
+    def _write(self, jobs: list[tuple[dict[str, Any], bool | None]]) -> None:
+        """The atomic push: one pipeline for the whole call. sidepunch.testing swaps this method."""
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        queued: dict[str, list[bytes]] = {}
+        for job, odd in jobs:
+            at = job.pop("at", None)
+            if at is not None:
+                pipe.zadd(keys.SCHEDULE, {encode(job, odd): at})
+            else:
+                job["enqueued_at"] = now
+                queued.setdefault(job["queue"], []).append(encode(job, odd))
+        for queue, payloads in queued.items():
+            pipe.sadd(keys.QUEUES, queue)
+            pipe.lpush(keys.queue(queue), *payloads)
+        pipe.execute()
+
+
+_default: Client | None = None
+_default_lock = threading.Lock()
+
+
+def configure(redis_url: str | None = None, *, redis: redis_lib.Redis | None = None,
+              middleware: Sequence[ClientMiddleware] = ()) -> Client:
+    """Set the client that `Job.perform_async` and friends use in this process."""
+    global _default
+    with _default_lock:
+        _default = Client(redis_url, redis=redis, middleware=middleware)
+    return _default
+
+
+def default_client() -> Client:
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Client()
+    return _default

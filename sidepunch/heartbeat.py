@@ -1,0 +1,130 @@
+"""Heartbeat: every ~5 s, write the process record Sidekiq's tools read and flush the job counters.
+
+Per beat (SIDEKIQ_WIRE.md section 9): counters to stat:* and the UTC day keys; the workers hash rebuilt;
+the process hash (info, busy, beat, quiet, rss, rtt_us) with TTL 60; our own short-lived liveness key for
+orphan recovery; and at most one remote signal popped from <identity>-signals, which is handed to the
+caller's `on_signal` (the child passes it to the master, since the daemon stops and quiets as one).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Callable
+
+import psutil
+import redis
+
+from . import keys
+from .connection import OUTAGE_ERRORS
+from .state import ChildContext
+
+log = logging.getLogger("sidepunch.heartbeat")
+
+BEAT_INTERVAL = 5.0
+PROCESS_TTL = 60
+ALIVE_TTL = 20  # orphan recovery treats a working list as abandoned once this expires
+DAY_TTL = 157_680_000
+
+
+def hostname(environ: dict | None = None) -> str:
+    return (environ or {}).get("DYNO") or socket.gethostname()
+
+
+def rss_kb() -> int:
+    try:
+        return psutil.Process().memory_info().rss // 1024
+    except psutil.Error:
+        return 0
+
+
+def add_counts(pipe: "redis.client.Pipeline", processed: int, failed: int) -> None:
+    """INCRBY the totals and today's UTC keys (even by 0, as Sidekiq does), renewing the day keys' TTL."""
+    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    for stat, n in ((keys.STAT_PROCESSED, processed), (keys.STAT_FAILED, failed)):
+        pipe.incrby(stat, n)
+        pipe.incrby(keys.daily_stat(stat, day), n)
+        pipe.expire(keys.daily_stat(stat, day), DAY_TTL)
+
+
+class Heartbeat:
+    def __init__(self, ctx: ChildContext, info: dict, on_signal: Callable[[str], None],
+                 on_beat: Callable[[], None] = lambda: None) -> None:
+        self.ctx = ctx
+        self.info = json.dumps(info, separators=(",", ":"))
+        self._on_signal = on_signal
+        self._on_beat = on_beat
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_beat = 0.0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(BEAT_INTERVAL):
+            self.beat()
+
+    def beat(self) -> bool:
+        """One beat; returns False (and keeps the counts) if Redis is unreachable."""
+        self._on_beat()
+        processed, failed = self.ctx.counters.take()
+        try:
+            self._write(processed, failed)
+        except OUTAGE_ERRORS as exc:
+            self.ctx.counters.give_back(processed, failed)
+            self.ctx.outage.failed(exc)
+            return False
+        self.ctx.outage.ok()
+        self.last_beat = time.monotonic()
+        return True
+
+    def _write(self, processed: int, failed: int) -> None:
+        r, identity = self.ctx.redis, self.ctx.identity
+        pipe = r.pipeline(transaction=True)
+        add_counts(pipe, processed, failed)
+        workers_key = keys.workers(identity)
+        pipe.unlink(workers_key)
+        running = self.ctx.work.snapshot()
+        if running:
+            pipe.hset(workers_key, mapping={
+                tid: json.dumps({"queue": w.queue, "payload": w.payload.decode("utf-8", "replace"),
+                                 "run_at": w.run_at}, separators=(",", ":"))
+                for tid, w in running.items()})
+            pipe.expire(workers_key, PROCESS_TTL)
+        pipe.execute()
+        started = time.perf_counter()
+        r.ping()
+        rtt_us = int((time.perf_counter() - started) * 1e6)
+        pipe = r.pipeline(transaction=True)
+        pipe.sadd(keys.PROCESSES, identity)
+        pipe.hset(identity, mapping={"info": self.info, "busy": len(running), "beat": time.time(),
+                                     "quiet": "true" if self.ctx.state.quiet else "false",
+                                     "rss": rss_kb(), "rtt_us": rtt_us})
+        pipe.expire(identity, PROCESS_TTL)
+        pipe.set(keys.alive(identity), 1, ex=ALIVE_TTL)
+        pipe.rpop(keys.signals(identity))
+        signal_name = pipe.execute()[-1]
+        if signal_name:
+            self._on_signal(signal_name.decode())
+
+    def stop(self) -> None:
+        """Stop beating, flush the last counts and deregister (the process hash is left to expire)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        processed, failed = self.ctx.counters.take()
+        r, identity = self.ctx.redis, self.ctx.identity
+        try:
+            pipe = r.pipeline(transaction=True)
+            add_counts(pipe, processed, failed)
+            pipe.srem(keys.PROCESSES, identity)
+            pipe.unlink(keys.workers(identity), keys.alive(identity))
+            pipe.execute()
+        except OUTAGE_ERRORS as exc:
+            log.error("could not deregister %s at exit (%s); %d processed / %d failed not counted",
+                      identity, exc, processed, failed)

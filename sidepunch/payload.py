@@ -1,0 +1,146 @@
+"""Job payloads: build, validate, encode and decode the JSON that travels through Redis.
+
+Owns the byte format (Sidekiq's key order and Ruby's JSON spelling, SIDEKIQ_WIRE.md section 2) and the rule
+that arguments are JSON-native. Imports nothing from the server side and never touches Redis.
+"""
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from decimal import Decimal
+from typing import Any, Mapping
+
+#: Keys a job class may set as options, in the order Sidekiq writes them after `retry` and `queue`.
+OPTION_KEYS = ("retry", "queue", "dead", "backtrace", "retry_queue", "tags")
+_SCALARS = (str, int, bool, type(None))
+
+
+class PayloadError(ValueError):
+    """A job read from Redis cannot be understood (bad JSON, missing class or args)."""
+
+
+def new_jid() -> str:
+    return secrets.token_hex(12)
+
+
+def check_json_native(value: Any, where: str = "args") -> bool:
+    """Raise TypeError naming the first value that would not survive a JSON round trip.
+
+    Returns True when some float needs Ruby's spelling (see `ruby_float`), so `encode` can take its slow path
+    only then.
+    """
+    kind = type(value)
+    if kind in _SCALARS:
+        return False
+    if kind is float:
+        if not math.isfinite(value):
+            raise TypeError(f"{where} is {value!r}, which JSON cannot carry; pass a finite number")
+        return _odd_float(value)
+    if kind is list:
+        odd = False
+        for i, item in enumerate(value):
+            odd |= check_json_native(item, f"{where}[{i}]")
+        return odd
+    if kind is dict:
+        odd = False
+        for key, item in value.items():
+            if type(key) is not str:
+                raise TypeError(f"{where} has a key {key!r} of type {type(key).__name__}; JSON object keys "
+                                "must be str")
+            odd |= check_json_native(item, f"{where}[{key!r}]")
+        return odd
+    hint = " (it would arrive as a list; pass a list)" if kind is tuple else ""
+    raise TypeError(f"{where} is a {kind.__module__}.{kind.__qualname__}, which is not JSON-native{hint}; "
+                    "job arguments must be str, int, float, bool, None, list or dict with str keys")
+
+
+def _odd_float(x: float) -> bool:
+    ax = abs(x)
+    return ax >= 1e15 or (ax != 0.0 and ax < 1e-4)
+
+
+def ruby_float(x: float) -> str:
+    """Spell a float as Ruby's JSON does: shortest digits, exponent form from 1e15 with a `.0` mantissa."""
+    if not _odd_float(x):
+        return repr(x)
+    sign, digits, exponent = Decimal(repr(x)).normalize().as_tuple()
+    adjusted = exponent + len(digits) - 1
+    mantissa = f"{digits[0]}.{''.join(map(str, digits[1:])) or '0'}"
+    return f"{'-' if sign else ''}{mantissa}e{'+' if adjusted >= 0 else '-'}{abs(adjusted):02d}"
+
+
+def _encode_slow(value: Any) -> str:
+    kind = type(value)
+    if kind is float:
+        return ruby_float(value)
+    if kind is list:
+        return "[" + ",".join(_encode_slow(v) for v in value) + "]"
+    if kind is dict:
+        return "{" + ",".join(f"{_encode_slow(k)}:{_encode_slow(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _has_odd_float(value: Any) -> bool:
+    kind = type(value)
+    if kind is float:
+        return _odd_float(value)
+    if kind is list:
+        return any(_has_odd_float(v) for v in value)
+    if kind is dict:
+        return any(_has_odd_float(v) for v in value.values())
+    return False
+
+
+def encode(job: Mapping[str, Any], odd_floats: bool | None = None) -> bytes:
+    """JSON bytes identical to Ruby's JSON.generate for the same data (SIDEKIQ_WIRE.md section 2.1)."""
+    if odd_floats is None:
+        odd_floats = _has_odd_float(job)
+    if odd_floats:
+        return _encode_slow(job).encode("utf-8")
+    return json.dumps(job, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def decode(raw: bytes | str) -> dict[str, Any]:
+    """Parse a job read from Redis; PayloadError says what is wrong with it."""
+    try:
+        job = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError(f"job is not valid JSON ({exc})") from None
+    if type(job) is not dict:
+        raise PayloadError(f"job is a JSON {type(job).__name__}, not an object")
+    if type(job.get("class")) is not str or not job["class"]:
+        raise PayloadError("job has no 'class' string")
+    return job
+
+
+def normalize(item: Mapping[str, Any], defaults: Mapping[str, Any], class_name: str,
+              now: float | None = None) -> tuple[dict[str, Any], bool]:
+    """Merge a caller's item over the job's defaults in Sidekiq's key order and validate it.
+
+    Returns the payload (still holding `at` if given) and whether it needs Ruby float spelling.
+    """
+    args = item.get("args")
+    if type(args) is not list:
+        raise TypeError(f"job args must be a list, got {type(args).__name__}")
+    if "at" in item and (type(item["at"]) not in (int, float) or not math.isfinite(item["at"])):
+        raise TypeError(f"'at' must be a number of epoch seconds, got {item['at']!r}")
+    if item.get("tags") and type(item["tags"]) is not list:
+        raise TypeError(f"'tags' must be a list of strings, got {type(item['tags']).__name__}")
+    job = dict(defaults)
+    job.update(item)
+    job["class"] = class_name
+    queue = job.get("queue")
+    if queue is None or queue == "":
+        raise ValueError("a job needs a queue name")
+    job["queue"] = str(queue)
+    if "jid" not in job:
+        job["jid"] = new_jid()
+    if "created_at" not in job:
+        job["created_at"] = time.time() if now is None else now
+    odd = check_json_native(args)
+    for key, value in job.items():
+        if key != "args":
+            odd |= check_json_native(value, key)
+    return job, odd

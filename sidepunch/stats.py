@@ -1,0 +1,65 @@
+"""In-memory job counters and the table of running jobs, both read by the heartbeat.
+
+Processor threads count here instead of writing to Redis per job; the heartbeat flushes the counts.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+
+class Counters:
+    """processed counts every execution, failed only failures (Sidekiq's rule)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.processed = 0
+        self.failed = 0
+        self.total_processed = 0
+
+    def record(self, failed: bool) -> None:
+        with self._lock:
+            self.processed += 1
+            self.total_processed += 1
+            if failed:
+                self.failed += 1
+
+    def take(self) -> tuple[int, int]:
+        """Hand the counts to the flusher; `give_back` if the flush fails."""
+        with self._lock:
+            counts = (self.processed, self.failed)
+            self.processed = self.failed = 0
+        return counts
+
+    def give_back(self, processed: int, failed: int) -> None:
+        with self._lock:
+            self.processed += processed
+            self.failed += failed
+
+
+@dataclass(frozen=True)
+class Work:
+    queue: str
+    payload: bytes
+    run_at: int
+    started: float  # monotonic, for timeouts
+
+
+class WorkTable:
+    """tid -> the job that thread is running. Dict operations are atomic under the GIL."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, Work] = {}
+
+    def start(self, tid: str, queue: str, payload: bytes) -> None:
+        self._running[tid] = Work(queue, payload, int(time.time()), time.monotonic())
+
+    def finish(self, tid: str) -> None:
+        self._running.pop(tid, None)
+
+    def snapshot(self) -> dict[str, Work]:
+        return dict(self._running)
+
+    def __len__(self) -> int:
+        return len(self._running)
