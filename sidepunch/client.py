@@ -21,6 +21,9 @@ from .middleware import ClientMiddleware, run_client_chain
 from .payload import encode, new_jid, normalize
 
 _SIDEKIQ_DEFAULTS = {"retry": True, "queue": "default"}
+#: Seconds a push keeps retrying through a Redis restart or failover before it raises. A retried push whose
+#: first attempt did land gives a duplicate job, never a lost one.
+RETRY_FOR = 10.0
 
 
 class Client:
@@ -38,7 +41,7 @@ class Client:
         if self._redis is None:
             with self._lock:
                 if self._redis is None:
-                    self._redis = make_client(resolve_url(self._url, os.environ))
+                    self._redis = make_client(resolve_url(self._url, os.environ), retry_for=RETRY_FOR)
         return self._redis
 
     def push(self, item: Mapping[str, Any]) -> str | None:

@@ -19,8 +19,19 @@ import redis
 
 from . import keys, scripts
 from .config import QueueSpec
+from .connection import FailoverError
 
 FETCH_TIMEOUT = 2.0
+
+
+def _blocking(call, *args):
+    """Run a blocking pop; a server that turns replica under it answers -UNBLOCKED, which is an outage."""
+    try:
+        return call(*args)
+    except redis.ResponseError as exc:
+        if str(exc).startswith("UNBLOCKED"):
+            raise FailoverError(str(exc)) from exc
+        raise
 
 
 @dataclass(frozen=True)
@@ -55,7 +66,7 @@ class BasicFetch:
         self._order = QueueOrder(specs, rng)
 
     def fetch(self) -> UnitOfWork | None:
-        reply = self._redis.brpop([keys.queue(q) for q in self._order()], FETCH_TIMEOUT)
+        reply = _blocking(self._redis.brpop, [keys.queue(q) for q in self._order()], FETCH_TIMEOUT)
         if reply is None:
             return None
         return UnitOfWork(keys.queue_name(reply[0]), reply[1])
@@ -111,7 +122,7 @@ class ReliableFetch:
         # With more queues than threads, rotate so that no queue is left without a waiter for long.
         self._home += 1 if len(names) > 1 else 0
         working = keys.working(queue, self._identity)
-        job = self._redis.blmove(keys.queue(queue), working, FETCH_TIMEOUT, "RIGHT", "LEFT")
+        job = _blocking(self._redis.blmove, keys.queue(queue), working, FETCH_TIMEOUT, "RIGHT", "LEFT")
         return None if job is None else UnitOfWork(queue, job, working)
 
     def ack(self, unit: UnitOfWork) -> None:

@@ -32,7 +32,8 @@ log = logging.getLogger("sidepunch.master")
 SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGTSTP", "SIGCONT", "SIGHUP", "SIGTTIN", "SIGCHLD")
 TICK = 0.5
 QUIT_GRACE = 5.0
-STABLE_AFTER = 30.0      # a child that lived this long resets its slot's crash count
+STABLE_AFTER = 10.0      # a child that lived this long resets its slot's crash count
+MAX_BACKOFF = 10.0
 SWEEP_EVERY = (10.0, 20.0)
 
 
@@ -190,7 +191,8 @@ class Master:
         lived = time.monotonic() - record.started
         if not clean and not self.stopping:
             self.crashes[record.number] = 0 if lived > STABLE_AFTER else self.crashes.get(record.number, 0) + 1
-            delay = min(0.5 * 2 ** (self.crashes[record.number] - 1), 30.0) if self.crashes[record.number] else 0
+            crashes = self.crashes[record.number]
+            delay = min(0.1 * 2 ** (crashes - 1), MAX_BACKOFF) if crashes else 0.0
             self.not_before[record.number] = time.monotonic() + delay
             log.error("worker %d (pid %d) %s after %.1fs; %s; restarting%s", record.number, pid, how, lived,
                       recovered, f" in {delay:.1f}s" if delay else "")

@@ -66,3 +66,35 @@ class RubyName(sidepunch.Job):
 @sidepunch.job(queue="fn")
 def record_fn(value):
     _redis().rpush("done", f"fn:{value}")
+
+
+class Chaos(sidepunch.Job):
+    """A short job for chaos tests: takes ~20 ms, then records its value."""
+
+    def perform(self, value, seconds=0.02):
+        time.sleep(seconds)
+        _redis().rpush("done", value)
+
+
+class ResilientRecord(sidepunch.Job):
+    """Records its value; if Redis is down mid-job it fails and is retried soon."""
+
+    def perform(self, value):
+        time.sleep(0.005)
+        _redis().rpush("done", value)
+
+    def retry_in(self, count, exc):
+        return 1
+
+
+class ReplicatedRecord(sidepunch.Job):
+    """Records its value and waits for a replica to have it; if not, fails so the job runs again."""
+
+    def perform(self, value):
+        r = _redis()
+        r.rpush("done", value)
+        if r.execute_command("WAIT", 1, 2000) < 1:
+            raise RuntimeError("the write did not reach the replica")
+
+    def retry_in(self, count, exc):
+        return 1
