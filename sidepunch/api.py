@@ -1,0 +1,223 @@
+"""The admin/inspection API over Sidekiq's data layout, modeled on Sidekiq's api.rb.
+
+Owns reading and changing what the admin sees: `Stats`, `Queue` (here), the sorted sets and `JobRecord`
+(api_sets.py), `ProcessSet` and `Workers` (api_processes.py); all are importable from this module. Every
+class takes a redis-py client explicitly and connects to nothing on its own. Reading never changes data,
+except that iterating `ProcessSet` prunes dead identities as Sidekiq does. Server code never imports this.
+
+Orders: a queue is listed newest first (the left of the list, as Sidekiq's Queue#each); `retry` and
+`schedule` soonest first; `dead` most recent death first.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Iterator
+
+import redis
+
+from . import keys
+from .api_processes import Process, ProcessSet, Work, Workers
+from .api_sets import DEFAULT_DEAD, Clock, DeadSet, JobRecord, JobSet, RetrySet, ScheduledSet, SortedEntry
+
+__all__ = ["DEFAULT_DEAD", "DayStats", "DeadSet", "JobRecord", "JobSet", "Process", "ProcessSet", "Queue",
+           "RetrySet", "ScheduledSet", "SortedEntry", "Stats", "Work", "Workers"]
+
+BATCH = 100
+STATS = ("processed", "failed")
+
+
+def _int(raw: bytes | None) -> int:
+    try:
+        return int(raw) if raw is not None else 0
+    except ValueError:
+        return 0
+
+
+@dataclass(frozen=True)
+class DayStats:
+    date: str  # YYYY-MM-DD, UTC
+    processed: int
+    failed: int
+
+
+class Stats:
+    """Counters and sizes, each read live from Redis (`summary()` reads them all in two round trips)."""
+
+    def __init__(self, redis: redis.Redis, *, clock: Clock = time.time) -> None:
+        self.redis = redis
+        self.clock = clock
+
+    @property
+    def processed(self) -> int:
+        return _int(self.redis.get(keys.STAT_PROCESSED))
+
+    @property
+    def failed(self) -> int:
+        return _int(self.redis.get(keys.STAT_FAILED))
+
+    @staticmethod
+    def rate(processed: int, failed: int) -> float | None:
+        """Share of executions that succeeded (failures count as processed too); None before any job ran."""
+        return max(processed - failed, 0) / processed if processed > 0 else None
+
+    @property
+    def success_rate(self) -> float | None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(keys.STAT_PROCESSED)
+        pipe.get(keys.STAT_FAILED)
+        processed, failed = (_int(v) for v in pipe.execute())
+        return self.rate(processed, failed)
+
+    def history(self, days: int = 30, end: datetime | None = None) -> list[DayStats]:
+        """Per-day counts from the UTC day keys, newest first, ending today (or `end`); missing days are 0."""
+        last = (end or datetime.fromtimestamp(self.clock(), timezone.utc)).date()
+        dates = [(last - timedelta(days=i)).isoformat() for i in range(max(days, 0))]
+        if not dates:
+            return []
+        processed = self.redis.mget([keys.daily_stat(keys.STAT_PROCESSED, d) for d in dates])
+        failed = self.redis.mget([keys.daily_stat(keys.STAT_FAILED, d) for d in dates])
+        return [DayStats(d, _int(p), _int(f)) for d, p, f in zip(dates, processed, failed)]
+
+    @property
+    def queues(self) -> dict[str, int]:
+        """Queue name -> size, largest first (Sidekiq's Stats::Queues order)."""
+        names = sorted(n.decode() for n in self.redis.smembers(keys.QUEUES))
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.llen(keys.queue(name))
+        sizes = dict(zip(names, (int(n) for n in pipe.execute())))
+        return dict(sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    @property
+    def enqueued(self) -> int:
+        return sum(self.queues.values())
+
+    @property
+    def scheduled_size(self) -> int:
+        return int(self.redis.zcard(keys.SCHEDULE))
+
+    @property
+    def retry_size(self) -> int:
+        return int(self.redis.zcard(keys.RETRY))
+
+    @property
+    def dead_size(self) -> int:
+        return int(self.redis.zcard(keys.DEAD))
+
+    @property
+    def processes_size(self) -> int:
+        return int(self.redis.scard(keys.PROCESSES))
+
+    @property
+    def workers_size(self) -> int:
+        return Workers(self.redis).size
+
+    @property
+    def default_queue_latency(self) -> float:
+        return Queue("default", self.redis, clock=self.clock).latency
+
+    def summary(self) -> dict:
+        """Everything at once, for dashboards and `sidepunch stats --json`."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(keys.STAT_PROCESSED)
+        pipe.get(keys.STAT_FAILED)
+        for zset in (keys.SCHEDULE, keys.RETRY, keys.DEAD):
+            pipe.zcard(zset)
+        pipe.scard(keys.PROCESSES)
+        processed, failed, scheduled, retries, dead, processes = pipe.execute()
+        queues = self.queues
+        return {"processed": _int(processed), "failed": _int(failed),
+                "success_rate": self.rate(_int(processed), _int(failed)), "enqueued": sum(queues.values()),
+                "scheduled_size": scheduled, "retry_size": retries, "dead_size": dead,
+                "processes_size": processes, "workers_size": self.workers_size,
+                "default_queue_latency": self.default_queue_latency, "queues": queues}
+
+    def reset(self, *stats: str) -> None:
+        """Set the all-time counters (both, or the ones named) to 0; the day keys are kept, as in Sidekiq."""
+        chosen = [s for s in STATS if s in stats] if stats else list(STATS)
+        if chosen:
+            self.redis.mset({f"stat:{s}": 0 for s in chosen})
+
+
+class Queue:
+    """One queue, `queue:<name>`: a LIST whose right end is the oldest job (the next to run)."""
+
+    def __init__(self, name: str, redis: redis.Redis, *, clock: Clock = time.time) -> None:
+        self.name = name
+        self.redis = redis
+        self.clock = clock
+
+    @classmethod
+    def all(cls, redis: redis.Redis, *, clock: Clock = time.time) -> list["Queue"]:
+        """Every queue named in `queues`, sorted by name."""
+        return [cls(n.decode(), redis, clock=clock) for n in sorted(redis.smembers(keys.QUEUES))]
+
+    @property
+    def key(self) -> str:
+        return keys.queue(self.name)
+
+    @property
+    def size(self) -> int:
+        return int(self.redis.llen(self.key))
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def known(self) -> bool:
+        """Whether `queues` names it (a queue stays known when empty, until cleared)."""
+        return bool(self.redis.sismember(keys.QUEUES, self.name))
+
+    @property
+    def latency(self) -> float:
+        """Seconds since the oldest job was enqueued; 0 for an empty queue or an unreadable oldest job."""
+        oldest = self.redis.lindex(self.key, -1)
+        return 0.0 if oldest is None else JobRecord(oldest, self.name).latency(self.clock())
+
+    def page(self, page: int = 1, page_size: int = 25, oldest_first: bool = False) -> list[JobRecord]:
+        """One page (1-based) of jobs, newest first unless `oldest_first` (the order they will run)."""
+        start = (max(page, 1) - 1) * page_size
+        if oldest_first:
+            rows = self.redis.lrange(self.key, -(start + page_size), -(start + 1))[::-1]
+        else:
+            rows = self.redis.lrange(self.key, start, start + page_size - 1)
+        return [JobRecord(raw, self.name, self.redis) for raw in rows]
+
+    def __iter__(self) -> Iterator[JobRecord]:
+        """Newest first. As in Sidekiq, the offset follows the list's size, so deleting the jobs yielded
+        (or new pushes) skips nothing; a job popped by a worker meanwhile can make another appear twice."""
+        initial = self.size
+        start = 0
+        while True:
+            rows = self.redis.lrange(self.key, start, start + BATCH - 1)
+            if not rows:
+                return
+            for raw in rows:
+                yield JobRecord(raw, self.name, self.redis)
+            start = max(start + len(rows) - (initial - self.size), 0)
+            initial = self.size
+
+    def find_job(self, jid: str) -> JobRecord | None:
+        needle = jid.encode("utf-8")
+        for record in self:
+            # The substring test skips parsing for all but candidates.
+            if needle in record.value and record.jid == jid:
+                return record
+        return None
+
+    def delete(self, value: bytes) -> bool:
+        """Remove one job given its exact bytes (the Web UI's delete); False if it was not there."""
+        return bool(self.redis.lrem(self.key, 1, value))
+
+    def clear(self) -> int:
+        """MULTI UNLINK queue:<name> + SREM queues <name>; returns how many jobs were removed."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.llen(self.key)
+        pipe.unlink(self.key)
+        pipe.srem(keys.QUEUES, self.name)
+        return int(pipe.execute()[0])
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.name}>"

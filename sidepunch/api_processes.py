@@ -1,0 +1,248 @@
+"""Live processes and the jobs they are running, for the admin API (sidepunch.api re-exports this).
+
+Owns reading the heartbeat's records (`processes`, `<identity>`, `<identity>:workers`; SIDEKIQ_WIRE.md
+section 9), pruning identities whose record expired as Sidekiq's ProcessSet does, and sending remote
+signals through `<identity>-signals` (section 10). The daemon's heartbeat pops those; nothing here signals a
+pid directly, so it works for processes on other hosts and for Ruby Sidekiq alike.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import redis
+
+from . import keys
+from .api_sets import JobRecord
+
+SIGNAL_TTL = 60
+_FIELDS = ("info", "busy", "beat", "quiet", "rss", "rtt_us")
+
+
+def _int(raw: bytes | None) -> int:
+    try:
+        return int(raw) if raw is not None else 0
+    except ValueError:
+        return 0
+
+
+def _float(raw: bytes | None) -> float:
+    try:
+        return float(raw) if raw is not None else 0.0
+    except ValueError:
+        return 0.0
+
+
+@dataclass
+class Process:
+    """One live process as its last heartbeat described it.
+
+    `is_quiet` (Sidekiq's `stopping?`) is the `quiet == "true"` flag; `quiet()`, `stop()` and
+    `dump_threads()` ask the process to act at its next beat (about 5 s later).
+    """
+
+    identity: str
+    info: dict[str, Any]
+    busy: int
+    beat: float
+    is_quiet: bool
+    rss: int
+    rtt_us: int
+    redis: redis.Redis = field(repr=False, compare=False)
+
+    @property
+    def hostname(self) -> str:
+        return str(self.info.get("hostname", ""))
+
+    @property
+    def tag(self) -> str:
+        return str(self.info.get("tag") or "")
+
+    @property
+    def started_at(self) -> float:
+        value = self.info.get("started_at")
+        return float(value) if type(value) in (int, float) else 0.0
+
+    @property
+    def concurrency(self) -> int:
+        value = self.info.get("concurrency")
+        return value if type(value) is int else 0
+
+    @property
+    def pid(self) -> int | None:
+        pid = self.info.get("pid")
+        return pid if type(pid) is int else None
+
+    @property
+    def queues(self) -> list[str]:
+        queues = self.info.get("queues")
+        return [str(q) for q in queues] if isinstance(queues, list) else []
+
+    @property
+    def labels(self) -> list[str]:
+        labels = self.info.get("labels")
+        return [str(x) for x in labels] if isinstance(labels, list) else []
+
+    @property
+    def stopping(self) -> bool:
+        """Sidekiq's name for the quiet flag."""
+        return self.is_quiet
+
+    def quiet(self) -> None:
+        """Stop fetching new jobs; running ones finish (TSTP)."""
+        self.signal("TSTP")
+
+    def stop(self) -> None:
+        """Graceful shutdown (TERM)."""
+        self.signal("TERM")
+
+    def dump_threads(self) -> None:
+        """Log every thread's stack (TTIN)."""
+        self.signal("TTIN")
+
+    def signal(self, name: str) -> None:
+        # The list expires so a signal for a process that died is not delivered to nobody forever.
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.lpush(keys.signals(self.identity), name)
+        pipe.expire(keys.signals(self.identity), SIGNAL_TTL)
+        pipe.execute()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"identity": self.identity, "hostname": self.hostname, "pid": self.pid, "tag": self.tag,
+                "started_at": self.started_at, "queues": self.queues, "labels": self.labels,
+                "concurrency": self.concurrency, "busy": self.busy, "beat": self.beat, "quiet": self.is_quiet,
+                "rss": self.rss, "rtt_us": self.rtt_us}
+
+
+class ProcessSet:
+    """The live processes, sorted by identity. Iterating first prunes `processes` of identities whose
+    record has no `info` (it expired: the process died without deregistering)."""
+
+    def __init__(self, redis: redis.Redis) -> None:
+        self.redis = redis
+
+    @property
+    def size(self) -> int:
+        return int(self.redis.scard(keys.PROCESSES))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def cleanup(self) -> int:
+        """SREM every member without a record; returns how many were pruned."""
+        members = sorted(m.decode() for m in self.redis.smembers(keys.PROCESSES))
+        pipe = self.redis.pipeline(transaction=False)
+        for identity in members:
+            pipe.hget(identity, "info")
+        stale = [m for m, info in zip(members, pipe.execute()) if info is None]
+        return int(self.redis.srem(keys.PROCESSES, *stale)) if stale else 0
+
+    def __iter__(self) -> Iterator[Process]:
+        self.cleanup()
+        members = sorted(m.decode() for m in self.redis.smembers(keys.PROCESSES))
+        pipe = self.redis.pipeline(transaction=False)
+        for identity in members:
+            pipe.hmget(identity, _FIELDS)
+        for identity, row in zip(members, pipe.execute()):
+            process = self._build(identity, row)
+            if process is not None:
+                yield process
+
+    def _build(self, identity: str, row: list[bytes | None]) -> Process | None:
+        info_raw, busy, beat, quiet, rss, rtt = row
+        if info_raw is None:
+            return None  # expired between the prune and the read
+        try:
+            info = json.loads(info_raw)
+        except ValueError:
+            info = None
+        return Process(identity=identity, info=info if isinstance(info, dict) else {}, busy=_int(busy),
+                       beat=_float(beat), is_quiet=quiet == b"true", rss=_int(rss), rtt_us=_int(rtt),
+                       redis=self.redis)
+
+    def find(self, ident: str) -> Process:
+        """The one process whose identity is `ident`, starts with it, or whose pid it is.
+
+        LookupError (with a message fit for a user) if none or several match.
+        """
+        processes = list(self)
+        for process in processes:
+            if process.identity == ident:
+                return process
+        matches = [p for p in processes if p.identity.startswith(ident)]
+        if not matches and ident.isdigit():
+            matches = [p for p in processes if p.pid == int(ident)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise LookupError(f"no live process matches {ident!r}")
+        names = ", ".join(p.identity for p in matches)
+        raise LookupError(f"{ident!r} matches {len(matches)} processes ({names}); give more of the identity")
+
+
+@dataclass
+class Work:
+    """One job running right now: which process and thread, since when (`run_at`, integer seconds)."""
+
+    identity: str
+    tid: str
+    queue: str
+    run_at: int
+    job: JobRecord
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"identity": self.identity, "tid": self.tid, "queue": self.queue, "run_at": self.run_at,
+                "job": self.job.to_dict()}
+
+
+class Workers:
+    """Jobs running in live processes, oldest `run_at` first. Busy processes rewrite their workers hash
+    every beat, so a job shorter than a beat may never appear."""
+
+    def __init__(self, redis: redis.Redis) -> None:
+        self.redis = redis
+
+    @property
+    def size(self) -> int:
+        """The sum of the processes' `busy` counts (Sidekiq's definition)."""
+        members = [m.decode() for m in self.redis.smembers(keys.PROCESSES)]
+        pipe = self.redis.pipeline(transaction=False)
+        for identity in members:
+            pipe.hget(identity, "busy")
+        return sum(_int(busy) for busy in pipe.execute())
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[Work]:
+        members = sorted(m.decode() for m in self.redis.smembers(keys.PROCESSES))
+        pipe = self.redis.pipeline(transaction=False)
+        for identity in members:
+            pipe.exists(identity)
+            pipe.hgetall(keys.workers(identity))
+        replies = pipe.execute()
+        works = []
+        for i, identity in enumerate(members):
+            if not replies[2 * i]:
+                continue
+            for tid, raw in replies[2 * i + 1].items():
+                works.append(self._work(identity, tid.decode(), raw))
+        return iter(sorted(works, key=lambda w: w.run_at))
+
+    @staticmethod
+    def _work(identity: str, tid: str, raw: bytes) -> Work:
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            entry = None
+        if not isinstance(entry, dict):
+            return Work(identity, tid, "", 0, JobRecord(raw))
+        payload = entry.get("payload")
+        # The heartbeat stores the job as a JSON string; older writers stored the object itself.
+        if isinstance(payload, dict):
+            payload = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        queue = str(entry.get("queue") or "")
+        run_at = entry.get("run_at")
+        return Work(identity, tid, queue, run_at if type(run_at) is int else 0,
+                    JobRecord(payload if isinstance(payload, (str, bytes)) else b"", queue or None))
