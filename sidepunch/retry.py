@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import random
+import re
 import time
 import traceback
 import zlib
@@ -57,6 +58,14 @@ def backtrace_lines(exc: BaseException) -> list[str]:
     return [f"{f.filename}:{f.lineno}:in `{f.name}'" for f in reversed(traceback.extract_tb(exc.__traceback__))]
 
 
+def _ruby_to_i(value: Any) -> int:
+    """Ruby's #to_i of a JSON value, as Sidekiq applies it to the `backtrace` option ("12abc" -> 12)."""
+    if type(value) in (int, float):
+        return int(value)
+    match = re.match(r"\s*[-+]?\d+", value) if isinstance(value, str) else None
+    return int(match.group()) if match else 0
+
+
 def retry_delay(count: int, rng: random.Random, base: int | None = None) -> float:
     return (count ** 4 + 15 if base is None else base) + rng.randrange(10) * (count + 1)
 
@@ -101,7 +110,14 @@ class RetryPolicy:
         except PayloadError as problem:
             self.kill_unparseable(unit, problem)
             return "dead"
-        retry = msg.get("retry", getattr(instance, "retry", True))
+        # Unlike Sidekiq, which drops it, a job whose class never loaded and that has no `retry` key is kept.
+        retry = msg.get("retry", True if instance is None else None)
+        if retry is None and instance is not None:
+            # Sidekiq's JobRetry#local: a missing or null `retry` takes the job class's option, and that is
+            # stored with the job, so the limit still holds after the poller puts the job back in its queue.
+            retry = getattr(instance, "retry", True)
+            if retry is not False and retry is not None:
+                msg["retry"] = retry
         if retry is False or retry is None:
             self._commit(unit, None)
             self._run_death_handlers(msg, exc)
@@ -145,9 +161,9 @@ class RetryPolicy:
             msg["failed_at"] = now
             msg["retry_count"] = 0
         limit = msg.get("backtrace")
-        if limit:
+        if limit is not None and limit is not False:  # Ruby truthiness: 0 keeps no lines but is still set
             lines = backtrace_lines(exc)
-            msg["error_backtrace"] = encode_backtrace(lines if limit is True else lines[:int(limit)])
+            msg["error_backtrace"] = encode_backtrace(lines if limit is True else lines[:_ruby_to_i(limit)])
 
     @staticmethod
     def _custom_delay(instance: Any, count: int, exc: BaseException) -> int | str | None:
