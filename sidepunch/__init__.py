@@ -6,13 +6,9 @@ API is sidepunch.api. Importing this package connects to nothing and reads no en
 __version__ = "0.1.0"
 
 from .client import Client, configure, default_client  # noqa: E402
+from .errors import JobTimeout  # noqa: E402
 from .job import Job, JobSetter, job  # noqa: E402
 from .payload import PayloadError  # noqa: E402
-
-
-class JobTimeout(Exception):
-    """A job ran past its `timeout` option (or --job-timeout)."""
-
 
 __all__ = ["Client", "Job", "JobSetter", "JobTimeout", "PayloadError", "configure", "default_client", "job",
            "__version__"]

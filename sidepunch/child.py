@@ -6,6 +6,7 @@ signal; the main thread dispatches. The child stops when the master's lifeline p
 """
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import logging
 import os
@@ -22,6 +23,7 @@ import setproctitle
 
 from . import keys
 from .connection import OUTAGE_ERRORS, Outage, make_client
+from .errors import JobTimeout
 from .exitcodes import ExitCode
 from .fetch import BasicFetch, ReliableFetch
 from .heartbeat import Heartbeat, hostname
@@ -50,13 +52,16 @@ def load_app(modules: tuple[str, ...]) -> None:
 
 
 class Child:
-    def __init__(self, config: Any, number: int, nonce: str, lifeline: tuple[int, int],
-                 generation: int = 0, quiet: bool = False) -> None:
+    def __init__(self, config: Any, number: int, nonce: str, lifeline: tuple[int, int], status_fd: int,
+                 inherited: tuple[int, ...] = (), generation: int = 0, quiet: bool = False) -> None:
         self.config = config
         self.number = number
         self.nonce = nonce
         self.lifeline = lifeline
+        self.status_fd = status_fd      # write end of this child's pipe to the master
+        self.inherited = inherited      # the master's ends of other pipes, closed after the fork
         self.generation = generation
+        self.retiring = ""
         self.signals: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.state = LifecycleState()
         if quiet:  # a replacement started while the daemon is quiet must not fetch either
@@ -76,7 +81,10 @@ class Child:
 
     def _run(self) -> ExitCode:
         self._install_signals()
-        os.close(self.lifeline[1])
+        for fd in (self.lifeline[1], *self.inherited):
+            os.close(fd)
+        os.set_blocking(self.status_fd, False)
+        self._enable_faulthandler()
         self._set_title()
         try:
             load_app(self.config.require)
@@ -89,8 +97,54 @@ class Child:
         while not self.state.stopping:
             self._dispatch(self._next_signal(1.0))
             self._replace_dead_processors()
+            self._enforce_timeouts()
+            self._check_job_limit()
         self._shutdown()
         return ExitCode.OK
+
+    def _enable_faulthandler(self) -> None:
+        """SIGABRT from the master (a worker that stopped heartbeating) dumps every thread's stack first."""
+        stream = next((h.stream for h in logging.getLogger().handlers if hasattr(h, "stream")), sys.stderr)
+        try:
+            faulthandler.enable(file=stream, all_threads=True)
+        except (ValueError, OSError, AttributeError):
+            faulthandler.enable(all_threads=True)
+
+    def report(self, *words: object) -> None:
+        """One line to the master; never blocks (a full pipe drops the line, the next beat repeats state)."""
+        try:
+            os.write(self.status_fd, (" ".join(map(str, words)) + "\n").encode())
+        except (BlockingIOError, BrokenPipeError, OSError):
+            pass
+
+    def retire(self, reason: str) -> None:
+        """Stop fetching and ask the master for a replacement; it then stops this process gracefully."""
+        if self.retiring:
+            return
+        self.retiring = reason
+        log.warning("worker %d retiring: %s", self.number, reason)
+        self.handle_quiet()
+        self.report("retire", reason)
+
+    def _enforce_timeouts(self) -> None:
+        now = time.monotonic()
+        for proc in self.processors:
+            if proc.deadline is not None and now >= proc.deadline:
+                taken = proc.abandon()
+                if taken is None:
+                    continue
+                unit, instance, seconds = taken
+                exc = JobTimeout(f"job ran longer than its {seconds:g}s timeout")
+                self.ctx.counters.record(failed=True)
+                outcome = proc._persist(lambda: self.ctx.retry.handle(unit, instance, exc), "retry-set write")
+                log.error("job %.200s timed out after %gs: %s", unit.payload.decode("utf-8", "replace"),
+                          seconds, outcome or "not recorded")
+                self.retire(f"a job outlived its {seconds:g}s timeout and its thread cannot be stopped")
+
+    def _check_job_limit(self) -> None:
+        limit = self.config.max_jobs
+        if limit and self.ctx.counters.total_processed >= limit:
+            self.retire(f"processed {self.ctx.counters.total_processed} jobs (--max-jobs {limit})")
 
     def _install_signals(self) -> None:
         for name in HANDLED:
@@ -113,7 +167,7 @@ class Child:
         info = {"hostname": hostname(dict(os.environ)), "started_at": time.time(), "pid": os.getpid(),
                 "tag": config.tag, "concurrency": config.threads,
                 "queues": [q.name for q in config.queues], "labels": [], "identity": ctx.identity}
-        self.heartbeat = Heartbeat(ctx, info, on_signal=self._remote_signal, on_beat=self._set_title)
+        self.heartbeat = Heartbeat(ctx, info, on_signal=self._remote_signal, on_beat=self._on_beat)
         while not self.heartbeat.beat():  # registered (and alive) before the first job is fetched
             if self._dispatch(self._next_signal(1.0)) or self.state.stopping:
                 return
@@ -126,13 +180,18 @@ class Child:
             self.processors[-1].start()
         log.info("worker %d (pid %d) running %d threads on %s", self.number, os.getpid(), config.threads,
                  ",".join(q.name for q in config.queues))
+        self.report("ready")
+
+    def _on_beat(self) -> None:
+        self._set_title()
+        self.report("beat", len(self.ctx.work), self.ctx.counters.total_processed)
 
     def _new_processor(self, index: int) -> Processor:
         config, ctx = self.config, self.ctx
         rng = random.Random()
         if config.fetch == "reliable":
             home = (self.number - 1) * config.threads + index
-            fetcher: Any = ReliableFetch(ctx.redis, config.queues, rng, ctx.identity, home)
+            fetcher: Any = ReliableFetch(ctx.redis, config.queues, rng, ctx.identity, index, home)
         else:
             fetcher = BasicFetch(ctx.redis, config.queues, rng)
         return Processor(index, ctx, fetcher)
@@ -230,7 +289,7 @@ class Child:
         log.info("worker %d stopped", self.number)
 
     def _requeue_unfinished(self) -> None:
-        by_fetcher = [(p.fetcher, p.current) for p in self.processors if p.current is not None]
+        by_fetcher = [(p.fetcher, unit) for p in self.processors if (unit := p.current) is not None]
         if not by_fetcher:
             return
         log.warning("worker %d requeueing %d unfinished job(s)", self.number, len(by_fetcher))

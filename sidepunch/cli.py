@@ -29,10 +29,11 @@ def daemon_main(argv: Sequence[str] | None = None) -> None:
         with open(config.pidfile, "w") as fh:
             fh.write(f"{os.getpid()}\n")
     from .master import Master
+    from .systemd import Notifier
     import logging
     logging.getLogger("sidepunch").info("sidepunchd using Redis at %s", mask_url(config.redis_url))
     try:
-        code = Master(config).run()
+        code = Master(config, Notifier(os.environ)).run()
     finally:
         if config.pidfile:
             try:

@@ -106,6 +106,9 @@ SETTINGS: tuple[Setting, ...] = (
             "times a job may be interrupted by its worker dying before it goes to the dead set", _positive(0)),
     Setting("grace", ("--grace",), "SIDEPUNCH_GRACE", float, 5.0,
             "seconds the master waits beyond --timeout before it SIGKILLs a worker", _positive(0)),
+    Setting("worker_timeout", ("--worker-timeout",), "SIDEPUNCH_WORKER_TIMEOUT", float, 60.0,
+            "seconds without a heartbeat before the master kills a worker (SIGABRT for a stack dump, "
+            "then SIGKILL) and recovers its jobs", _positive(6)),
     Setting("tag", ("-g", "--tag"), "SIDEPUNCH_TAG", str, "", "tag shown in process listings"),
     Setting("max_memory", ("--max-memory",), "SIDEPUNCH_MAX_MEMORY", int, 0,
             "MB of RSS after which a worker is replaced gracefully (0: no limit)", _positive(0)),

@@ -67,7 +67,9 @@ class RedisServer:
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--protected-mode", "no",
                 *self.extra]
         log = open(os.path.join(self.directory, "redis.log"), "ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # Its own session: a Ctrl-C in the terminal must not stop Redis before the workers that use it.
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

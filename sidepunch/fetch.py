@@ -19,7 +19,7 @@ import redis
 
 from . import keys, scripts
 from .config import QueueSpec
-from .connection import FailoverError
+from .connection import OUTAGE_ERRORS, FailoverError
 
 FETCH_TIMEOUT = 2.0
 
@@ -94,26 +94,51 @@ class ReliableFetch:
     """Atomic move into a working list; `ack` is deferred into the next fetch's round trip."""
 
     def __init__(self, client: redis.Redis, specs: Sequence[QueueSpec], rng: random.Random, identity: str,
-                 home: int) -> None:
+                 thread: int, home: int) -> None:
         self._redis = client
         self._order = QueueOrder(specs, rng)
-        self._identity = identity
+        self._working = {s.name: keys.working(s.name, identity, thread) for s in specs}
         self._home = home
         self._pending: UnitOfWork | None = None
+        self._in_doubt = False
         self._fetch = scripts.load(client, "fetch")
         self._move = scripts.load(client, "move")
 
     def fetch(self) -> UnitOfWork | None:
+        try:
+            if self._in_doubt:
+                unit = self._reclaim()
+                if unit is not None:
+                    return unit
+            return self._fetch_next()
+        except OUTAGE_ERRORS:
+            # Redis may have moved a job into our working list and then lost the connection before replying.
+            self._in_doubt = True
+            raise
+
+    def _reclaim(self) -> UnitOfWork | None:
+        """After a failed fetch: a job in this thread's working list that no one is running was fetched for
+        us but never delivered. Take it now rather than leaving it until this process dies."""
+        for queue, working in self._working.items():
+            jobs = self._redis.lrange(working, 0, -1)
+            if self._pending is not None and self._pending.working == working and self._pending.payload in jobs:
+                jobs.remove(self._pending.payload)
+            if jobs:
+                return UnitOfWork(queue, jobs[-1], working)
+        self._in_doubt = False
+        return None
+
+    def _fetch_next(self) -> UnitOfWork | None:
         order = self._order()
         pending = self._pending
         script_keys = [pending.working if pending else "queues"]
         for q in order:
-            script_keys += [keys.queue(q), keys.working(q, self._identity)]
+            script_keys += [keys.queue(q), self._working[q]]
         reply = self._fetch(keys=script_keys, args=[pending.payload if pending else ""])
         self._pending = None
         if reply:
             queue = order[int(reply[0]) - 1]
-            return UnitOfWork(queue, reply[1], keys.working(queue, self._identity))
+            return UnitOfWork(queue, reply[1], self._working[queue])
         return self._block()
 
     def _block(self) -> UnitOfWork | None:
@@ -121,7 +146,7 @@ class ReliableFetch:
         queue = names[self._home % len(names)]
         # With more queues than threads, rotate so that no queue is left without a waiter for long.
         self._home += 1 if len(names) > 1 else 0
-        working = keys.working(queue, self._identity)
+        working = self._working[queue]
         job = _blocking(self._redis.blmove, keys.queue(queue), working, FETCH_TIMEOUT, "RIGHT", "LEFT")
         return None if job is None else UnitOfWork(queue, job, working)
 

@@ -16,11 +16,11 @@ Only the working lists and the liveness keys of reliable fetch are our own addit
 | <identity>                        | HASH   | heartbeat, TTL 60            | info, busy, beat, quiet, rss, rtt_us      |
 | <identity>:workers                | HASH   | heartbeat, TTL 60            | tid -> {queue, payload, run_at}           |
 | <identity>-signals                | LIST   | admin API LPUSH              | remote signal names, one popped per beat  |
-| working:queue:<q>:<identity>      | LIST   | reliable fetch (LMOVE)       | jobs a process is running (ours)          |
+| working:queue:<q>:<identity>.<t>  | LIST   | reliable fetch (LMOVE)       | jobs thread <t> is running (ours)         |
 | sidepunch:alive:<identity>        | STRING | heartbeat, short TTL         | liveness for orphan recovery (ours)       |
 | sidepunch:recovery-lock           | STRING | orphan recovery, SET NX EX   | one master recovers at a time (ours)      |
 
-The working-list name matches gitlab-sidekiq-fetcher's, so tools that know that gem can read it.
+The working-list name follows gitlab-sidekiq-fetcher's, with a thread suffix on the identity.
 """
 from __future__ import annotations
 
@@ -58,12 +58,14 @@ def signals(identity: str) -> str:
     return f"{identity}-signals"
 
 
-def working(queue_name: str, identity: str) -> str:
-    return f"working:queue:{queue_name}:{identity}"
+def working(queue_name: str, identity: str, thread: int) -> str:
+    """One list per processor thread, so a thread can tell which jobs are its own after an outage."""
+    return f"working:queue:{queue_name}:{identity}.{thread}"
 
 
 def parse_working(key: str | bytes) -> tuple[str, str] | None:
-    """Split a working-list key into (queue, identity); the identity is the last three ':' parts."""
+    """Split a working-list key into (queue, process identity); the identity is the last three ':' parts,
+    less the thread suffix."""
     if isinstance(key, bytes):
         key = key.decode()
     if not key.startswith("working:queue:"):
@@ -71,6 +73,7 @@ def parse_working(key: str | bytes) -> tuple[str, str] | None:
     parts = key[len("working:queue:"):].split(":")
     if len(parts) < 4:
         return None
+    parts[-1] = parts[-1].split(".", 1)[0]
     return ":".join(parts[:-3]), ":".join(parts[-3:])
 
 

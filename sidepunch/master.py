@@ -1,9 +1,10 @@
 """Master: forks worker processes and keeps the right number of them alive. It never runs jobs.
 
-Signal handlers only queue the signal; the loop dispatches to handle_<name>, then runs reap -> murder ->
-manage on every tick. Restarting is reconciliation: manage spawns the shortfall of the current generation
-(with backoff for slots that keep crashing) and retires older generations once the new one runs (HUP).
-When it reaps a child it first puts that child's unfinished jobs back on their queues.
+Signal handlers only queue the signal (and wake the loop through set_wakeup_fd); the loop dispatches to
+handle_<name>, reads what workers report on their status pipes, then runs reap -> murder -> manage on every
+tick. Restarting is reconciliation: manage spawns the shortfall of the current generation (with backoff for
+slots that keep crashing) and retires workers that are over their limits or of an older generation (HUP).
+When it reaps a worker it first puts that worker's unfinished jobs back on their queues.
 """
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ import os
 import queue
 import random
 import secrets
+import select
 import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
 import setproctitle
 
 from .child import Child
@@ -26,12 +29,14 @@ from .connection import OUTAGE_ERRORS, Outage, make_client
 from .exitcodes import ExitCode
 from .heartbeat import hostname
 from .recovery import OrphanSweeper, RecoveryPolicy, recover_identity
+from .systemd import Notifier
 
 log = logging.getLogger("sidepunch.master")
 
 SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGTSTP", "SIGCONT", "SIGHUP", "SIGTTIN", "SIGCHLD")
 TICK = 0.5
 QUIT_GRACE = 5.0
+ABORT_GRACE = 5.0        # after SIGABRT (stack dump), SIGKILL
 STABLE_AFTER = 10.0      # a child that lived this long resets its slot's crash count
 MAX_BACKOFF = 10.0
 SWEEP_EVERY = (10.0, 20.0)
@@ -43,21 +48,29 @@ class ChildRecord:
     nonce: str
     generation: int
     started: float
-    kill_at: float | None = None   # set once the child was told to stop
+    status_fd: int
+    ready: bool = False
+    last_beat: float = 0.0          # monotonic; 0 until the first beat
+    busy: int = 0
+    processed: int = 0
+    kill_at: float | None = None    # set once the child was told to stop
     reason: str = ""                # why it is being retired, for the log
+    buffer: bytes = field(default=b"", repr=False)
 
     def identity(self, pid: int) -> str:
         return f"{hostname(dict(os.environ))}:{pid}:{self.nonce}"
 
 
 class Master:
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, notifier: Notifier | None = None) -> None:
         self.config = config
+        self.notifier = notifier or Notifier({})
         self.children: dict[int, ChildRecord] = {}
         self.signals: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.generation = 0
         self.quiet = False
         self.stopping = False
+        self.announced = False          # READY=1 sent for the current generation
         self.exit_code = ExitCode.OK
         self.crashes: dict[int, int] = {}
         self.not_before: dict[int, float] = {}
@@ -66,6 +79,10 @@ class Master:
 
     # -- setup ---------------------------------------------------------------------------------------------
     def run(self) -> int:
+        self._wake_r, wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         for name in SIGNALS:
             signal.signal(getattr(signal, name), lambda signum, frame: self.signals.put(signal.Signals(signum).name))
         self.redis = make_client(self.config.redis_url, max_connections=4)
@@ -79,7 +96,7 @@ class Master:
         log.info("master %d starting %d worker(s) x %d threads on queues %s (%s fetch)", os.getpid(),
                  self.config.workers, self.config.threads, ",".join(self.queue_names), self.config.fetch)
         while not (self.stopping and not self.children):
-            self._dispatch_pending(TICK)
+            self._wait(TICK)
             self.reap()
             self.murder()
             if not self.stopping:
@@ -96,23 +113,50 @@ class Master:
                 return True
             except OUTAGE_ERRORS as exc:
                 pause = self.outage.failed(exc)
-            self._dispatch_pending(min(pause * 4, 5.0))
+            self._wait(min(pause * 4, 5.0))
             if self.stopping:
                 return False
 
-    def _dispatch_pending(self, timeout: float) -> None:
+    def _wait(self, timeout: float) -> None:
+        """Sleep until a signal, a worker's message, or the timeout; then act on what arrived."""
+        fds = [self._wake_r] + [r.status_fd for r in self.children.values()]
         try:
-            name: str | None = self.signals.get(timeout=timeout)
-        except queue.Empty:
-            return
-        while name is not None:
-            handler = getattr(self, f"handle_{name[3:].lower()}", None)
-            if handler:
-                handler()
+            readable, _, _ = select.select(fds, [], [], timeout)
+        except InterruptedError:
+            readable = []
+        if self._wake_r in readable:
+            try:
+                while os.read(self._wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+        for pid, record in list(self.children.items()):
+            if record.status_fd in readable:
+                self._read_status(pid, record)
+        while True:
             try:
                 name = self.signals.get_nowait()
             except queue.Empty:
-                name = None
+                return
+            handler = getattr(self, f"handle_{name[3:].lower()}", None)
+            if handler:
+                handler()
+
+    def _read_status(self, pid: int, record: ChildRecord) -> None:
+        try:
+            record.buffer += os.read(record.status_fd, 4096)
+        except (BlockingIOError, OSError):
+            return
+        *lines, record.buffer = record.buffer.split(b"\n")
+        for line in lines:
+            words = line.decode(errors="replace").split(" ", 1)
+            if words[0] == "ready":
+                record.ready, record.last_beat = True, time.monotonic()
+            elif words[0] == "beat":
+                busy, processed = (words[1].split() + ["0", "0"])[:2]
+                record.busy, record.processed, record.last_beat = int(busy), int(processed), time.monotonic()
+            elif words[0] == "retire" and not self.stopping:
+                self._retire(pid, record, self.config.timeout + self.config.grace, words[1], signal.SIGTERM)
 
     # -- signals -------------------------------------------------------------------------------------------
     def handle_term(self) -> None:
@@ -141,6 +185,9 @@ class Master:
         if self.stopping:
             return
         self.generation += 1
+        self.announced = False
+        self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}",
+                             "STATUS=reloading: starting a new generation of workers")
         log.info("rolling restart: starting generation %d, then retiring the old workers", self.generation)
 
     def handle_ttin(self) -> None:
@@ -153,6 +200,7 @@ class Master:
     def stop(self, grace: float, signum: int, what: str) -> None:
         if not self.stopping:
             log.info("%s: telling %d worker(s) to stop", what, len(self.children))
+            self.notifier.notify("STOPPING=1", f"STATUS={what}")
         self.stopping = True
         self._set_title()
         for pid, record in self.children.items():
@@ -174,6 +222,7 @@ class Master:
                 return
             record = self.children.pop(pid, None)
             if record is not None:
+                os.close(record.status_fd)
                 self._reaped(pid, record, status)
 
     def _reaped(self, pid: int, record: ChildRecord, status: int) -> None:
@@ -189,23 +238,23 @@ class Master:
                 self.stop(self.config.timeout + self.config.grace, signal.SIGTERM, "boot error")
         recovered = self._recover(pid, record, interrupted=not clean, reason=how)
         lived = time.monotonic() - record.started
-        if not clean and not self.stopping:
-            self.crashes[record.number] = 0 if lived > STABLE_AFTER else self.crashes.get(record.number, 0) + 1
-            crashes = self.crashes[record.number]
+        if not clean and not self.stopping and not record.reason:
+            crashes = self.crashes[record.number] = \
+                0 if lived > STABLE_AFTER else self.crashes.get(record.number, 0) + 1
             delay = min(0.1 * 2 ** (crashes - 1), MAX_BACKOFF) if crashes else 0.0
             self.not_before[record.number] = time.monotonic() + delay
-            log.error("worker %d (pid %d) %s after %.1fs; %s; restarting%s", record.number, pid, how, lived,
-                      recovered, f" in {delay:.1f}s" if delay else "")
+            log.error("worker %d (pid %d) %s after %.1fs (crash); %s; restarting%s", record.number, pid, how,
+                      lived, recovered, f" in {delay:.1f}s" if delay else "")
         else:
             log.info("worker %d (pid %d) %s%s; %s", record.number, pid, how,
-                     f" ({record.reason})" if record.reason else "", recovered)
+                     f" (replaced: {record.reason})" if record.reason else "", recovered)
 
     def _recover(self, pid: int, record: ChildRecord, interrupted: bool, reason: str) -> str:
         if self.config.fetch != "reliable":
             return "basic fetch: nothing to recover"
         try:
-            found = recover_identity(self.redis, record.identity(pid), self.queue_names, self.policy,
-                                     interrupted, reason)
+            found = recover_identity(self.redis, record.identity(pid), self.queue_names, self.config.threads,
+                                     self.policy, interrupted, reason)
         except OUTAGE_ERRORS as exc:
             self.outage.failed(exc)
             return "Redis unreachable: its jobs will be recovered by the orphan sweep"
@@ -214,26 +263,68 @@ class Master:
         return f"requeued {found.requeued} job(s)"
 
     def murder(self) -> None:
+        """SIGKILL workers past their stop deadline; SIGABRT (then SIGKILL) workers that stopped beating."""
         now = time.monotonic()
         for pid, record in list(self.children.items()):
             if record.kill_at is not None and now >= record.kill_at:
                 log.warning("worker %d (pid %d) did not stop in time; sending SIGKILL", record.number, pid)
                 self._kill(pid, signal.SIGKILL)
-                record.kill_at = now + 3600  # already killed; reap will collect it
+                record.kill_at = now + 3600  # reap will collect it
+            elif record.kill_at is None and now - max(record.last_beat, record.started) > self.config.worker_timeout:
+                log.error("worker %d (pid %d) sent no heartbeat for %.0fs (stuck, e.g. in C code); sending "
+                          "SIGABRT for a stack dump, then SIGKILL", record.number, pid, self.config.worker_timeout)
+                record.reason = "stuck: no heartbeat"
+                record.kill_at = now + ABORT_GRACE
+                self._kill(pid, signal.SIGABRT)
 
     def manage(self) -> None:
-        current = {r.number for r in self.children.values() if r.generation == self.generation and r.kill_at is None}
         now = time.monotonic()
+        current = [r for r in self.children.values() if r.generation == self.generation and r.kill_at is None]
+        numbers = {r.number for r in current}
         for number in range(1, self.config.workers + 1):
-            if number not in current and now >= self.not_before.get(number, 0.0):
+            if number not in numbers and now >= self.not_before.get(number, 0.0):
                 self.spawn(number)
-        ready = all(now - r.started >= 1.0 for r in self.children.values()
-                    if r.generation == self.generation and r.kill_at is None)
+        generation_ready = len(current) == self.config.workers and all(r.ready for r in current)
         for pid, record in list(self.children.items()):
-            if record.kill_at is None and (record.generation != self.generation and ready):
-                self._retire(pid, record, self.config.timeout + self.config.grace, "replaced by a new generation",
-                             signal.SIGTERM)
+            if record.kill_at is None and record.generation != self.generation and generation_ready:
+                self._retire(pid, record, self.config.timeout + self.config.grace, "reload (HUP)", signal.SIGTERM)
+        self._check_memory()
+        if generation_ready and not self.announced:
+            self.announced = True
+            log.info("%d worker(s) of generation %d are fetching", len(current), self.generation)
+            self.notifier.notify("READY=1", self._status())
+        if self.notifier.watchdog_due(now) and self._healthy(now):
+            self.notifier.ping(now)
+            self.notifier.notify(self._status())
         self._set_title()
+
+    def _check_memory(self) -> None:
+        limit = self.config.max_memory
+        if not limit:
+            return
+        for pid, record in list(self.children.items()):
+            if record.kill_at is not None:
+                continue
+            try:
+                rss = psutil.Process(pid).memory_info().rss / 2 ** 20
+            except psutil.Error:
+                continue
+            if rss > limit:
+                self._retire(pid, record, self.config.timeout + self.config.grace,
+                             f"RSS {rss:.0f} MB over --max-memory {limit} MB", signal.SIGTERM)
+
+    def _healthy(self, now: float) -> bool:
+        """The watchdog is fed only while every worker that should be beating does."""
+        return all(now - max(r.last_beat, r.started) <= self.config.worker_timeout
+                   for r in self.children.values() if r.kill_at is None)
+
+    def _status(self) -> str:
+        live = [r for r in self.children.values() if r.kill_at is None]
+        busy = sum(r.busy for r in live)
+        processed = sum(r.processed for r in self.children.values())
+        state = " quiet" if self.quiet else ""
+        return (f"STATUS={len(live)} workers{state}, {busy} of {len(live) * self.config.threads} threads busy, "
+                f"{processed} jobs processed by the current workers")
 
     def _maybe_sweep(self) -> None:
         if self.config.fetch != "reliable" or time.monotonic() < self.next_sweep:
@@ -247,20 +338,28 @@ class Master:
     # -- process operations --------------------------------------------------------------------------------
     def spawn(self, number: int) -> None:
         nonce = secrets.token_hex(6)
+        status_r, status_w = os.pipe()
         for handler in logging.getLogger().handlers:
             handler.flush()
         pid = os.fork()
         if pid == 0:
             try:
-                Child(self.config, number, nonce, self.lifeline, self.generation, quiet=self.quiet).run()
+                signal.set_wakeup_fd(-1)
+                inherited = (status_r, self._wake_r, *(r.status_fd for r in self.children.values()))
+                Child(self.config, number, nonce, self.lifeline, status_w, inherited, self.generation,
+                      quiet=self.quiet).run()
             finally:
                 os._exit(ExitCode.CRASH)
-        self.children[pid] = ChildRecord(number, nonce, self.generation, time.monotonic())
+        os.close(status_w)
+        os.set_blocking(status_r, False)
+        self.children[pid] = ChildRecord(number, nonce, self.generation, time.monotonic(), status_r)
 
     def _retire(self, pid: int, record: ChildRecord, grace: float, reason: str, signum: int) -> None:
         if record.kill_at is None or signum == signal.SIGQUIT:
+            if record.kill_at is None and not self.stopping:
+                log.info("retiring worker %d (pid %d): %s", record.number, pid, reason)
             record.kill_at = min(record.kill_at or float("inf"), time.monotonic() + grace)
-            record.reason = reason
+            record.reason = record.reason or reason
             self._kill(pid, signum)
 
     @staticmethod

@@ -18,6 +18,8 @@ from .payload import PayloadError, decode
 from .state import ChildContext
 
 log = logging.getLogger("sidepunch.processor")
+#: One line per job start and finish; `--log-jobs off` (or a level above INFO) silences it.
+job_log = logging.getLogger("sidepunch.job")
 
 
 class BadJob(Exception):
@@ -33,7 +35,12 @@ class Processor:
         self.fetcher = fetcher
         self.tid = f"p{index}"
         self.current: UnitOfWork | None = None
+        self.instance: Any = None
+        self.deadline: float | None = None   # monotonic time by which the current job must end
+        self.timeout = 0.0
+        self.abandoned = False
         self.thread: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self.run, name=f"processor-{self.index}", daemon=True)
@@ -65,44 +72,85 @@ class Processor:
             if not state.fetching:
                 self._persist(lambda: self.fetcher.requeue([unit]), "requeue")
                 continue
-            self.current = unit
             self.process(unit)
-            self.current = None
+            if self.abandoned:
+                return  # the job outlived its timeout; this thread is left to it and the process is retiring
         self._persist(self.fetcher.flush, "acknowledge")
 
+    def abandon(self) -> tuple[UnitOfWork, Any, float] | None:
+        """Take the current job away from this thread (it timed out); its outcome is then recorded by the
+        caller, and whatever the thread does later is ignored."""
+        with self._lock:
+            unit, self.current, self.deadline = self.current, None, None
+            if unit is None:
+                return None
+            self.abandoned = True
+            return unit, self.instance, self.timeout
+
+    def _release(self, unit: UnitOfWork) -> bool:
+        """True if this thread still owns `unit` (it was not abandoned) and may record its outcome."""
+        with self._lock:
+            if self.current is not unit:
+                return False
+            self.current, self.deadline = None, None
+            return True
+
     def process(self, unit: UnitOfWork) -> str:
-        """Run one job; returns "done", "retry", "dead" or "discarded"."""
+        """Run one job; returns "done", "retry", "dead", "discarded" or "abandoned" (timed out)."""
         ctx = self.ctx
+        self.current, self.instance = unit, None
         ctx.work.start(self.tid, unit.queue, unit.payload)
+        started = time.monotonic()
         try:
             try:
                 job = decode(unit.payload)
             except PayloadError as problem:
+                self._release(unit)
                 self._persist(lambda: ctx.retry.kill_unparseable(unit, problem), "dead-set write")
                 return "dead"
-            instance = None
+            self._arm_timeout(job, started)
+            if job_log.isEnabledFor(logging.INFO):
+                job_log.info("start %s jid=%s queue=%s", job["class"], job.get("jid"), unit.queue)
             try:
-                instance = ctx.resolver.resolve(job["class"])()
-                instance.jid = job.get("jid", "")
-                args = job.get("args")
-                if type(args) is not list:
-                    raise BadJob(f"job args must be a JSON array, got {type(args).__name__}")
-                if ctx.server_middleware:
-                    run_server_chain(ctx.server_middleware, instance, job, unit.queue,
-                                     lambda: instance.perform(*args))
-                else:
-                    instance.perform(*args)
+                self.instance = ctx.resolver.resolve(job["class"])()
+                self.instance.jid = job.get("jid", "")
+                self._perform(self.instance, job, unit.queue)
             except Exception as exc:
+                if not self._release(unit):
+                    return "abandoned"
                 ctx.counters.record(failed=True)
-                outcome = self._persist(lambda: ctx.retry.handle(unit, instance, exc), "retry-set write")
-                log.warning("%s jid=%s queue=%s failed (%s: %s): %s", job.get("class"), job.get("jid"),
-                            unit.queue, type(exc).__name__, exc, outcome or "not recorded")
+                outcome = self._persist(lambda: ctx.retry.handle(unit, self.instance, exc), "retry-set write")
+                job_log.warning("fail %s jid=%s queue=%s %.3fs %s: %s -> %s", job["class"], job.get("jid"),
+                                unit.queue, time.monotonic() - started, type(exc).__name__, exc,
+                                outcome or "not recorded")
                 return outcome or "retry"
+            if not self._release(unit):
+                return "abandoned"
             ctx.counters.record(failed=False)
             self._persist(lambda: self.fetcher.ack(unit), "acknowledge")
+            if job_log.isEnabledFor(logging.INFO):
+                job_log.info("done %s jid=%s queue=%s %.3fs", job["class"], job.get("jid"), unit.queue,
+                             time.monotonic() - started)
             return "done"
         finally:
             ctx.work.finish(self.tid)
+
+    def _perform(self, instance: Any, job: dict, queue: str) -> None:
+        args = job.get("args")
+        if type(args) is not list:
+            raise BadJob(f"job args must be a JSON array, got {type(args).__name__}")
+        if self.ctx.server_middleware:
+            run_server_chain(self.ctx.server_middleware, instance, job, queue, lambda: instance.perform(*args))
+        else:
+            instance.perform(*args)
+
+    def _arm_timeout(self, job: dict, started: float) -> None:
+        timeout = job.get("timeout")
+        if type(timeout) not in (int, float) or timeout <= 0:
+            timeout = self.ctx.config.job_timeout
+        self.timeout = timeout
+        if timeout > 0:
+            self.deadline = started + timeout
 
     def _persist(self, write: Callable[[], Any], what: str) -> Any:
         """Run a Redis write, retrying through outages until the hard deadline."""

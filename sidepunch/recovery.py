@@ -89,14 +89,14 @@ def recover_lists(client: redis.Redis, lists: Iterable[tuple[str, str]], policy:
     return total
 
 
-def working_lists(client: redis.Redis, identity: str, queues: Sequence[str]) -> list[tuple[str, str]]:
-    return [(q, keys.working(q, identity)) for q in queues]
+def working_lists(identity: str, queues: Sequence[str], threads: int) -> list[tuple[str, str]]:
+    return [(q, keys.working(q, identity, t)) for q in queues for t in range(threads)]
 
 
-def recover_identity(client: redis.Redis, identity: str, queues: Sequence[str], policy: RecoveryPolicy,
-                     interrupted: bool, reason: str) -> Recovered:
+def recover_identity(client: redis.Redis, identity: str, queues: Sequence[str], threads: int,
+                     policy: RecoveryPolicy, interrupted: bool, reason: str) -> Recovered:
     """Requeue a dead process's jobs and remove it from the process registry."""
-    found = recover_lists(client, working_lists(client, identity, queues), policy, interrupted, reason)
+    found = recover_lists(client, working_lists(identity, queues, threads), policy, interrupted, reason)
     pipe = client.pipeline(transaction=False)
     pipe.srem(keys.PROCESSES, identity)
     pipe.unlink(keys.workers(identity), keys.alive(identity))

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 
 import sidepunch
 from sidepunch.config import QueueSpec, build_config
@@ -84,7 +85,7 @@ def make_ctx(r, fetch="reliable", queues=("default",), deaths=None):
 def make_processor(r, **kw):
     ctx = make_ctx(r, **kw)
     if ctx.config.fetch == "reliable":
-        fetcher = ReliableFetch(r, ctx.config.queues, random.Random(1), IDENTITY, 0)
+        fetcher = ReliableFetch(r, ctx.config.queues, random.Random(1), IDENTITY, 0, 0)
     else:
         fetcher = BasicFetch(r, ctx.config.queues, random.Random(1))
     return Processor(0, ctx, fetcher)
@@ -110,7 +111,7 @@ def test_job_sits_in_working_list_while_running(r, client):
     proc = make_processor(r)
     client.push({"class": testjobs.Record, "args": ["a"]})
     unit = proc.fetcher.fetch()
-    assert unit.working == f"working:queue:default:{IDENTITY}"
+    assert unit.working == f"working:queue:default:{IDENTITY}.0"
     assert r.lrange(unit.working, 0, -1) == [unit.payload] and r.llen("queue:default") == 0
 
 
@@ -118,7 +119,7 @@ def test_ack_rides_on_the_next_fetch(r, client):
     proc = make_processor(r)
     client.push_bulk({"class": testjobs.Record, "args": [["a"], ["b"]]})
     run_next(proc)
-    working = f"working:queue:default:{IDENTITY}"
+    working = f"working:queue:default:{IDENTITY}.0"
     assert r.llen(working) == 1  # acknowledged lazily...
     second = proc.fetcher.fetch()
     assert r.lrange(working, 0, -1) == [second.payload]  # ...in the same round trip as the next fetch
@@ -313,3 +314,30 @@ def test_poller_moves_due_jobs_keeping_unknown_keys(r, client):
     assert list(retried)[:2] == ["retry", "queue"] and retried["enqueued_at"] > 1.0
     assert r.zcard("schedule") == 1 and r.zrange("dead", 0, -1) == [b"garbage"]
     assert r.smembers("queues") >= {b"q2", b"default"}
+
+
+def test_job_fetched_as_the_connection_dropped_is_reclaimed(r, client):
+    """Redis ran the fetch script, then the reply was lost: the job is in our working list, unknown to us."""
+    proc = make_processor(r)
+    client.push_bulk({"class": testjobs.Record, "args": [["first"], ["second"]]})
+    real_script = proc.fetcher._fetch
+
+    def runs_then_drops(**kwargs):
+        real_script(**kwargs)
+        raise redis.ConnectionError("Connection closed by server.")
+
+    proc.fetcher._fetch = runs_then_drops
+    with pytest.raises(redis.ConnectionError):
+        proc.fetcher.fetch()
+    proc.fetcher._fetch = real_script
+    unit = proc.fetcher.fetch()
+    assert json.loads(unit.payload)["args"] == ["first"]
+    assert proc.process(unit) == "done"
+    assert json.loads(proc.fetcher.fetch().payload)["args"] == ["second"]
+
+
+def test_working_keys_carry_the_thread_and_parse_back():
+    from sidepunch import keys
+    key = keys.working("mail:low", "host.example:42:abcdef012345", 7)
+    assert key == "working:queue:mail:low:host.example:42:abcdef012345.7"
+    assert keys.parse_working(key) == ("mail:low", "host.example:42:abcdef012345")
