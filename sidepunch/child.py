@@ -167,7 +167,8 @@ class Child:
         info = {"hostname": hostname(dict(os.environ)), "started_at": time.time(), "pid": os.getpid(),
                 "tag": config.tag, "concurrency": config.threads,
                 "queues": [q.name for q in config.queues], "labels": [], "identity": ctx.identity}
-        self.heartbeat = Heartbeat(ctx, info, on_signal=self._remote_signal, on_beat=self._on_beat)
+        self.heartbeat = Heartbeat(ctx, info, on_signal=self._remote_signal, on_beat=self._set_title,
+                                   on_tick=self._report_alive)
         while not self.heartbeat.beat():  # registered (and alive) before the first job is fetched
             if self._dispatch(self._next_signal(1.0)) or self.state.stopping:
                 return
@@ -182,8 +183,7 @@ class Child:
                  ",".join(q.name for q in config.queues))
         self.report("ready")
 
-    def _on_beat(self) -> None:
-        self._set_title()
+    def _report_alive(self) -> None:
         self.report("beat", len(self.ctx.work), self.ctx.counters.total_processed)
 
     def _new_processor(self, index: int) -> Processor:

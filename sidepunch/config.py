@@ -108,7 +108,7 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds the master waits beyond --timeout before it SIGKILLs a worker", _positive(0)),
     Setting("worker_timeout", ("--worker-timeout",), "SIDEPUNCH_WORKER_TIMEOUT", float, 60.0,
             "seconds without a heartbeat before the master kills a worker (SIGABRT for a stack dump, "
-            "then SIGKILL) and recovers its jobs", _positive(6)),
+            "then SIGKILL) and recovers its jobs", _positive(2)),
     Setting("tag", ("-g", "--tag"), "SIDEPUNCH_TAG", str, "", "tag shown in process listings"),
     Setting("max_memory", ("--max-memory",), "SIDEPUNCH_MAX_MEMORY", int, 0,
             "MB of RSS after which a worker is replaced gracefully (0: no limit)", _positive(0)),
@@ -116,11 +116,14 @@ SETTINGS: tuple[Setting, ...] = (
             "jobs after which a worker is replaced gracefully (0: no limit)", _positive(0)),
     Setting("job_timeout", ("--job-timeout",), "SIDEPUNCH_JOB_TIMEOUT", float, 0.0,
             "default seconds a job may run before it fails with JobTimeout (0: no limit)", _positive(0)),
+    Setting("log_level", ("--log-level",), "SIDEPUNCH_LOG_LEVEL", str, "info",
+            "debug, info (a line per job start and finish), warning or error",
+            _choice("debug", "info", "warning", "error")),
     Setting("log_format", ("--log-format",), "SIDEPUNCH_LOG_FORMAT", str, "text", "text or json",
             _choice("text", "json")),
     Setting("logfile", ("--logfile",), "SIDEPUNCH_LOGFILE", str, None, "write the log to this file"),
     Setting("pidfile", ("--pidfile",), "SIDEPUNCH_PIDFILE", str, None, "write the master's pid to this file"),
-    Setting("verbose", ("-v", "--verbose"), "SIDEPUNCH_VERBOSE", _bool, False, "debug logging", switch=True),
+    Setting("verbose", ("-v", "--verbose"), "SIDEPUNCH_VERBOSE", _bool, False, "debug logging (same as --log-level debug)", switch=True),
 )
 
 Config = dataclasses.make_dataclass(

@@ -25,6 +25,7 @@ from .state import ChildContext
 log = logging.getLogger("sidepunch.heartbeat")
 
 BEAT_INTERVAL = 5.0
+TICK = 1.0
 PROCESS_TTL = 60
 ALIVE_TTL = 20  # orphan recovery treats a working list as abandoned once this expires
 DAY_TTL = 157_680_000
@@ -52,11 +53,12 @@ def add_counts(pipe: "redis.client.Pipeline", processed: int, failed: int) -> No
 
 class Heartbeat:
     def __init__(self, ctx: ChildContext, info: dict, on_signal: Callable[[str], None],
-                 on_beat: Callable[[], None] = lambda: None) -> None:
+                 on_beat: Callable[[], None] = lambda: None, on_tick: Callable[[], None] = lambda: None) -> None:
         self.ctx = ctx
         self.info = json.dumps(info, separators=(",", ":"))
         self._on_signal = on_signal
         self._on_beat = on_beat
+        self._on_tick = on_tick
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_beat = 0.0
@@ -66,8 +68,13 @@ class Heartbeat:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(BEAT_INTERVAL):
-            self.beat()
+        # Every second tell the master this process is alive (a pipe write); every fifth, beat in Redis.
+        ticks = 0
+        while not self._stop.wait(TICK):
+            ticks += 1
+            self._on_tick()
+            if ticks % round(BEAT_INTERVAL / TICK) == 0:
+                self.beat()
 
     def beat(self) -> bool:
         """One beat; returns False (and keeps the counts) if Redis is unreachable."""

@@ -27,4 +27,4 @@ def setup_logging(config: Any, environ: Mapping[str, str]) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if config.verbose else logging.INFO)
+    root.setLevel(logging.DEBUG if config.verbose else getattr(logging, config.log_level.upper()))

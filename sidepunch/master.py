@@ -96,7 +96,7 @@ class Master:
         log.info("master %d starting %d worker(s) x %d threads on queues %s (%s fetch)", os.getpid(),
                  self.config.workers, self.config.threads, ",".join(self.queue_names), self.config.fetch)
         while not (self.stopping and not self.children):
-            self._wait(TICK)
+            self._wait(min(TICK, self.notifier.seconds_to_next_ping() + 0.001))
             self.reap()
             self.murder()
             if not self.stopping:

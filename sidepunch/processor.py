@@ -128,6 +128,8 @@ class Processor:
                 return "abandoned"
             ctx.counters.record(failed=False)
             self._persist(lambda: self.fetcher.ack(unit), "acknowledge")
+            if ctx.config.max_jobs and ctx.counters.total_processed >= ctx.config.max_jobs:
+                ctx.state.go_quiet()  # the child asks the master for its replacement on its next tick
             if job_log.isEnabledFor(logging.INFO):
                 job_log.info("done %s jid=%s queue=%s %.3fs", job["class"], job.get("jid"), unit.queue,
                              time.monotonic() - started)

@@ -50,6 +50,12 @@ class Notifier:
         now = time.monotonic() if now is None else now
         return self.watchdog_interval is not None and now - self._last_ping >= self.watchdog_interval
 
+    def seconds_to_next_ping(self, now: float | None = None) -> float:
+        if self.watchdog_interval is None:
+            return float("inf")
+        now = time.monotonic() if now is None else now
+        return max(0.0, self._last_ping + self.watchdog_interval - now)
+
     def ping(self, now: float | None = None) -> None:
         self._last_ping = time.monotonic() if now is None else now
         self.notify("WATCHDOG=1")

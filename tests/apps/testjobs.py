@@ -98,3 +98,22 @@ class ReplicatedRecord(sidepunch.Job):
 
     def retry_in(self, count, exc):
         return 1
+
+
+class Hog(sidepunch.Job):
+    """Holds on to ~150 MB for the rest of its process's life."""
+
+    kept = []
+
+    def perform(self, value):
+        Hog.kept.append(bytearray(150 * 2 ** 20))
+        _redis().rpush("done", value)
+
+
+class Overdue(sidepunch.Job):
+    timeout = 1
+
+    def perform(self, value, seconds):
+        _redis().rpush("started", value)
+        time.sleep(seconds)
+        _redis().rpush("done", value)
