@@ -118,9 +118,19 @@ def test_hup_reloads_code_without_dropping_capacity_or_jobs(daemon, r, client, t
     fewest = [2]
     sampling = threading.Event()
 
+    def fetching_workers():
+        count = 0
+        for child in d.children():
+            try:
+                title = " ".join(child.cmdline())
+            except psutil.Error:  # exited between listing and reading
+                continue
+            count += "worker" in title and "stopping" not in title
+        return count
+
     def sample():
         while not sampling.is_set():
-            fewest[0] = min(fewest[0], sum(1 for c in d.children() if "worker" in " ".join(c.cmdline())))
+            fewest[0] = min(fewest[0], fetching_workers())
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample)
