@@ -1,0 +1,198 @@
+"""The workloads, each run identically against any system (a Daemon factory plus an Enqueuer).
+
+Shared method: the jobs of a measured drain are enqueued while no daemon runs and parked under another key
+(RENAME queue:default -> bench:staging); the daemon is started and waited for until every process has
+registered in `processes` (its first heartbeat), plus a short settle; then one RENAME puts the whole backlog
+back at once (Redis wakes the blocked BRPOP/BLMOVE callers) and the clock starts. Boot time is therefore
+outside every throughput figure and reported on its own.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import psutil
+import redis
+
+from bench_daemons import Daemon, Enqueuer
+
+QUEUE = "queue:default"
+STAGING = "bench:staging"
+LATENCY_KEY = "bench:latency"
+CPU_KEY = "bench:cpu"
+MB = 1024 * 1024
+
+
+@dataclass
+class System:
+    key: str
+    label: str
+    lang: str                                # whose enqueue script and CPU calibration it uses
+    make: Callable[[int], Daemon]            # worker processes -> a Daemon, not started yet
+    enqueue: Enqueuer
+
+
+@dataclass
+class Settings:
+    jobs: int                 # W1
+    latency_jobs: int         # W2
+    latency_rate: float
+    cpu_jobs: int             # W3
+    cpu_ms: float
+    rss_points: tuple[int, int]   # W4
+    settle: float = 1.0
+    poll: float = 0.005
+    loops: dict[str, int] = field(default_factory=dict)   # lang -> calibrated loop count
+
+
+class Bench:
+    def __init__(self, redis_url: str, settings: Settings, logdir: Path) -> None:
+        self.url = redis_url
+        self.r = redis.Redis.from_url(redis_url)
+        self.s = settings
+        self.logdir = logdir
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    def fresh(self) -> None:
+        self.r.flushall()
+
+    def stage(self) -> None:
+        self.r.rename(QUEUE, STAGING)
+
+    def boot(self, daemon: Daemon) -> float:
+        daemon.start()
+        boot = daemon.wait_ready(self.r)
+        time.sleep(self.s.settle)
+        return boot
+
+    def wait_len(self, key: str, done: Callable[[int], bool], timeout: float, daemon: Daemon,
+                 interval: float | None = None) -> float:
+        """Poll LLEN until done(length); returns perf_counter() at that moment."""
+        deadline = time.perf_counter() + timeout
+        interval = self.s.poll if interval is None else interval
+        while True:
+            now = time.perf_counter()
+            if done(self.r.llen(key)):
+                return now
+            if now > deadline:
+                raise TimeoutError(f"{key} length {self.r.llen(key)} after {timeout:.0f}s:\n{daemon.log_tail()}")
+            if not daemon.alive():
+                raise RuntimeError(f"{daemon.label} died:\n{daemon.log_tail()}")
+            time.sleep(interval)
+
+    def counts(self) -> tuple[int, int]:
+        return int(self.r.get("stat:processed") or 0), int(self.r.get("stat:failed") or 0)
+
+    # -- W1 + W2: enqueue, drain, then latency on the now idle daemon ---------------------------------------
+    def throughput_and_latency(self, system: System) -> dict:
+        s, r, out = self.s, self.r, {}
+        self.fresh()
+        single = system.enqueue(self.url, "single", s.jobs)
+        out["single_jps"] = s.jobs / single["seconds"]
+        r.delete(QUEUE)
+        bulk = system.enqueue(self.url, "bulk", s.jobs)
+        out["bulk_jps"] = s.jobs / bulk["seconds"]
+        assert r.llen(QUEUE) == s.jobs, "bulk enqueue left the wrong number of jobs"
+        self.stage()
+        daemon = system.make(2)
+        try:
+            out["boot_s"] = self.boot(daemon)
+            started = time.perf_counter()
+            r.rename(STAGING, QUEUE)
+            finished = self.wait_len(QUEUE, lambda n: n == 0, 120 + s.jobs / 500, daemon)
+            out["drain_s"] = finished - started
+            out["drain_jps"] = s.jobs / out["drain_s"]
+            time.sleep(s.settle)
+            paced = system.enqueue(self.url, "paced", s.latency_jobs, s.latency_rate)
+            out["worst_late_ms"] = paced["worst_late_ms"]
+            self.wait_len(LATENCY_KEY, lambda n: n >= s.latency_jobs, 15, daemon, 0.05)
+            latencies = sorted(float(x) * 1000 for x in r.lrange(LATENCY_KEY, 0, -1))
+            for p in (50, 95, 99):
+                out[f"p{p}_ms"] = percentile(latencies, p)
+            out["max_ms"] = latencies[-1]
+        finally:
+            daemon.stop()
+        processed, failed = self.counts()
+        expected = s.jobs + s.latency_jobs
+        out["check"] = "ok" if (processed, failed) == (expected, 0) else \
+            f"processed {processed} (expected {expected}), failed {failed}"
+        return out
+
+    # -- W3: CPU-bound jobs on 1 and on 2 worker processes -------------------------------------------------
+    def cpu(self, system: System, workers: int) -> dict:
+        s, r = self.s, self.r
+        self.fresh()
+        system.enqueue(self.url, "cpu", s.cpu_jobs, s.loops[system.lang])
+        self.stage()
+        daemon = system.make(workers)
+        try:
+            self.boot(daemon)
+            started = time.time()
+            r.rename(STAGING, QUEUE)
+            self.wait_len(CPU_KEY, lambda n: n >= s.cpu_jobs, 60 + s.cpu_jobs * s.cpu_ms / 100, daemon, 0.02)
+        finally:
+            daemon.stop()
+        spans = [x.split() for x in r.lrange(CPU_KEY, 0, -1)]
+        per_pid: dict[str, int] = {}
+        for _, _, pid in spans:
+            per_pid[pid] = per_pid.get(pid, 0) + 1
+        return {"seconds": max(float(e) for _, e, _ in spans) - started,
+                "job_ms_mean": 1000 * sum(float(e) - float(b) for b, e, _ in spans) / len(spans),
+                "jobs_per_process": sorted(per_pid.values(), reverse=True),
+                # [start, end] relative to the release, and the pid: for latest.json, to see stragglers
+                "spans": sorted([round(float(b) - started, 4), round(float(e) - started, 4), int(pid)]
+                                for b, e, pid in spans)}
+
+    # -- W4: memory across a long no-op drain ----------------------------------------------------------------
+    def memory(self, system: System) -> dict:
+        s, r = self.s, self.r
+        first, total = s.rss_points
+        self.fresh()
+        system.enqueue(self.url, "bulk", total, timeout=600)
+        self.stage()
+        daemon = system.make(2)
+        out: dict = {"points": [0, first, total]}
+        try:
+            out["boot_s"] = self.boot(daemon)
+            samples = [rss(daemon)]
+            started = time.perf_counter()
+            r.rename(STAGING, QUEUE)
+            budget = 120 + total / 1000
+            self.wait_len(QUEUE, lambda n: n <= total - first, budget, daemon, 0.02)
+            samples.append(rss(daemon))
+            finished = self.wait_len(QUEUE, lambda n: n == 0, budget, daemon, 0.02)
+            time.sleep(0.2)   # the last (at most threads x workers) no-op jobs finish
+            samples.append(rss(daemon))
+            out["drain_jps"] = total / (finished - started)
+        finally:
+            daemon.stop()
+        out["samples"] = samples
+        same = all(sorted(x["pids"]) == sorted(samples[0]["pids"]) for x in samples)
+        out["same_pids"] = same
+        mid, end = samples[1], samples[2]
+        out["master_mb"] = [x["master_mb"] for x in samples]
+        out["workers_mb"] = [x["workers_mb"] for x in samples]
+        out["growth_pct"] = [100 * (b - a) / a for a, b in zip(mid["workers_mb"], end["workers_mb"])]
+        processed, failed = self.counts()
+        out["check"] = "ok" if (processed, failed) == (total, 0) and same else \
+            f"processed {processed} (expected {total}), failed {failed}, same worker pids: {same}"
+        return out
+
+
+def rss(daemon: Daemon) -> dict:
+    procs = daemon.processes()
+
+    def mb(p: psutil.Process) -> float:
+        return p.memory_info().rss / MB
+    return {"master_mb": [mb(p) for p in procs["master"]][0] if procs["master"] else None,
+            "workers_mb": [mb(p) for p in procs["workers"]],
+            "pids": [p.pid for p in procs["workers"]]}
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
