@@ -191,7 +191,8 @@ class Child:
         rng = random.Random()
         if config.fetch == "reliable":
             home = (self.number - 1) * config.threads + index
-            fetcher: Any = ReliableFetch(ctx.redis, config.queues, rng, ctx.identity, index, home)
+            fetcher: Any = ReliableFetch(ctx.redis, config.queues, rng, ctx.identity, index, home,
+                                         share=config.workers * config.threads)
         else:
             fetcher = BasicFetch(ctx.redis, config.queues, rng)
         return Processor(index, ctx, fetcher)
@@ -289,16 +290,19 @@ class Child:
         log.info("worker %d stopped", self.number)
 
     def _requeue_unfinished(self) -> None:
-        by_fetcher = [(p.fetcher, unit) for p in self.processors if (unit := p.current) is not None]
-        if not by_fetcher:
+        """At the deadline: put back what threads still hold (running, or prefetched and not started)."""
+        held = [(p.fetcher, [u for u in (p.current, *p.fetcher.buffered()) if u is not None])
+                for p in self.processors]
+        count = sum(len(units) for _, units in held)
+        if not count:
             return
-        log.warning("worker %d requeueing %d unfinished job(s)", self.number, len(by_fetcher))
-        for fetcher, unit in by_fetcher:
+        log.warning("worker %d requeueing %d unfinished job(s)", self.number, count)
+        for fetcher, units in held:
             try:
-                fetcher.requeue([unit])
+                fetcher.requeue(units)
             except OUTAGE_ERRORS as exc:
-                log.error("could not requeue %.100r (%s); it stays in the working list for recovery",
-                          unit.payload, exc)
+                log.error("could not requeue %d job(s) (%s); they stay in the working list for recovery",
+                          len(units), exc)
 
     def _set_title(self) -> None:
         busy = len(self.ctx.work) if hasattr(self, "ctx") else 0

@@ -12,6 +12,7 @@ queues so every queue has threads waiting on it and idle latency stays low every
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,6 +23,10 @@ from .config import QueueSpec
 from .connection import OUTAGE_ERRORS, FailoverError
 
 FETCH_TIMEOUT = 2.0
+#: Most jobs one reliable fetch takes from a deep queue (see fetch.lua for the fair-share cap).
+BATCH = 10
+#: A job that ran this long is acknowledged at once instead of with the next fetch.
+ACK_NOW_AFTER = 0.001
 
 
 def _blocking(call, *args):
@@ -71,15 +76,18 @@ class BasicFetch:
             return None
         return UnitOfWork(keys.queue_name(reply[0]), reply[1])
 
-    def ack(self, unit: UnitOfWork) -> None:
+    def ack(self, unit: UnitOfWork, seconds: float = 0.0) -> None:
         pass
 
     @staticmethod
     def ack_into(pipe: redis.client.Pipeline, unit: UnitOfWork) -> None:
         pass
 
-    def flush(self) -> None:
+    def release(self) -> None:
         pass
+
+    def buffered(self) -> list[UnitOfWork]:
+        return []
 
     def requeue(self, units: Sequence[UnitOfWork]) -> None:
         """Put jobs back at the head of their queues (RPUSH: next to be popped), unchanged."""
@@ -91,55 +99,63 @@ class BasicFetch:
 
 
 class ReliableFetch:
-    """Atomic move into a working list; `ack` is deferred into the next fetch's round trip."""
+    """Atomic move into this thread's working list. Acknowledgements are deferred into the next fetch's
+    round trip; from a deep queue a fetch takes several jobs at once (each stays in the working list, so
+    nothing is lost if the process dies), never more than its share of the queue."""
 
     def __init__(self, client: redis.Redis, specs: Sequence[QueueSpec], rng: random.Random, identity: str,
-                 thread: int, home: int) -> None:
+                 thread: int, home: int, batch: int = BATCH, share: int = 1) -> None:
         self._redis = client
         self._order = QueueOrder(specs, rng)
         self._working = {s.name: keys.working(s.name, identity, thread) for s in specs}
         self._home = home
-        self._pending: UnitOfWork | None = None
+        self._batch = batch
+        self._share = max(1, share)
+        self._pending: list[UnitOfWork] = []      # finished, not yet acknowledged
+        self._buffer: deque[UnitOfWork] = deque()  # fetched, not yet started
         self._in_doubt = False
         self._fetch = scripts.load(client, "fetch")
         self._move = scripts.load(client, "move")
 
     def fetch(self) -> UnitOfWork | None:
+        if self._buffer:
+            return self._buffer.popleft()
         try:
-            if self._in_doubt:
-                unit = self._reclaim()
-                if unit is not None:
-                    return unit
+            if self._in_doubt and self._reclaim():
+                return self._buffer.popleft()
             return self._fetch_next()
         except OUTAGE_ERRORS:
-            # Redis may have moved a job into our working list and then lost the connection before replying.
+            # Redis may have moved jobs into our working list and then lost the connection before replying.
             self._in_doubt = True
             raise
 
-    def _reclaim(self) -> UnitOfWork | None:
-        """After a failed fetch: a job in this thread's working list that no one is running was fetched for
-        us but never delivered. Take it now rather than leaving it until this process dies."""
+    def _reclaim(self) -> bool:
+        """After a failed fetch: jobs in this thread's working lists that no one is running were fetched
+        for us but never delivered. Take them now rather than leaving them until this process dies."""
         for queue, working in self._working.items():
             jobs = self._redis.lrange(working, 0, -1)
-            if self._pending is not None and self._pending.working == working and self._pending.payload in jobs:
-                jobs.remove(self._pending.payload)
-            if jobs:
-                return UnitOfWork(queue, jobs[-1], working)
+            for unit in self._pending:
+                if unit.working == working and unit.payload in jobs:
+                    jobs.remove(unit.payload)
+            self._buffer.extend(UnitOfWork(queue, job, working) for job in reversed(jobs))
         self._in_doubt = False
-        return None
+        return bool(self._buffer)
 
     def _fetch_next(self) -> UnitOfWork | None:
         order = self._order()
-        pending = self._pending
-        script_keys = [pending.working if pending else "queues"]
+        acks = self._pending
+        script_keys = [u.working for u in acks]
         for q in order:
             script_keys += [keys.queue(q), self._working[q]]
-        reply = self._fetch(keys=script_keys, args=[pending.payload if pending else ""])
-        self._pending = None
-        if reply:
-            queue = order[int(reply[0]) - 1]
-            return UnitOfWork(queue, reply[1], self._working[queue])
-        return self._block()
+        reply = self._fetch(keys=script_keys, args=[len(acks), self._batch, self._share,
+                                                    *(u.payload for u in acks)])
+        self._pending = []
+        if not reply:
+            return self._block()
+        queue = order[int(reply[0]) - 1]
+        working = self._working[queue]
+        self._buffer.extend(UnitOfWork(queue, job, working) for job in reply[1])
+        return self._buffer.popleft()
 
     def _block(self) -> UnitOfWork | None:
         names = self._order.names
@@ -150,19 +166,38 @@ class ReliableFetch:
         job = _blocking(self._redis.blmove, keys.queue(queue), working, FETCH_TIMEOUT, "RIGHT", "LEFT")
         return None if job is None else UnitOfWork(queue, job, working)
 
-    def ack(self, unit: UnitOfWork) -> None:
-        self.flush()
-        self._pending = unit
+    def ack(self, unit: UnitOfWork, seconds: float = 0.0) -> None:
+        """Acknowledge a finished job. For fast jobs the LREM rides on the next fetch; after a slow one it
+        goes now, since a round trip is then cheap and an unsent ack means a rerun if the process dies."""
+        self._pending.append(unit)
+        if seconds >= ACK_NOW_AFTER:
+            self._send_acks()
 
     @staticmethod
     def ack_into(pipe: redis.client.Pipeline, unit: UnitOfWork) -> None:
         pipe.lrem(unit.working, 1, unit.payload)
 
-    def flush(self) -> None:
-        """Send a deferred acknowledgement now (before going quiet or stopping)."""
-        if self._pending is not None:
-            self._redis.lrem(self._pending.working, 1, self._pending.payload)
-            self._pending = None
+    def release(self) -> None:
+        """Before going quiet or stopping: put fetched-but-unstarted jobs back, send deferred acks."""
+        if self._buffer:
+            self.requeue(list(self._buffer))
+            self._buffer.clear()
+        self._send_acks()
+
+    def _send_acks(self) -> None:
+        if not self._pending:
+            return
+        if len(self._pending) == 1:
+            self._redis.lrem(self._pending[0].working, 1, self._pending[0].payload)
+        else:
+            pipe = self._redis.pipeline(transaction=False)
+            for unit in self._pending:
+                pipe.lrem(unit.working, 1, unit.payload)
+            pipe.execute()
+        self._pending = []
+
+    def buffered(self) -> list[UnitOfWork]:
+        return list(self._buffer)
 
     def requeue(self, units: Sequence[UnitOfWork]) -> None:
         """Move jobs from the working list back to the head of their queues, each only if still there."""
@@ -170,7 +205,8 @@ class ReliableFetch:
             return
         script_keys: list[str] = []
         args: list[object] = [0, 0, 1]
-        for unit in units:
+        # Last first, so that after the RPUSHes the first unit is at the head again.
+        for unit in reversed(units):
             script_keys += [unit.working, keys.queue(unit.queue)]
             args += ["queue", unit.payload, unit.payload]
         self._move(keys=script_keys, args=args)

@@ -58,7 +58,7 @@ class Processor:
         state, outage = self.ctx.state, self.ctx.outage
         while not state.stopping:
             if not state.fetching:
-                self._persist(self.fetcher.flush, "acknowledge")
+                self._persist(self.fetcher.release, "requeue of prefetched jobs")
                 state.wait_until_fetching(1.0)
                 continue
             try:
@@ -75,7 +75,7 @@ class Processor:
             self.process(unit)
             if self.abandoned:
                 return  # the job outlived its timeout; this thread is left to it and the process is retiring
-        self._persist(self.fetcher.flush, "acknowledge")
+        self._persist(self.fetcher.release, "requeue of prefetched jobs")
 
     def abandon(self) -> tuple[UnitOfWork, Any, float] | None:
         """Take the current job away from this thread (it timed out); its outcome is then recorded by the
@@ -127,12 +127,12 @@ class Processor:
             if not self._release(unit):
                 return "abandoned"
             ctx.counters.record(failed=False)
-            self._persist(lambda: self.fetcher.ack(unit), "acknowledge")
+            elapsed = time.monotonic() - started
+            self._persist(lambda: self.fetcher.ack(unit, elapsed), "acknowledge")
             if ctx.config.max_jobs and ctx.counters.total_processed >= ctx.config.max_jobs:
                 ctx.state.go_quiet()  # the child asks the master for its replacement on its next tick
             if job_log.isEnabledFor(logging.INFO):
-                job_log.info("done %s jid=%s queue=%s %.3fs", job["class"], job.get("jid"), unit.queue,
-                             time.monotonic() - started)
+                job_log.info("done %s jid=%s queue=%s %.3fs", job["class"], job.get("jid"), unit.queue, elapsed)
             return "done"
         finally:
             ctx.work.finish(self.tid)

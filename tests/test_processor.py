@@ -82,10 +82,10 @@ def make_ctx(r, fetch="reliable", queues=("default",), deaths=None):
                         retry=retry)
 
 
-def make_processor(r, **kw):
+def make_processor(r, batch=1, share=1, **kw):
     ctx = make_ctx(r, **kw)
     if ctx.config.fetch == "reliable":
-        fetcher = ReliableFetch(r, ctx.config.queues, random.Random(1), IDENTITY, 0, 0)
+        fetcher = ReliableFetch(r, ctx.config.queues, random.Random(1), IDENTITY, 0, 0, batch=batch, share=share)
     else:
         fetcher = BasicFetch(r, ctx.config.queues, random.Random(1))
     return Processor(0, ctx, fetcher)
@@ -102,7 +102,7 @@ def test_success_is_acknowledged_and_counted(r, client):
     client.push({"class": testjobs.Record, "args": ["a"]})
     assert run_next(proc) == "done"
     assert r.lrange("done", 0, -1) == [b"a"]
-    proc.fetcher.flush()
+    proc.fetcher.release()
     assert r.keys("working:*") == []
     assert proc.ctx.counters.take() == (1, 0)
 
@@ -341,3 +341,27 @@ def test_working_keys_carry_the_thread_and_parse_back():
     key = keys.working("mail:low", "host.example:42:abcdef012345", 7)
     assert key == "working:queue:mail:low:host.example:42:abcdef012345.7"
     assert keys.parse_working(key) == ("mail:low", "host.example:42:abcdef012345")
+
+
+def test_deep_queue_is_fetched_in_fair_batches_and_runs_in_order(r, client):
+    proc = make_processor(r, batch=10, share=5)
+    client.push_bulk({"class": testjobs.Record, "args": [[str(i)] for i in range(30)]})
+    first = proc.fetcher.fetch()
+    working = f"working:queue:default:{IDENTITY}.0"
+    assert r.llen(working) == 6 and r.llen("queue:default") == 24  # 30 / share 5 = 6, under the cap of 10
+    proc.process(first)
+    while (unit := proc.fetcher.fetch()) is not None:
+        proc.process(unit)
+    assert [v.decode() for v in r.lrange("done", 0, -1)] == [str(i) for i in range(30)]
+    proc.fetcher.release()
+    assert r.llen(working) == 0
+
+
+def test_release_puts_prefetched_jobs_back_in_order(r, client):
+    proc = make_processor(r, batch=10, share=1)
+    client.push_bulk({"class": testjobs.Record, "args": [[str(i)] for i in range(5)]})
+    proc.process(proc.fetcher.fetch())
+    assert len(proc.fetcher.buffered()) == 4
+    proc.fetcher.release()  # going quiet: unstarted jobs go back to the head, the finished one is acked
+    assert r.keys("working:*") == []
+    assert [json.loads(j)["args"][0] for j in reversed(r.lrange("queue:default", 0, -1))] == ["1", "2", "3", "4"]

@@ -1,15 +1,26 @@
--- Reliable fetch: acknowledge the previous job, then move the next one into this process's working list.
--- KEYS[1]      working list holding the job to acknowledge (any key when ARGV[1] is empty)
--- KEYS[2k],KEYS[2k+1]  queue:<q> and working:queue:<q>:<identity>, in the order to try
--- ARGV[1]      the job to acknowledge, or "" for none
--- Returns {index of the queue tried (1-based), job} or nil when every queue is empty.
-if ARGV[1] ~= "" then
-  redis.call("LREM", KEYS[1], 1, ARGV[1])
+-- Reliable fetch: acknowledge finished jobs, then move the next job(s) into this thread's working list.
+-- KEYS[1..n]   working lists of the n jobs to acknowledge (n = ARGV[1])
+-- KEYS[n+2k-1], KEYS[n+2k]  queue:<q> and this thread's working list for <q>, in the order to try
+-- ARGV[1] n, ARGV[2] most jobs to take at once, ARGV[3] share: take at most LLEN/share, so a deep queue
+-- is shared out among the threads instead of hoarded; ARGV[4..] the n jobs to acknowledge.
+-- Returns {index of the queue (1-based), {job, ...}} or nil when every queue is empty.
+local acks, most, share = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 1, acks do
+  redis.call("LREM", KEYS[i], 1, ARGV[3 + i])
 end
-for i = 2, #KEYS, 2 do
-  local job = redis.call("LMOVE", KEYS[i], KEYS[i + 1], "RIGHT", "LEFT")
-  if job then
-    return {i / 2, job}
+for i = acks + 1, #KEYS, 2 do
+  local want = 1
+  if most > 1 then
+    want = math.max(1, math.min(most, math.floor(redis.call("LLEN", KEYS[i]) / share)))
+  end
+  local jobs = {}
+  for _ = 1, want do
+    local job = redis.call("LMOVE", KEYS[i], KEYS[i + 1], "RIGHT", "LEFT")
+    if not job then break end
+    jobs[#jobs + 1] = job
+  end
+  if #jobs > 0 then
+    return {(i - acks + 1) / 2, jobs}
   end
 end
 return nil
