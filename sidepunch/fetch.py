@@ -111,6 +111,7 @@ class ReliableFetch:
         self._home = home
         self._batch = batch
         self._share = max(1, share)
+        self._job_seconds = 0.0                    # moving average of how long this thread's jobs take
         self._pending: list[UnitOfWork] = []      # finished, not yet acknowledged
         self._buffer: deque[UnitOfWork] = deque()  # fetched, not yet started
         self._in_doubt = False
@@ -147,8 +148,8 @@ class ReliableFetch:
         script_keys = [u.working for u in acks]
         for q in order:
             script_keys += [keys.queue(q), self._working[q]]
-        reply = self._fetch(keys=script_keys, args=[len(acks), self._batch, self._share,
-                                                    *(u.payload for u in acks)])
+        batch = self._batch if self._job_seconds < ACK_NOW_AFTER else 1
+        reply = self._fetch(keys=script_keys, args=[len(acks), batch, self._share, *(u.payload for u in acks)])
         self._pending = []
         if not reply:
             return self._block()
@@ -170,6 +171,9 @@ class ReliableFetch:
         """Acknowledge a finished job. For fast jobs the LREM rides on the next fetch; after a slow one it
         goes now, since a round trip is then cheap and an unsent ack means a rerun if the process dies."""
         self._pending.append(unit)
+        # Batches pay off only for fast jobs; slow ones are taken one at a time so the work spreads evenly
+        # over processes (a moving average, so one slow job among fast ones does not switch it off).
+        self._job_seconds = 0.8 * self._job_seconds + 0.2 * seconds
         if seconds >= ACK_NOW_AFTER:
             self._send_acks()
 

@@ -102,6 +102,13 @@ def encode(job: Mapping[str, Any], odd_floats: bool | None = None) -> bytes:
     return json.dumps(job, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
+def encode_value(value: Any, odd_floats: bool) -> str:
+    """One JSON value as text, spelled as `encode` spells it inside a job."""
+    if odd_floats:
+        return _encode_slow(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def decode(raw: bytes | str) -> dict[str, Any]:
     """Parse a job read from Redis; PayloadError says what is wrong with it."""
     try:

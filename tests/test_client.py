@@ -172,3 +172,25 @@ def test_client_middleware_can_change_or_stop_a_push():
 def test_client_connects_lazily_from_url():
     client = Client("redis://127.0.0.1:1/0")  # nothing listens there; building must not connect
     assert client.middleware == ()
+
+
+def test_bulk_template_bytes_equal_whole_job_encoding(fake):
+    from sidepunch.payload import encode
+    r, client = fake
+    rows = [["é/<>", 2 ** 70, 1.5, None, True, {"k": [1, {"x": "\n"}]}], [1e15, -1e-7], []]
+    jids = client.push_bulk({"class": Email, "args": rows, "custom": {"kept": 1}, "queue": "bulkq"})
+    stored = list(reversed(r.lrange("queue:bulkq", 0, -1)))
+    assert len(stored) == 3 and len(set(jids)) == 3
+    for raw, args, jid in zip(stored, rows, jids):
+        job = json.loads(raw)
+        assert job["args"] == args and job["jid"] == jid and job["custom"] == {"kept": 1}
+        assert encode(job) == raw  # spliced bytes are exactly what encoding the whole job gives
+    assert list(json.loads(stored[0])) == ["retry", "queue", "tags", "class", "custom", "args", "jid",
+                                           "created_at", "enqueued_at"]
+
+
+def test_bulk_rejects_non_json_args_by_position(fake):
+    r, client = fake
+    with pytest.raises(TypeError, match=r"args\[1\]\[0\] is a builtins.set"):
+        client.push_bulk({"class": Email, "args": [["ok"], [{1}]]})
+    assert r.llen("queue:mail") == 0
