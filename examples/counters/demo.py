@@ -26,7 +26,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Sequence
 
 EXAMPLES = Path(__file__).resolve().parent.parent
 if not __package__:
@@ -84,21 +84,6 @@ def enqueue(changes: Sequence[Change]) -> None:
             job.perform_bulk(rows)
 
 
-@contextlib.contextmanager
-def ctrl_c_blocked() -> Iterator[None]:
-    """Block SIGINT around starting a child, which keeps the mask across exec.
-
-    RedisServer starts redis-server in the demo's process group, so the terminal's Ctrl-C would reach it and
-    Redis would quit while sidepunchd's workers still finish their jobs. redis-server does not unblock
-    SIGINT, and RedisServer.stop sends SIGTERM. A Ctrl-C pressed meanwhile reaches the demo on the way out.
-    """
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, check: Callable[[], None]) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -137,9 +122,10 @@ class Stack:
         self.service_url = f"http://127.0.0.1:{free_port()}"
 
     def start(self) -> None:
+        # RedisServer runs redis-server in its own session, so a Ctrl-C in the terminal reaches the demo and
+        # sidepunchd but not Redis, which must outlive the workers' last writes.
         self.redis = RedisServer()  # assigned before it starts, so stop() finds the process even mid-start
-        with ctrl_c_blocked():
-            self.redis.start()
+        self.redis.start()
         self.r = redis.Redis.from_url(self.redis.url)
         port = self.service_url.rsplit(":", 1)[1]
         self.service = self._spawn("service", ["counters.service", "--port", port, "--delay", str(self.args.delay)])
