@@ -6,7 +6,6 @@ signal; the main thread dispatches. The child stops when the master's lifeline p
 """
 from __future__ import annotations
 
-import faulthandler
 import importlib
 import logging
 import os
@@ -27,6 +26,7 @@ from .errors import JobTimeout
 from .exitcodes import ExitCode
 from .fetch import BasicFetch, ReliableFetch
 from .heartbeat import Heartbeat, hostname
+from .logs import enable_faulthandler
 from .processor import Processor
 from .resolver import JobResolver
 from .retry import DeadSet, RetryPolicy
@@ -84,7 +84,7 @@ class Child:
         for fd in (self.lifeline[1], *self.inherited):
             os.close(fd)
         os.set_blocking(self.status_fd, False)
-        self._enable_faulthandler()
+        enable_faulthandler()  # SIGABRT from the master (no heartbeat) dumps every thread's stack first
         self._set_title()
         try:
             load_app(self.config.require)
@@ -101,14 +101,6 @@ class Child:
             self._check_job_limit()
         self._shutdown()
         return ExitCode.OK
-
-    def _enable_faulthandler(self) -> None:
-        """SIGABRT from the master (a worker that stopped heartbeating) dumps every thread's stack first."""
-        stream = next((h.stream for h in logging.getLogger().handlers if hasattr(h, "stream")), sys.stderr)
-        try:
-            faulthandler.enable(file=stream, all_threads=True)
-        except (ValueError, OSError, AttributeError):
-            faulthandler.enable(all_threads=True)
 
     def report(self, *words: object) -> None:
         """One line to the master; never blocks (a full pipe drops the line, the next beat repeats state)."""

@@ -7,4 +7,3 @@ class ExitCode(IntEnum):
     CRASH = 1
     USAGE = 2          # bad flags or settings (argparse's status)
     BOOT_ERROR = 3     # a worker could not import the app: restarting would only fail again
-    REDIS_URL = 4      # the Redis URL cannot be used at all

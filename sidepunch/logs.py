@@ -1,6 +1,7 @@
 """Logging setup for the daemon: text or JSON lines, to stderr or a file; no timestamps under journald."""
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import sys
@@ -16,13 +17,37 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class JournalFormatter(logging.Formatter):
+    """Under journald: no timestamp (the journal adds one) and a <priority> prefix so that
+    `journalctl -p warning` finds warnings and errors."""
+
+    PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def __init__(self) -> None:
+        super().__init__("%(process)d %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = self.PRIORITIES.get(record.levelno, 6)
+        # journald takes each line as its own entry; repeat the priority so a stack dump keeps its level.
+        return "\n".join(f"<{priority}>{line}" for line in super().format(record).split("\n"))
+
+
+def enable_faulthandler() -> None:
+    """Dump every thread's stack to the log's stream on SIGABRT, SIGSEGV and the like."""
+    stream = next((h.stream for h in logging.getLogger().handlers if hasattr(h, "stream")), sys.stderr)
+    try:
+        faulthandler.enable(file=stream, all_threads=True)
+    except (ValueError, OSError, AttributeError):
+        faulthandler.enable(all_threads=True)
+
+
 def setup_logging(config: Any, environ: Mapping[str, str]) -> None:
     handler: logging.Handler = (logging.FileHandler(config.logfile) if config.logfile
                                 else logging.StreamHandler(sys.stderr))
     if config.log_format == "json":
         handler.setFormatter(JsonFormatter())
     elif environ.get("JOURNAL_STREAM") and not config.logfile:
-        handler.setFormatter(logging.Formatter("%(process)d %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(JournalFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

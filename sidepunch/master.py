@@ -28,6 +28,7 @@ from .child import Child
 from .connection import OUTAGE_ERRORS, Outage, make_client
 from .exitcodes import ExitCode
 from .heartbeat import hostname
+from .logs import enable_faulthandler
 from .recovery import OrphanSweeper, RecoveryPolicy, recover_identity
 from .systemd import Notifier
 
@@ -40,6 +41,7 @@ ABORT_GRACE = 5.0        # after SIGABRT (stack dump), SIGKILL
 STABLE_AFTER = 10.0      # a child that lived this long resets its slot's crash count
 MAX_BACKOFF = 10.0
 SWEEP_EVERY = (10.0, 20.0)
+STATUS_EVERY = 5.0       # seconds between STATUS= updates to systemd
 
 
 @dataclass
@@ -71,6 +73,7 @@ class Master:
         self.quiet = False
         self.stopping = False
         self.announced = False          # READY=1 sent for the current generation
+        self.next_status = 0.0
         self.exit_code = ExitCode.OK
         self.crashes: dict[int, int] = {}
         self.not_before: dict[int, float] = {}
@@ -79,6 +82,7 @@ class Master:
 
     # -- setup ---------------------------------------------------------------------------------------------
     def run(self) -> int:
+        enable_faulthandler()  # a SIGABRT from systemd's watchdog leaves the master's stack in the log
         self._wake_r, wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(wake_w, False)
@@ -172,14 +176,18 @@ class Master:
         self.quiet = True
         self._signal_all(signal.SIGTSTP)
         self._set_title()
+        self.notifier.notify(self._status())
 
     handle_tstp = handle_usr1
 
     def handle_cont(self) -> None:
+        if self.stopping:
+            return  # systemd sends CONT right after TERM; a stop is not undone by it
         log.info("resuming: workers fetch again")
         self.quiet = False
         self._signal_all(signal.SIGCONT)
         self._set_title()
+        self.notifier.notify(self._status())
 
     def handle_hup(self) -> None:
         if self.stopping:
@@ -295,6 +303,8 @@ class Master:
             self.notifier.notify("READY=1", self._status())
         if self.notifier.watchdog_due(now) and self._healthy(now):
             self.notifier.ping(now)
+        if self.notifier.enabled and now >= self.next_status:
+            self.next_status = now + STATUS_EVERY
             self.notifier.notify(self._status())
         self._set_title()
 
@@ -321,7 +331,7 @@ class Master:
     def _status(self) -> str:
         live = [r for r in self.children.values() if r.kill_at is None]
         busy = sum(r.busy for r in live)
-        processed = sum(r.processed for r in self.children.values())
+        processed = sum(r.processed for r in live)
         state = " quiet" if self.quiet else ""
         return (f"STATUS={len(live)} workers{state}, {busy} of {len(live) * self.config.threads} threads busy, "
                 f"{processed} jobs processed by the current workers")

@@ -231,6 +231,10 @@ def test_journald_lines_have_no_timestamp_and_warning_level_hides_job_lines(daem
     d = daemon("--workers", "1", "--threads", "1", "-r", "testjobs", env={"JOURNAL_STREAM": "8:1234"})
     d.wait_log("done testjobs.Record", 15)
     assert not re.search(r"^\d{4}-\d\d-\d\d", d.log(), re.M)
+    assert re.search(r"^<6>\d+ INFO sidepunch.job: done testjobs.Record", d.log(), re.M)
+    d.signal(signal.SIGTERM)
+    d.signal(signal.SIGCONT)  # as systemd does right after TERM: must not read as "resuming"
+    assert d.wait(60) == 0 and "resuming" not in d.log()
     quiet = daemon("--workers", "1", "--threads", "1", "-r", "testjobs", "--log-level", "warning")
     quiet.wait_children(1)
     client.push({"class": testjobs.Record, "args": ["y"]})
