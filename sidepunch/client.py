@@ -64,9 +64,13 @@ class Client:
         numbers); every job gets a fresh jid and shares `created_at`. Also accepted: a list of item dicts.
         """
         if isinstance(items, Mapping):
-            if not self.middleware:
-                return self._push_bulk_template(items)
-            items = self._expand_bulk(items)
+            rows, at, base = self._bulk_parts(items)
+            if not rows:
+                return []
+            jids = None if self.middleware else self._push_bulk_template(rows, at, base)
+            if jids is not None:
+                return jids
+            items = self._expand_bulk(rows, at, base)
         jobs = []
         for item in items:
             job, odd = self._normalize(item)
@@ -81,14 +85,19 @@ class Client:
         return [job["jid"] for job, _ in jobs]
 
     @staticmethod
-    def _expand_bulk(item: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def _bulk_parts(item: Mapping[str, Any]) -> tuple[list, Any, dict[str, Any]]:
+        """Validate Sidekiq's bulk form; returns (argument lists, at, the keys every job shares)."""
         rows = item.get("args")
         if type(rows) is not list or any(type(r) is not list for r in rows):
             raise TypeError("push_bulk needs 'args' to be a list of argument lists")
         at = item.get("at")
         if isinstance(at, list) and len(at) != len(rows):
             raise ValueError(f"push_bulk got {len(at)} 'at' values for {len(rows)} jobs")
-        base = {k: v for k, v in item.items() if k not in ("args", "at", "jid")}
+        return rows, at, {k: v for k, v in item.items() if k not in ("args", "at", "jid")}
+
+    @staticmethod
+    def _expand_bulk(rows: list, at: Any, base: dict[str, Any]) -> list[dict[str, Any]]:
+        base = dict(base)
         base.setdefault("created_at", time.time())
         out = []
         for i, args in enumerate(rows):
@@ -98,19 +107,10 @@ class Client:
             out.append(one)
         return out
 
-    def _push_bulk_template(self, item: Mapping[str, Any]) -> list[str]:
-        """Sidekiq's bulk form without middleware: every job shares all but `args` and `jid`, so the shared
-        JSON is encoded once and each job's arguments and jid are spliced in. The bytes are the same as
-        encoding each job whole (tests/test_client.py checks this)."""
-        rows = item.get("args")
-        if type(rows) is not list or any(type(r) is not list for r in rows):
-            raise TypeError("push_bulk needs 'args' to be a list of argument lists")
-        at = item.get("at")
-        if isinstance(at, list) and len(at) != len(rows):
-            raise ValueError(f"push_bulk got {len(at)} 'at' values for {len(rows)} jobs")
-        if not rows:
-            return []
-        base = {k: v for k, v in item.items() if k not in ("args", "at", "jid")}
+    def _push_bulk_template(self, rows: list, at: Any, base: dict[str, Any]) -> list[str] | None:
+        """Every job shares all but `args` and `jid`, so the shared JSON is encoded once and each job's
+        arguments and jid are spliced in. The bytes are the same as encoding each job whole (tests check
+        this). Returns None if the template cannot be split, and the caller takes the general path."""
         mark = secrets.token_hex(16)  # random, so no caller's value can contain it
         template, odd = self._normalize({**base, "args": [], "jid": f"jid-{mark}"})
         if at is None:
@@ -118,7 +118,7 @@ class Client:
         template["args"] = f"args-{mark}"
         parts = encode(template, odd).decode().split(f'"args-{mark}"')
         if len(parts) != 2 or parts[1].count(f'"jid-{mark}"') != 1:
-            return self._push_jobs(self._expand_bulk(item))
+            return None
         head, (middle, tail) = parts[0], parts[1].split(f'"jid-{mark}"')
         hexes = os.urandom(12 * len(rows)).hex()
         jids = [hexes[i * 24:(i + 1) * 24] for i in range(len(rows))]
@@ -136,11 +136,6 @@ class Client:
             pipe.zadd(keys.SCHEDULE, dict(zip(payloads, scores)))
         pipe.execute()
         return jids
-
-    def _push_jobs(self, items: Sequence[Mapping[str, Any]]) -> list[str]:
-        jobs = [self._normalize(item) for item in items]
-        self._write(jobs)
-        return [job["jid"] for job, _ in jobs]
 
     @staticmethod
     def _normalize(item: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
