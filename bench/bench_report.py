@@ -5,6 +5,7 @@ so higher is better for jobs/s and speedup, lower is better for ms, s and MB.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import statistics
@@ -24,6 +25,15 @@ def _run(cmd: list[str]) -> str:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return ""
+
+
+def code_fingerprint() -> str:
+    """A short hash of Sidepunch's source as it is on disk now; others may be editing it during a run."""
+    digest = hashlib.sha1()
+    for path in sorted((REPO / "sidepunch").rglob("*")):
+        if path.suffix in (".py", ".lua") and path.is_file():
+            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:10]
 
 
 def machine(r: redis.Redis, redis_binary: str, ruby_env: dict[str, str]) -> dict[str, str]:
@@ -64,7 +74,8 @@ def machine(r: redis.Redis, redis_binary: str, ruby_env: dict[str, str]) -> dict
                   f"{redis_py.__version__} ({parser})",
         "Ruby": f"{ruby or 'not found'} | {yjit}",
         "Redis": f"{info.get('redis_version')} ({redis_binary}, no persistence, one server for every system)",
-        "Sidepunch": f"commit {commit}{' + uncommitted changes in sidepunch/' if dirty else ''}",
+        "Sidepunch": f"commit {commit}{' + uncommitted changes in sidepunch/' if dirty else ''}, "
+                     f"source fingerprint {code_fingerprint()}",
         "Load average (1, 5, 15 min) at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
@@ -186,7 +197,8 @@ def runs_section(results: dict) -> str:
                 out.append(f"- {label} W1/W2 run {i}: ERROR {run['error']}")
                 continue
             out.append(f"- {label} W1/W2 run {i}: single {run['single_jps']:,.0f}/s, bulk {run['bulk_jps']:,.0f}/s, "
-                       f"drain {run['drain_jps']:,.0f}/s ({run['drain_s']:.2f} s), boot {run['boot_s']:.2f} s, "
+                       f"drain {run['drain_jps']:,.0f}/s ({run['drain_s']:.2f} s; "
+                       f"{run.get('held_at_empty', 0)} fetched, unacknowledged when the queue emptied), boot {run['boot_s']:.2f} s, "
                        f"p50/p95/p99/max {run['p50_ms']:.3f}/{run['p95_ms']:.3f}/{run['p99_ms']:.3f}/"
                        f"{run['max_ms']:.3f} ms, enqueuer worst lateness {run['worst_late_ms']:.2f} ms, "
                        f"counts {run['check']}{load(run)}")
@@ -205,7 +217,8 @@ def runs_section(results: dict) -> str:
 
 
 def load(run: dict) -> str:
+    code = f"; code {run['code']}" if run.get("code") else ""
     if "foreign_cpu_pct" not in run:
-        return ""
+        return code
     steal = f", steal {run['steal_pct']:.0f}%" if run.get("steal_pct", 0) >= 1 else ""
-    return f"; other load {run['foreign_cpu_pct']:.0f}% CPU{steal}"
+    return f"; other load {run['foreign_cpu_pct']:.0f}% CPU{steal}{code}"

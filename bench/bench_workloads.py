@@ -21,6 +21,13 @@ from bench_daemons import Daemon, Enqueuer
 
 QUEUE = "queue:default"
 STAGING = "bench:staging"
+# Sidepunch's reliable fetch keeps every fetched job in a working list until it is acknowledged, and may
+# fetch several at once; a backlog is drained when the queue and these lists are empty. Sidekiq (BRPOP) and
+# basic fetch hold at most one fetched job per thread outside Redis, microseconds each for a no-op job.
+WORKING_PATTERN = "working:queue:*"
+_IN_WORKING = """local n = 0
+for _, key in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('LLEN', key) end
+return n"""
 LATENCY_KEY = "bench:latency"
 CPU_KEY = "bench:cpu"
 MB = 1024 * 1024
@@ -83,6 +90,26 @@ class Bench:
                 raise RuntimeError(f"{daemon.label} died:\n{daemon.log_tail()}")
             time.sleep(interval)
 
+    def in_working(self) -> int:
+        return int(self.r.eval(_IN_WORKING, 0, WORKING_PATTERN))
+
+    def wait_drained(self, timeout: float, daemon: Daemon, interval: float | None = None) -> tuple[float, int]:
+        """Wait until the queue is empty and no fetched job is still unacknowledged.
+
+        Returns (perf_counter() at that moment, jobs fetched but not yet acknowledged when the queue emptied).
+        """
+        deadline = time.perf_counter() + timeout
+        self.wait_len(QUEUE, lambda n: n == 0, timeout, daemon, interval)
+        held = self.in_working()
+        interval = self.s.poll if interval is None else interval
+        while True:
+            now = time.perf_counter()
+            if held == 0 or self.in_working() == 0:
+                return now, held
+            if now > deadline:
+                raise TimeoutError(f"jobs still unacknowledged after {timeout:.0f}s:\n{daemon.log_tail()}")
+            time.sleep(interval)
+
     def counts(self) -> tuple[int, int]:
         return int(self.r.get("stat:processed") or 0), int(self.r.get("stat:failed") or 0)
 
@@ -102,7 +129,7 @@ class Bench:
             out["boot_s"] = self.boot(daemon)
             started = time.perf_counter()
             r.rename(STAGING, QUEUE)
-            finished = self.wait_len(QUEUE, lambda n: n == 0, 120 + s.jobs / 500, daemon)
+            finished, out["held_at_empty"] = self.wait_drained(120 + s.jobs / 500, daemon)
             out["drain_s"] = finished - started
             out["drain_jps"] = s.jobs / out["drain_s"]
             time.sleep(s.settle)
@@ -163,7 +190,7 @@ class Bench:
             budget = 120 + total / 1000
             self.wait_len(QUEUE, lambda n: n <= total - first, budget, daemon, 0.02)
             samples.append(rss(daemon))
-            finished = self.wait_len(QUEUE, lambda n: n == 0, budget, daemon, 0.02)
+            finished, _ = self.wait_drained(budget, daemon, 0.02)
             time.sleep(0.2)   # the last (at most threads x workers) no-op jobs finish
             samples.append(rss(daemon))
             out["drain_jps"] = total / (finished - started)

@@ -62,7 +62,8 @@ def paced(count: int, rate: float) -> dict:
 def calibrate(ms: float) -> dict:
     """Loop count for one `burn` of about `ms` milliseconds in this interpreter on this machine.
 
-    Uses the fastest of several timings: on a shared machine the slower ones measure the neighbours.
+    The cost per loop is the fastest of 20 short (~5 ms) timings: on a shared machine a slower timing
+    measures the neighbours, and short samples are likely to find a quiet moment.
     """
     def fastest(loops: int, times: int) -> float:
         best = float("inf")
@@ -72,12 +73,12 @@ def calibrate(ms: float) -> dict:
             best = min(best, time.perf_counter() - t)
         return best
 
-    loops = 10_000
-    while fastest(loops, 1) <= 0.005:
-        loops *= 2
-    for _ in range(3):
-        loops = max(1, int(loops * (ms / 1000) / fastest(loops, 5)))
-    return {"loops": loops, "ms": fastest(loops, 7) * 1000}
+    probe = 10_000
+    while fastest(probe, 1) <= 0.005:
+        probe *= 2
+    loops = max(1, int(ms / 1000 / (fastest(probe, 20) / probe)))
+    loops = max(1, int(loops * ms / 1000 / fastest(loops, 5)))   # one correction at full length
+    return {"loops": loops, "ms": fastest(loops, 5) * 1000}
 
 
 def main(argv: list[str]) -> None:

@@ -27,7 +27,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_daemons import BENCH, SIDEKIQ_BIN, Enqueuer, SidekiqDaemon, SidepunchDaemon  # noqa: E402
-from bench_report import Table, machine, runs_section  # noqa: E402
+from bench_report import Table, code_fingerprint, machine, runs_section  # noqa: E402
 from bench_workloads import Bench, Settings, System  # noqa: E402
 from sidepunch.embedded import RedisServer, find_redis_server  # noqa: E402
 
@@ -53,8 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                 "(default 870, --quick 170)")
     p.add_argument("--redis-server", default=None, help="redis-server binary (default /usr/bin/redis-server "
                                                         "if present, else sidepunch.embedded's choice)")
-    p.add_argument("--sidekiq-log-level", default="warn",
-                   help="Sidekiq logger level (default warn: no per-job start/done lines, as Sidepunch)")
+    p.add_argument("--job-logs", choices=("off", "on"), default="off",
+                   help="per-job start/done log lines in both systems (default off: Sidekiq at WARN, "
+                        "sidepunchd --log-level warning; on: both at INFO, their stock setting)")
     p.add_argument("--yjit", action="store_true", help="run Ruby with --yjit (Ruby 3.1's default is off)")
     p.add_argument("--keep-logs", action="store_true", help="keep the daemons' logs (path printed at the end)")
     p.add_argument("--out", type=Path, default=RESULTS / "latest.md")
@@ -158,6 +159,7 @@ def session(budget: Budget, noise: Noise, kind: str, what: str, fn) -> dict:
         out = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
     else:
         out.update(noise.since(before))
+        out["code"] = code_fingerprint()
         print(f" {time.monotonic() - started:.1f} s  {summary(kind, out)}  "
               f"(other load {out['foreign_cpu_pct']:.0f}% CPU)", flush=True)
     budget.took(kind, time.monotonic() - started)
@@ -187,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     workloads = {w.strip() for w in args.workloads.split(",")}
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
-    env = dict(os.environ, BENCH_SIDEKIQ_LOG_LEVEL=args.sidekiq_log_level)
+    # Both systems log a line per job start and finish at INFO; the same level for both, either way.
+    env = dict(os.environ, BENCH_SIDEKIQ_LOG_LEVEL="info" if args.job_logs == "on" else "warn",
+               SIDEPUNCH_LOG_LEVEL="info" if args.job_logs == "on" else "warning")
     env.pop("REDIS_PROVIDER", None)
     if args.yjit:
         env["RUBYOPT"] = (env.get("RUBYOPT", "") + " --yjit").strip()
@@ -220,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         results["settings"] = {"jobs": jobs, "runs": runs, "latency_jobs": settings.latency_jobs,
                                "latency_rate": settings.latency_rate, "cpu_jobs": settings.cpu_jobs,
                                "cpu_ms": settings.cpu_ms, "rss_points": list(rss_points), "threads": THREADS,
-                               "sidekiq_log_level": args.sidekiq_log_level, "quick": args.quick}
+                               "job_logs": args.job_logs, "quick": args.quick}
         results["labels"] = {s.key: s.label for s in chosen}
 
         if "w1" in workloads:
@@ -270,10 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def all_sessions(results: dict) -> list[dict]:
-    out = [run for runs in results["w12"].values() for run in runs]
-    out += [run for per in results["w3"].values() for runs in per.values() for run in runs]
-    return out + list(results["w4"].values())
+def all_sessions(results: dict, prefix: str = "") -> list[dict]:
+    """Every session's result dict, optionally only those of systems whose key starts with `prefix`."""
+    out = [run for k, runs in results["w12"].items() if k.startswith(prefix) for run in runs]
+    out += [run for k, per in results["w3"].items() if k.startswith(prefix) for runs in per.values() for run in runs]
+    return out + [run for k, run in results["w4"].items() if k.startswith(prefix)]
 
 
 def render(results: dict) -> str:
@@ -286,14 +291,21 @@ def render(results: dict) -> str:
     cal = results.get("calibration", {})
     lines += [f"- **CPU job calibration**: " + ", ".join(
         f"{lang} {c['loops']:,} loops = {c['ms']:.1f} ms" for lang, c in cal.items())]
+    logs = ("on (both at INFO)" if s.get("job_logs") == "on" else
+            "off (Sidekiq logger at WARN, sidepunchd --log-level warning)")
     lines += [f"- **Configuration**: Sidepunch `sidepunchd --workers 2 --threads {s['threads']}` (reliable fetch, "
-              f"and `--fetch basic`); Sidekiq `sidekiq -c {s['threads']}` × 2 processes, logger level "
-              f"{s['sidekiq_log_level']}. Medians of {runs} run(s); system order rotates per run.", ""]
+              f"and `--fetch basic`); Sidekiq `sidekiq -c {s['threads']}` × 2 processes; per-job log lines "
+              f"{logs}. Medians of {runs} run(s); system order rotates per run.", ""]
     foreign = [run["foreign_cpu_pct"] for run in all_sessions(results) if "foreign_cpu_pct" in run]
     if foreign:
         lines[-1:-1] = [f"- **Other load on the machine during the sessions**: {sum(foreign) / len(foreign):.0f}% of "
                         f"its CPU on average, {max(foreign):.0f}% at worst (CPU time of processes this run did "
                         "not start; see Runs)"]
+    codes = sorted({run["code"] for run in all_sessions(results, "sp-") if run.get("code")})
+    if len(codes) > 1:
+        lines[-1:-1] = [f"- **WARNING: Sidepunch's source changed during this run** (fingerprints "
+                        f"{', '.join(codes)}; Runs shows which session ran which): the Sidepunch columns mix "
+                        "versions. Rerun on a quiet tree for numbers that belong together."]
     lines += [Table(results).render(), ""]
     lines += ["Ratio = Sidepunch ÷ Sidekiq (higher is better for jobs/s, lower for ms and s). "
               "Targets are the issue's; \"Met\" is judged for the reliable / basic Sidepunch columns. "

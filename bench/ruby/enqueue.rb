@@ -68,11 +68,14 @@ def fastest(loops, times)
   end.min
 end
 
+# The cost per loop is the fastest of 20 short (~5 ms) timings: on a shared machine a slower timing
+# measures the neighbours, and short samples are likely to find a quiet moment.
 def calibrate(ms)
-  loops = 10_000
-  loops *= 2 while fastest(loops, 1) <= 0.005
-  3.times { loops = [1, (loops * (ms / 1000.0) / fastest(loops, 5)).to_i].max }
-  { loops: loops, ms: fastest(loops, 7) * 1000 }
+  probe = 10_000
+  probe *= 2 while fastest(probe, 1) <= 0.005
+  loops = [1, (ms / 1000.0 / (fastest(probe, 20) / probe)).to_i].max
+  loops = [1, (loops * ms / 1000.0 / fastest(loops, 5)).to_i].max # one correction at full length
+  { loops: loops, ms: fastest(loops, 5) * 1000 }
 end
 
 mode, *rest = ARGV

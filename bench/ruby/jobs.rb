@@ -11,8 +11,8 @@ Redis.silence_deprecations = true
 LATENCY_KEY = "bench:latency"
 CPU_KEY = "bench:cpu"
 
-# Sidekiq logs a "start" and a "done" line for every job at INFO; Sidepunch logs nothing for a successful
-# job. The harness sets BENCH_SIDEKIQ_LOG_LEVEL=warn by default so Sidekiq does not pay for per-job logging.
+# Sidekiq logs a "start" and a "done" line for every job at INFO, as sidepunchd does. The harness sets the
+# same level for both (BENCH_SIDEKIQ_LOG_LEVEL here, SIDEPUNCH_LOG_LEVEL there): warn unless --job-logs on.
 Sidekiq.configure_server do |_config|
   level = ENV.fetch("BENCH_SIDEKIQ_LOG_LEVEL", "warn")
   Sidekiq.logger.level = Logger.const_get(level.upcase)
