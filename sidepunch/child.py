@@ -39,6 +39,17 @@ HANDLED = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGTSTP", "SIGCONT", "SIG
 MASTER_GONE = "MASTER_GONE"
 
 
+def load_callable(path: str) -> Any:
+    """`package.module.function` -> the function; ImportError or AttributeError names what is missing."""
+    module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        raise ImportError(f"{path!r} is not a dotted path like myapp.hooks.notify")
+    target = getattr(importlib.import_module(module_name), attr, None)
+    if not callable(target):
+        raise AttributeError(f"{path} is not a function in module {module_name}")
+    return target
+
+
 def load_app(modules: tuple[str, ...]) -> None:
     """Import each -r module (a dotted name, or a path to a .py file or package directory)."""
     for target in modules:
@@ -88,6 +99,8 @@ class Child:
         self._set_title()
         try:
             load_app(self.config.require)
+            self.middleware = tuple(load_callable(p) for p in self.config.middleware)
+            self.death_handlers = tuple(load_callable(p) for p in self.config.death_handlers)
         except Exception as exc:
             log.error("worker %d cannot load the app: %s: %s", self.number, type(exc).__name__, exc)
             return ExitCode.BOOT_ERROR
@@ -150,9 +163,9 @@ class Child:
         outage = Outage(config.redis_url, log)
         dead = DeadSet(config.dead_max_jobs, config.dead_timeout)
         ack_into = ReliableFetch.ack_into if config.fetch == "reliable" else BasicFetch.ack_into
-        retry = RetryPolicy(client, dead, config.max_retries, ack_into)
+        retry = RetryPolicy(client, dead, config.max_retries, ack_into, death_handlers=self.death_handlers)
         return ChildContext(redis=client, config=config, identity=identity, state=state, outage=outage,
-                            resolver=JobResolver(config.require), retry=retry)
+                            resolver=JobResolver(config.require), retry=retry, server_middleware=self.middleware)
 
     def _start_threads(self) -> None:
         ctx, config = self.ctx, self.config

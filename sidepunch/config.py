@@ -85,6 +85,12 @@ SETTINGS: tuple[Setting, ...] = (
             "queue to fetch from, repeat in priority order; NAME,WEIGHT for weighted random order", many=True),
     Setting("require", ("-r", "--require"), "SIDEPUNCH_REQUIRE", str, (),
             "module that defines your jobs, imported by every worker; repeatable", many=True),
+    Setting("middleware", ("--middleware",), "SIDEPUNCH_MIDDLEWARE", str, (),
+            "dotted path of a server middleware mw(job, payload, queue, call_next); repeatable, outermost "
+            "first", many=True),
+    Setting("death_handlers", ("--death-handler",), "SIDEPUNCH_DEATH_HANDLERS", str, (),
+            "dotted path of a function called with (payload, exception) when a job dies or is discarded; "
+            "repeatable", many=True),
     Setting("timeout", ("-t", "--timeout"), "SIDEPUNCH_TIMEOUT", float, 25.0,
             "seconds a stopping worker waits for running jobs before requeueing them", _positive(0)),
     Setting("redis_url", ("--redis-url",), None, str, None,

@@ -103,3 +103,35 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m sidepunch.embedded`: a Redis server for trying Sidepunch, until Ctrl-C or SIGTERM."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m sidepunch.embedded", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=6379)
+    parser.add_argument("--dir", help="keep the data here (default: a temporary directory, removed at exit)")
+    parser.add_argument("--appendonly", action="store_true", help="persist every write (AOF)")
+    opts = parser.parse_args(argv)
+    server = RedisServer(port=opts.port, directory=opts.dir, appendonly=opts.appendonly)
+    stop = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        server.start()
+        print(f"Redis {server.binary} on {server.url} (pid {server.process.pid}, data in {server.directory})\n"
+              f"  export REDIS_URL={server.url}\nCtrl-C stops it.", flush=True)
+        while server.process.poll() is None:
+            time.sleep(0.5)
+        print(f"redis-server exited with status {server.process.returncode}; see {server.directory}/redis.log")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except NoRedisServer as exc:
+        print(f"error: {exc}")
+        return 1
+    finally:
+        server.stop()
+        signal.signal(signal.SIGTERM, stop)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

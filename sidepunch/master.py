@@ -99,6 +99,7 @@ class Master:
         self.lifeline = os.pipe()
         log.info("master %d starting %d worker(s) x %d threads on queues %s (%s fetch)", os.getpid(),
                  self.config.workers, self.config.threads, ",".join(self.queue_names), self.config.fetch)
+        self._warn_unlistened_queues()
         while not (self.stopping and not self.children):
             self._wait(min(TICK, self.notifier.seconds_to_next_ping() + 0.001))
             self.reap()
@@ -108,6 +109,18 @@ class Master:
                 self._maybe_sweep()
         log.info("master %d stopped", os.getpid())
         return int(self.exit_code)
+
+    def _warn_unlistened_queues(self) -> None:
+        """Jobs that wait on a queue no -q names would sit there silently; say so once, at start."""
+        try:
+            known = sorted(q.decode() for q in self.redis.smembers("queues"))
+            waiting = {q: self.redis.llen(f"queue:{q}") for q in known if q not in self.queue_names}
+        except OUTAGE_ERRORS:
+            return
+        for queue, size in waiting.items():
+            if size:
+                log.warning("queue %r has %d job(s) but this daemon does not fetch from it (add -q %s)",
+                            queue, size, queue)
 
     def _wait_for_redis(self) -> bool:
         while True:

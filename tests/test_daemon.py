@@ -232,3 +232,46 @@ def test_remote_quiet_and_stop_through_signals_list(daemon, r, client):
     wait_for(lambda: r.hget(identity, "quiet") == b"true", 15, message="remote quiet")
     r.lpush(identity + b"-signals", "TERM")
     assert d.wait(30) == 0
+
+
+def test_death_handlers_and_server_middleware_from_flags(daemon, r, client):
+    dead_jid = client.push({"class": testjobs.DiesAtOnce, "args": []})
+    ok_jid = client.push({"class": testjobs.Record, "args": ["ok"], "queue": "default"})
+    d = daemon("--workers", "1", "--threads", "1", "-r", "testjobs", "--death-handler", "testjobs.record_death",
+               "--middleware", "testjobs.timing_middleware")
+    wait_for(lambda: r.lrange("deaths", 0, -1) == [f"{dead_jid} LookupError".encode()], 15,
+             message="the death handler")
+    wait_for(lambda: f"after {ok_jid}".encode() in r.lrange("middleware", 0, -1), 15, message="the middleware")
+    assert b"before testjobs.Record default" in r.lrange("middleware", 0, -1) and r.zcard("dead") == 1
+
+
+def test_unloadable_death_handler_is_a_boot_error(daemon, r):
+    d = daemon("--workers", "1", "-r", "testjobs", "--death-handler", "testjobs.no_such_function")
+    assert d.wait(30) == 3
+    assert "testjobs.no_such_function is not a function in module testjobs" in d.log()
+
+
+def test_daemon_warns_about_jobs_on_queues_it_does_not_fetch(daemon, r, client):
+    client.push({"class": testjobs.Record, "args": ["x"], "queue": "mail"})
+    d = daemon("--workers", "1", "--threads", "1", "-r", "testjobs")
+    d.wait_log("queue 'mail' has 1 job(s) but this daemon does not fetch from it (add -q mail)", 15)
+
+
+def test_embedded_redis_command_runs_until_interrupted(tmp_path):
+    from sidepunch.embedded import free_port
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "sidepunch.embedded", "--port", str(port)], stdout=subprocess.PIPE,
+                            text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True)
+    try:
+        first = proc.stdout.readline()
+        assert f"redis://127.0.0.1:{port}/0" in first
+        import redis as redis_lib
+        assert redis_lib.Redis(port=port).ping()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+        with pytest.raises(redis_lib.ConnectionError):
+            redis_lib.Redis(port=port, socket_connect_timeout=1).ping()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -313,3 +313,32 @@ def test_demo_keeps_running_until_stopped(run_demo, how):
     # Had Redis quit on the Ctrl-C, the workers could not deregister and the demo would show their errors.
     assert "sidepunchd logged" not in run.text()
     assert run.survivors() == []
+
+
+def test_demo_stops_everything_when_its_output_pipe_is_gone(tmp_path):
+    """`demo.py | tee log` and Ctrl-C: tee dies first, so the demo's farewell prints hit a broken pipe;
+    it must still stop sidepunchd, the service and Redis."""
+    proc = subprocess.Popen([sys.executable, str(DEMO), "--jobs", "200", "--workers", "1", "--threads", "2"],
+                            cwd=tmp_path, env=example_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    seen: list[psutil.Process] = []
+    try:
+        for line in proc.stdout:
+            if b"Press Ctrl-C to stop" in line:
+                break
+        seen = psutil.Process(proc.pid).children(recursive=True)
+        assert len(seen) >= 4, "expected Redis, the service, sidepunchd and a worker"
+        proc.stdout.close()  # the reader (tee) is gone
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+        wait_for(lambda: not [p for p in seen if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], 30,
+                 message="every process the demo started to stop")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for p in seen:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass

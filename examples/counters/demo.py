@@ -26,7 +26,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 EXAMPLES = Path(__file__).resolve().parent.parent
 if not __package__:
@@ -122,8 +122,8 @@ class Stack:
         self.service_url = f"http://127.0.0.1:{free_port()}"
 
     def start(self) -> None:
-        # RedisServer runs redis-server in its own session, so a Ctrl-C in the terminal reaches the demo and
-        # sidepunchd but not Redis, which must outlive the workers' last writes.
+        # RedisServer runs redis-server in its own session (as sidepunchd runs in its own), so a Ctrl-C in the
+        # terminal reaches only the demo, which then stops sidepunchd before Redis: the workers' last writes land.
         self.redis = RedisServer()  # assigned before it starts, so stop() finds the process even mid-start
         self.redis.start()
         self.r = redis.Redis.from_url(self.redis.url)
@@ -193,6 +193,29 @@ class Stack:
         for log in sorted(self.logdir.glob("*.log")):
             tail = log.read_text(errors="replace").splitlines()[-lines:]
             print(f"--- last lines of {log} ---", *tail, sep="\n")
+
+
+class _PipeSafe:
+    """stdout that drops writes once the reader is gone: `demo.py | tee log` loses tee to the same Ctrl-C,
+    and a BrokenPipeError from a print must not skip stopping Redis, the service and sidepunchd."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError:
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError:
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def format_counts(counts: dict[str, int] | None) -> str:
@@ -288,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     # Everything here talks to 127.0.0.1; a proxy from the environment would only be in the way.
     os.environ["no_proxy"] = ",".join(filter(None, [os.environ.get("no_proxy"), "127.0.0.1", "localhost"]))
+    sys.stdout = _PipeSafe(sys.stdout)
     logdir = Path(tempfile.mkdtemp(prefix="counters-demo-"))
     stack = Stack(args, logdir)
     code, checked = 1, False

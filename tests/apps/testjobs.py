@@ -117,3 +117,24 @@ class Overdue(sidepunch.Job):
         _redis().rpush("started", value)
         time.sleep(seconds)
         _redis().rpush("done", value)
+
+
+def record_death(job, exc):
+    """A death handler for --death-handler."""
+    _redis().rpush("deaths", f"{job['jid']} {type(exc).__name__}")
+
+
+def timing_middleware(instance, job, queue, call_next):
+    """A server middleware for --middleware: records around the job."""
+    _redis().rpush("middleware", f"before {job['class']} {queue}")
+    try:
+        return call_next()
+    finally:
+        _redis().rpush("middleware", f"after {instance.jid}")
+
+
+class DiesAtOnce(sidepunch.Job):
+    retry = 0
+
+    def perform(self):
+        raise LookupError("gone")
