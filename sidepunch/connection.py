@@ -104,10 +104,6 @@ class Outage:
                 self._since = None
                 self._failures = 0
 
-    @property
-    def down(self) -> bool:
-        return self._since is not None
-
 
 class FailoverError(redis.ConnectionError):
     """The server changed role under a blocked command (-UNBLOCKED) or refused a write as a replica."""

@@ -61,7 +61,6 @@ class Heartbeat:
         self._on_tick = on_tick
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.last_beat = 0.0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -87,7 +86,6 @@ class Heartbeat:
             self.ctx.outage.failed(exc)
             return False
         self.ctx.outage.ok()
-        self.last_beat = time.monotonic()
         return True
 
     def _write(self, processed: int, failed: int) -> None:

@@ -12,8 +12,6 @@ import time
 from decimal import Decimal
 from typing import Any, Mapping
 
-#: Keys a job class may set as options, in the order Sidekiq writes them after `retry` and `queue`.
-OPTION_KEYS = ("retry", "queue", "dead", "backtrace", "retry_queue", "tags")
 _SCALARS = (str, int, bool, type(None))
 
 

@@ -43,7 +43,6 @@ class Work:
     queue: str
     payload: bytes
     run_at: int
-    started: float  # monotonic, for timeouts
 
 
 class WorkTable:
@@ -53,7 +52,7 @@ class WorkTable:
         self._running: dict[str, Work] = {}
 
     def start(self, tid: str, queue: str, payload: bytes) -> None:
-        self._running[tid] = Work(queue, payload, int(time.time()), time.monotonic())
+        self._running[tid] = Work(queue, payload, int(time.time()))
 
     def finish(self, tid: str) -> None:
         self._running.pop(tid, None)
