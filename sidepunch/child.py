@@ -141,7 +141,10 @@ class Child:
                 unit, instance, seconds = taken
                 exc = JobTimeout(f"job ran longer than its {seconds:g}s timeout")
                 self.ctx.counters.record(failed=True)
-                outcome = proc._persist(lambda: self.ctx.retry.handle(unit, instance, exc), "retry-set write")
+                try:  # one attempt: this is the main thread, which must keep answering signals
+                    outcome = self.ctx.retry.handle(unit, instance, exc)
+                except OUTAGE_ERRORS as error:
+                    outcome = f"not recorded ({error}); it stays in the working list and is recovered"
                 log.error("job %.200s timed out after %gs: %s", unit.payload.decode("utf-8", "replace"),
                           seconds, outcome or "not recorded")
                 self.retire(f"a job outlived its {seconds:g}s timeout and its thread cannot be stopped")
@@ -175,7 +178,9 @@ class Child:
         self.heartbeat = Heartbeat(ctx, info, on_signal=self._remote_signal, on_beat=self._set_title,
                                    on_tick=self._report_alive)
         while not self.heartbeat.beat():  # registered (and alive) before the first job is fetched
-            if self._dispatch(self._next_signal(1.0)) or self.state.stopping:
+            self._report_alive()  # booting during an outage is not being stuck
+            self._dispatch(self._next_signal(1.0))
+            if self.state.stopping:
                 return
         self.heartbeat.start()
         threading.Thread(target=self._watch_lifeline, name="lifeline", daemon=True).start()
@@ -284,30 +289,35 @@ class Child:
         for proc in self.processors:
             if proc.thread is not None:
                 proc.thread.join(max(0.0, deadline - time.monotonic()))
-        self._requeue_unfinished()
-        # Idle threads are inside a blocking fetch for up to 2 s and requeue whatever it returns; wait for them
-        # so nothing is left behind (jobs past the deadline get these 3 s too, as in Sidekiq).
+        stuck = self._requeue_unfinished()
+        # Idle threads are inside a blocking fetch for up to 2 s and requeue whatever it returns: wait for them
+        # (one shared 3 s, so the master's grace is not outrun) so nothing they fetch is left behind.
+        end = time.monotonic() + 3.0
         for proc in self.processors:
-            if proc.thread is not None:
-                proc.thread.join(3.0)
+            if proc.thread is not None and proc not in stuck:
+                proc.thread.join(max(0.0, end - time.monotonic()))
         if hasattr(self, "heartbeat"):
             self.heartbeat.stop()
         log.info("worker %d stopped", self.number)
 
-    def _requeue_unfinished(self) -> None:
-        """At the deadline: put back what threads still hold (running, or prefetched and not started)."""
-        held = [(p.fetcher, [u for u in (p.current, *p.fetcher.buffered()) if u is not None])
-                for p in self.processors]
+    def _requeue_unfinished(self) -> list[Processor]:
+        """At the deadline: take back what threads still run (so they cannot also record it) and put it,
+        with their prefetched jobs, back at the head of the queues. Returns the threads left running."""
+        stuck = [p for p in self.processors if p.thread is not None and p.thread.is_alive() and p.current]
+        held = []
+        for proc in stuck:
+            taken = proc.abandon()
+            held.append((proc.fetcher, ([taken[0]] if taken else []) + proc.fetcher.buffered()))
         count = sum(len(units) for _, units in held)
-        if not count:
-            return
-        log.warning("worker %d requeueing %d unfinished job(s)", self.number, count)
+        if count:
+            log.warning("worker %d requeueing %d unfinished job(s)", self.number, count)
         for fetcher, units in held:
             try:
                 fetcher.requeue(units)
             except OUTAGE_ERRORS as exc:
                 log.error("could not requeue %d job(s) (%s); they stay in the working list for recovery",
                           len(units), exc)
+        return stuck
 
     def _set_title(self) -> None:
         busy = len(self.ctx.work) if hasattr(self, "ctx") else 0

@@ -76,8 +76,14 @@ class BasicFetch:
             return None
         return UnitOfWork(keys.queue_name(reply[0]), reply[1])
 
-    def ack(self, unit: UnitOfWork, seconds: float = 0.0) -> None:
+    def ack(self, unit: UnitOfWork, seconds: float = 0.0) -> bool:
+        return False
+
+    def send_acks(self) -> None:
         pass
+
+    def unfetch(self, unit: UnitOfWork) -> None:
+        self.requeue([unit])
 
     @staticmethod
     def ack_into(pipe: redis.client.Pipeline, unit: UnitOfWork) -> None:
@@ -111,7 +117,7 @@ class ReliableFetch:
         self._home = home
         self._batch = batch
         self._share = max(1, share)
-        self._job_seconds = 0.0                    # moving average of how long this thread's jobs take
+        self._job_seconds = ACK_NOW_AFTER          # moving average of job time; batching starts once proven fast
         self._pending: list[UnitOfWork] = []      # finished, not yet acknowledged
         self._buffer: deque[UnitOfWork] = deque()  # fetched, not yet started
         self._in_doubt = False
@@ -167,15 +173,19 @@ class ReliableFetch:
         job = _blocking(self._redis.blmove, keys.queue(queue), working, FETCH_TIMEOUT, "RIGHT", "LEFT")
         return None if job is None else UnitOfWork(queue, job, working)
 
-    def ack(self, unit: UnitOfWork, seconds: float = 0.0) -> None:
-        """Acknowledge a finished job. For fast jobs the LREM rides on the next fetch; after a slow one it
-        goes now, since a round trip is then cheap and an unsent ack means a rerun if the process dies."""
+    def ack(self, unit: UnitOfWork, seconds: float = 0.0) -> bool:
+        """Note a finished job; returns True when `send_acks` should run now. For fast jobs the LREM rides on
+        the next fetch; after a slow one it goes at once, since a round trip is then cheap and an unsent ack
+        means a rerun if the process dies. Does no I/O, so a caller may retry `send_acks` alone."""
         self._pending.append(unit)
         # Batches pay off only for fast jobs; slow ones are taken one at a time so the work spreads evenly
         # over processes (a moving average, so one slow job among fast ones does not switch it off).
         self._job_seconds = 0.8 * self._job_seconds + 0.2 * seconds
-        if seconds >= ACK_NOW_AFTER:
-            self._send_acks()
+        return seconds >= ACK_NOW_AFTER
+
+    def unfetch(self, unit: UnitOfWork) -> None:
+        """Hand back a job this thread will not start (it went quiet); `release` puts it back first."""
+        self._buffer.appendleft(unit)
 
     @staticmethod
     def ack_into(pipe: redis.client.Pipeline, unit: UnitOfWork) -> None:
@@ -186,9 +196,9 @@ class ReliableFetch:
         if self._buffer:
             self.requeue(list(self._buffer))
             self._buffer.clear()
-        self._send_acks()
+        self.send_acks()
 
-    def _send_acks(self) -> None:
+    def send_acks(self) -> None:
         if not self._pending:
             return
         if len(self._pending) == 1:

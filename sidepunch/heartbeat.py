@@ -71,9 +71,12 @@ class Heartbeat:
         ticks = 0
         while not self._stop.wait(TICK):
             ticks += 1
-            self._on_tick()
-            if ticks % round(BEAT_INTERVAL / TICK) == 0:
-                self.beat()
+            try:
+                self._on_tick()
+                if ticks % round(BEAT_INTERVAL / TICK) == 0:
+                    self.beat()
+            except Exception:  # this thread is the process's pulse: it must outlive any one failure
+                log.exception("heartbeat failed; trying again at the next beat")
 
     def beat(self) -> bool:
         """One beat; returns False (and keeps the counts) if Redis is unreachable."""
@@ -84,6 +87,10 @@ class Heartbeat:
         except OUTAGE_ERRORS as exc:
             self.ctx.counters.give_back(processed, failed)
             self.ctx.outage.failed(exc)
+            return False
+        except redis.RedisError as exc:  # refused, not unreachable: OOM, MISCONF, NOAUTH...
+            self.ctx.counters.give_back(processed, failed)
+            log.error("heartbeat write refused by Redis: %s", exc)
             return False
         self.ctx.outage.ok()
         return True

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
+import redis
 import setproctitle
 
 from .child import Child
@@ -279,6 +280,9 @@ class Master:
         except OUTAGE_ERRORS as exc:
             self.outage.failed(exc)
             return "Redis unreachable: its jobs will be recovered by the orphan sweep"
+        except redis.RedisError as exc:
+            log.error("requeueing the jobs of worker %d failed: %s", record.number, exc)
+            return "requeue refused by Redis: its jobs will be recovered by the orphan sweep"
         if found.killed:
             return f"requeued {found.requeued} job(s), {found.killed} moved to the dead set as poison pills"
         return f"requeued {found.requeued} job(s)"
@@ -354,9 +358,11 @@ class Master:
             return
         self.next_sweep = time.monotonic() + random.uniform(*SWEEP_EVERY)
         try:
-            self.sweeper.sweep()
+            self.sweeper.sweep(exclude={r.identity(pid) for pid, r in self.children.items()})
         except OUTAGE_ERRORS as exc:
             self.outage.failed(exc)
+        except redis.RedisError as exc:
+            log.error("orphan sweep failed: %s", exc)
 
     # -- process operations --------------------------------------------------------------------------------
     def spawn(self, number: int) -> None:

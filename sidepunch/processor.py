@@ -51,8 +51,10 @@ class Processor:
             self._loop()
         except BaseException:
             log.exception("processor %d died; it will be replaced", self.index)
-            if self.current is not None:
-                self._persist(lambda: self.fetcher.requeue([self.current]), "requeue")
+            current = self.current
+            if current is not None:
+                self.fetcher.unfetch(current)
+            self._persist(self.fetcher.release, "requeue")  # its prefetched jobs too, not only the current one
 
     def _loop(self) -> None:
         state, outage = self.ctx.state, self.ctx.outage
@@ -70,7 +72,7 @@ class Processor:
             if unit is None:
                 continue
             if not state.fetching:
-                self._persist(lambda: self.fetcher.requeue([unit]), "requeue")
+                self.fetcher.unfetch(unit)  # released ahead of the rest of its batch, in order
                 continue
             self.process(unit)
             if self.abandoned:
@@ -106,7 +108,7 @@ class Processor:
                 job = decode(unit.payload)
             except PayloadError as problem:
                 self._release(unit)
-                self._persist(lambda: ctx.retry.kill_unparseable(unit, problem), "dead-set write")
+                ctx.retry.kill_unparseable(unit, problem, persist=lambda w: self._persist(w, "dead-set write"))
                 return "dead"
             self._arm_timeout(job, started)
             if job_log.isEnabledFor(logging.INFO):
@@ -115,11 +117,12 @@ class Processor:
                 self.instance = ctx.resolver.resolve(job["class"])()
                 self.instance.jid = job.get("jid", "")
                 self._perform(self.instance, job, unit.queue)
-            except Exception as exc:
+            except (Exception, SystemExit, KeyboardInterrupt) as exc:  # a job calling sys.exit() failed
                 if not self._release(unit):
                     return "abandoned"
                 ctx.counters.record(failed=True)
-                outcome = self._persist(lambda: ctx.retry.handle(unit, self.instance, exc), "retry-set write")
+                outcome = ctx.retry.handle(unit, self.instance, exc,
+                                           persist=lambda write: self._persist(write, "retry-set write"))
                 job_log.warning("fail %s jid=%s queue=%s %.3fs %s: %s -> %s", job["class"], job.get("jid"),
                                 unit.queue, time.monotonic() - started, type(exc).__name__, exc,
                                 outcome or "not recorded")
@@ -128,7 +131,8 @@ class Processor:
                 return "abandoned"
             ctx.counters.record(failed=False)
             elapsed = time.monotonic() - started
-            self._persist(lambda: self.fetcher.ack(unit, elapsed), "acknowledge")
+            if self.fetcher.ack(unit, elapsed):
+                self._persist(self.fetcher.send_acks, "acknowledge")
             if ctx.config.max_jobs and ctx.counters.total_processed >= ctx.config.max_jobs:
                 ctx.state.go_quiet()  # the child asks the master for its replacement on its next tick
             if job_log.isEnabledFor(logging.INFO):

@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import AbstractSet as Set, Iterable, Sequence
 
 import redis
 
@@ -68,7 +68,7 @@ def recover_lists(client: redis.Redis, lists: Iterable[tuple[str, str]], policy:
     total = Recovered()
     for queue, working in lists:
         while True:
-            jobs = client.lrange(working, -BATCH, -1)
+            jobs = client.lrange(working, 0, BATCH - 1)  # newest first: the oldest batch is pushed last
             if not jobs:
                 break
             now = time.time()
@@ -115,16 +115,18 @@ class OrphanSweeper:
         self._release = client.register_script(
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
 
-    def sweep(self) -> Recovered:
+    def sweep(self, exclude: Set[str] = frozenset()) -> Recovered:
+        """Recover abandoned working lists; `exclude` names live processes (this master's own workers,
+        whose liveness key may be missing just after a Redis restart)."""
         token = secrets.token_hex(8)
         if not self._redis.set(keys.RECOVERY_LOCK, token, nx=True, ex=self.LOCK_TTL):
             return Recovered()
         try:
-            return self._sweep()
+            return self._sweep(exclude)
         finally:
             self._release(keys=[keys.RECOVERY_LOCK], args=[token])
 
-    def _sweep(self) -> Recovered:
+    def _sweep(self, exclude: Set[str]) -> Recovered:
         by_identity: dict[str, list[tuple[str, str]]] = {}
         for key in self._redis.scan_iter(match=keys.WORKING_PATTERN, count=1000):
             parsed = keys.parse_working(key)
@@ -132,7 +134,7 @@ class OrphanSweeper:
                 by_identity.setdefault(parsed[1], []).append((parsed[0], key.decode()))
         total = Recovered()
         for identity, lists in by_identity.items():
-            if self._redis.exists(keys.alive(identity)):
+            if identity in exclude or self._redis.exists(keys.alive(identity)):
                 continue
             found = recover_lists(self._redis, lists, self._policy, True, "its host stopped heartbeating")
             if found.requeued or found.killed:

@@ -26,6 +26,11 @@ from .payload import PayloadError, decode, encode
 log = logging.getLogger("sidepunch.retry")
 
 DeathHandler = Callable[[dict, BaseException], Any]
+Persist = Callable[[Callable[[], Any]], Any]
+
+
+def _once(write: Callable[[], Any]) -> Any:
+    return write()
 MAX_MESSAGE = 10_000
 
 
@@ -97,18 +102,21 @@ class RetryPolicy:
         self._rng = rng or random.Random()
         self._clock = clock
 
-    def kill_unparseable(self, unit: UnitOfWork, problem: PayloadError) -> None:
+    def kill_unparseable(self, unit: UnitOfWork, problem: PayloadError, persist: Persist = _once) -> None:
         """A job that cannot be parsed goes to the dead set with its bytes exactly as read."""
         log.error("job from queue %s is unreadable (%s); moved to the dead set: %.200r", unit.queue, problem,
                   unit.payload)
-        self._commit(unit, lambda pipe, now: self._dead.add_into(pipe, unit.payload, now))
+        self._commit(unit, lambda pipe, now: self._dead.add_into(pipe, unit.payload, now), persist)
 
-    def handle(self, unit: UnitOfWork, instance: Any, exc: BaseException) -> str:
-        """Record the failure of `unit`; returns "retry", "dead" or "discarded"."""
+    def handle(self, unit: UnitOfWork, instance: Any, exc: BaseException, persist: Persist = _once) -> str:
+        """Record the failure of `unit`; returns "retry", "dead" or "discarded".
+
+        The decision (and any hook) runs once; `persist` retries only the Redis write, e.g. through an outage.
+        """
         try:
             msg = decode(unit.payload)
         except PayloadError as problem:
-            self.kill_unparseable(unit, problem)
+            self.kill_unparseable(unit, problem, persist)
             return "dead"
         # Unlike Sidekiq, which drops it, a job whose class never loaded and that has no `retry` key is kept.
         retry = msg.get("retry", True if instance is None else None)
@@ -119,7 +127,7 @@ class RetryPolicy:
             if retry is not False and retry is not None:
                 msg["retry"] = retry
         if retry is False or retry is None:
-            self._commit(unit, None)
+            self._commit(unit, None, persist)
             self._run_death_handlers(msg, exc)
             return "discarded"
         now = self._clock()
@@ -128,15 +136,17 @@ class RetryPolicy:
         limit = retry if type(retry) is int else self._max_retries
         choice = self._custom_delay(instance, count, exc)
         if choice == "discard":
-            self._commit(unit, None)
+            self._commit(unit, None, persist)
             return "discarded"
         if choice != "kill" and count < limit:
             delay = retry_delay(count, self._rng, choice if isinstance(choice, int) else None)
-            self._commit(unit, lambda pipe, t: pipe.zadd(keys.RETRY, {encode(msg): now + delay}))
+            payload = encode(msg)  # encoded once, so a retried write cannot add a second member
+            self._commit(unit, lambda pipe, t: pipe.zadd(keys.RETRY, {payload: now + delay}), persist)
             return "retry"
-        return self.exhaust(unit, instance, msg, exc)
+        return self.exhaust(unit, instance, msg, exc, persist)
 
-    def exhaust(self, unit: UnitOfWork, instance: Any, msg: dict, exc: BaseException) -> str:
+    def exhaust(self, unit: UnitOfWork, instance: Any, msg: dict, exc: BaseException,
+                persist: Persist = _once) -> str:
         hook = getattr(instance, "retries_exhausted", None)
         if hook is not None:
             try:
@@ -144,9 +154,10 @@ class RetryPolicy:
             except Exception:
                 log.exception("retries_exhausted hook of %s raised", msg.get("class"))
         if msg.get("dead") is False:
-            self._commit(unit, None)
+            self._commit(unit, None, persist)
         else:
-            self._commit(unit, lambda pipe, now: self._dead.add_into(pipe, encode(msg), now))
+            payload = encode(msg)
+            self._commit(unit, lambda pipe, now: self._dead.add_into(pipe, payload, now), persist)
         self._run_death_handlers(msg, exc)
         return "dead"
 
@@ -179,12 +190,14 @@ class RetryPolicy:
             return choice
         return None
 
-    def _commit(self, unit: UnitOfWork, write: Callable | None) -> None:
-        pipe = self._redis.pipeline(transaction=True)
-        if write is not None:
-            write(pipe, self._clock())
-        self._ack_into(pipe, unit)
-        pipe.execute()
+    def _commit(self, unit: UnitOfWork, write: Callable | None, persist: Persist) -> None:
+        def attempt() -> None:
+            pipe = self._redis.pipeline(transaction=True)
+            if write is not None:
+                write(pipe, self._clock())
+            self._ack_into(pipe, unit)
+            pipe.execute()
+        persist(attempt)
 
     def _run_death_handlers(self, msg: dict, exc: BaseException) -> None:
         for handler in self._death_handlers:

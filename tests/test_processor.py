@@ -343,25 +343,56 @@ def test_working_keys_carry_the_thread_and_parse_back():
     assert keys.parse_working(key) == ("mail:low", "host.example:42:abcdef012345")
 
 
-def test_deep_queue_is_fetched_in_fair_batches_and_runs_in_order(r, client):
+def test_deep_queue_is_fetched_in_fair_batches_once_jobs_prove_fast(r, client):
     proc = make_processor(r, batch=10, share=5)
-    client.push_bulk({"class": testjobs.Record, "args": [[str(i)] for i in range(30)]})
-    first = proc.fetcher.fetch()
+    client.push_bulk({"class": testjobs.Noop, "args": [[str(i)] for i in range(31)]})
     working = f"working:queue:default:{IDENTITY}.0"
-    assert r.llen(working) == 6 and r.llen("queue:default") == 24  # 30 / share 5 = 6, under the cap of 10
+    first = proc.fetcher.fetch()
+    assert r.llen(working) == 1  # a new thread takes one job until it knows its jobs are fast
     proc.process(first)
+    second = proc.fetcher.fetch()
+    assert r.llen(working) == 6 and r.llen("queue:default") == 24  # 30 / share 5 = 6, under the cap of 10
+    proc.process(second)
     while (unit := proc.fetcher.fetch()) is not None:
         proc.process(unit)
-    assert [v.decode() for v in r.lrange("done", 0, -1)] == [str(i) for i in range(30)]
     proc.fetcher.release()
-    assert r.llen(working) == 0
+    assert r.llen(working) == 0 and proc.ctx.counters.take() == (31, 0)
 
 
 def test_release_puts_prefetched_jobs_back_in_order(r, client):
     proc = make_processor(r, batch=10, share=1)
-    client.push_bulk({"class": testjobs.Record, "args": [[str(i)] for i in range(5)]})
+    client.push_bulk({"class": testjobs.Noop, "args": [[str(i)] for i in range(6)]})
     proc.process(proc.fetcher.fetch())
+    unit = proc.fetcher.fetch()  # a batch of the 5 left; this thread then goes quiet before starting it
     assert len(proc.fetcher.buffered()) == 4
-    proc.fetcher.release()  # going quiet: unstarted jobs go back to the head, the finished one is acked
+    proc.fetcher.unfetch(unit)
+    proc.fetcher.release()  # unstarted jobs go back to the head in their order; the finished one is acked
     assert r.keys("working:*") == []
-    assert [json.loads(j)["args"][0] for j in reversed(r.lrange("queue:default", 0, -1))] == ["1", "2", "3", "4"]
+    assert [json.loads(j)["args"][0] for j in reversed(r.lrange("queue:default", 0, -1))] == ["1", "2", "3", "4", "5"]
+
+
+def test_interrupted_jobs_are_never_fetched_in_a_batch(r, client):
+    proc = make_processor(r, batch=10, share=1)
+    client.push({"class": testjobs.Noop, "args": ["warmup"]})
+    proc.process(proc.fetcher.fetch())
+    client.push_bulk({"class": testjobs.Noop, "args": [["a"], ["b"]]})
+    r.lpush("queue:default", json.dumps({"class": "testjobs.Noop", "args": ["pill"], "interrupted_count": 1}))
+    client.push_bulk({"class": testjobs.Noop, "args": [["c"], ["d"]]})
+    order = []
+    while (unit := proc.fetcher.fetch()) is not None:
+        order.append((json.loads(unit.payload)["args"][0], len(proc.fetcher.buffered())))
+        proc.process(unit)
+    assert [name for name, _ in order] == ["a", "b", "pill", "c", "d"]
+    assert dict(order)["pill"] == 0 and dict(order)["a"] == 1  # the pill came alone; a and b as a batch
+
+
+class Exits(sidepunch.Job):
+    def perform(self):
+        raise SystemExit(3)
+
+
+def test_a_job_calling_sys_exit_is_a_failure_not_a_dead_thread(r, client):
+    proc = make_processor(r)
+    client.push({"class": Exits, "args": []})
+    assert run_next(proc) == "retry"
+    assert json.loads(r.zrange("retry", 0, 0)[0])["error_class"] == "SystemExit"

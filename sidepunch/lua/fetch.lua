@@ -3,8 +3,11 @@
 -- KEYS[n+2k-1], KEYS[n+2k]  queue:<q> and this thread's working list for <q>, in the order to try
 -- ARGV[1] n, ARGV[2] most jobs to take at once, ARGV[3] share: take at most LLEN/share, so a deep queue
 -- is shared out among the threads instead of hoarded; ARGV[4..] the n jobs to acknowledge.
+-- A job whose worker died under it (it carries interrupted_count) is never taken in a batch: if it is a
+-- poison pill, the jobs around it must not be counted as interrupted with it again.
 -- Returns {index of the queue (1-based), {job, ...}} or nil when every queue is empty.
 local acks, most, share = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local marker = '"interrupted_count"'
 for i = 1, acks do
   redis.call("LREM", KEYS[i], 1, ARGV[3 + i])
 end
@@ -14,10 +17,15 @@ for i = acks + 1, #KEYS, 2 do
     want = math.max(1, math.min(most, math.floor(redis.call("LLEN", KEYS[i]) / share)))
   end
   local jobs = {}
-  for _ = 1, want do
+  for k = 1, want do
+    if k > 1 then
+      local next_job = redis.call("LINDEX", KEYS[i], -1)
+      if not next_job or string.find(next_job, marker, 1, true) then break end
+    end
     local job = redis.call("LMOVE", KEYS[i], KEYS[i + 1], "RIGHT", "LEFT")
     if not job then break end
     jobs[#jobs + 1] = job
+    if string.find(job, marker, 1, true) then break end
   end
   if #jobs > 0 then
     return {(i - acks + 1) / 2, jobs}
