@@ -18,14 +18,15 @@ for i = acks + 1, #KEYS, 2 do
   end
   local jobs = {}
   for k = 1, want do
-    if k > 1 then
-      local next_job = redis.call("LINDEX", KEYS[i], -1)
-      if not next_job or string.find(next_job, marker, 1, true) then break end
-    end
     local job = redis.call("LMOVE", KEYS[i], KEYS[i + 1], "RIGHT", "LEFT")
     if not job then break end
+    local interrupted = string.find(job, marker, 1, true)
+    if interrupted and k > 1 then
+      redis.call("LMOVE", KEYS[i + 1], KEYS[i], "LEFT", "RIGHT")  -- put it back where it was
+      break
+    end
     jobs[#jobs + 1] = job
-    if string.find(job, marker, 1, true) then break end
+    if interrupted then break end
   end
   if #jobs > 0 then
     return {(i - acks + 1) / 2, jobs}
