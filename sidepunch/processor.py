@@ -124,9 +124,8 @@ class Processor:
                 outcome = ctx.retry.handle(unit, self.instance, exc,
                                            persist=lambda write: self._persist(write, "retry-set write"))
                 job_log.warning("fail %s jid=%s queue=%s %.3fs %s: %s -> %s", job["class"], job.get("jid"),
-                                unit.queue, time.monotonic() - started, type(exc).__name__, exc,
-                                outcome or "not recorded")
-                return outcome or "retry"
+                                unit.queue, time.monotonic() - started, type(exc).__name__, exc, outcome)
+                return outcome
             if not self._release(unit):
                 return "abandoned"
             ctx.counters.record(failed=False)
