@@ -10,6 +10,8 @@ Only the working lists and the liveness keys of reliable fetch are our own addit
 | schedule                          | ZSET   | client (perform_in/at)       | job JSON without `at`; score = due time   |
 | retry                             | ZSET   | retry logic                  | failed job JSON; score = next attempt     |
 | dead                              | ZSET   | exhausted retries, kills     | job JSON (raw bytes if unparseable)       |
+| sidepunch:dead-reasons            | HASH   | whoever adds to `dead`       | dead member (exact bytes) -> why it is    |
+|                                   |        | without error fields         | there, UTF-8 text (ours)                  |
 | stat:processed, stat:failed       | STRING | heartbeat INCRBY             | all-time totals                           |
 | stat:processed:<UTC date> (same for failed) | STRING | heartbeat          | daily totals, expire after 5 years        |
 | processes                         | SET    | heartbeat SADD, shutdown SREM| identities of live processes              |
@@ -32,6 +34,8 @@ PROCESSES = "processes"
 STAT_PROCESSED = "stat:processed"
 STAT_FAILED = "stat:failed"
 RECOVERY_LOCK = "sidepunch:recovery-lock"
+#: Why a member of `dead` is there when its bytes could not carry error fields (unreadable or unwritable JSON).
+DEAD_REASONS = "sidepunch:dead-reasons"
 WORKING_PATTERN = "working:queue:*"
 ALIVE_PREFIX = "sidepunch:alive:"
 
