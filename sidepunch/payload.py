@@ -5,12 +5,14 @@ that arguments are JSON-native. Imports nothing from the server side and never t
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import re
 import secrets
 import time
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 _SCALARS = (str, int, bool, type(None))
 
@@ -111,17 +113,84 @@ def encode_value(value: Any, odd_floats: bool) -> str:
     return _ENCODER.encode(value)
 
 
+#: Deepest JSON nesting a payload may have; the job object itself is level 1, so its args list is level 2.
+#: It is Ruby JSON's default max_nesting, so every payload Sidepunch accepts can be read by Sidekiq too.
+MAX_DEPTH = 100
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} overflows a float")
+    return value
+
+
+#: Refuses what Python's json accepts but cannot write back strictly (NaN, Infinity, 1e999), so a decoded job
+#: can always be encoded again. parse_float runs only for float tokens; plain jobs pay nothing for it.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def decode(raw: bytes | str) -> dict[str, Any]:
-    """Parse a job read from Redis; PayloadError says what is wrong with it."""
+    """Parse a job read from Redis; PayloadError says what is wrong with it.
+
+    Whatever this returns, `encode` can write back: text that is not UTF-8, NaN or infinite numbers, lone
+    surrogate escapes and nesting deeper than MAX_DEPTH are refused here, not discovered at a later write.
+    """
     try:
-        job = json.loads(raw)
+        text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
+        job = _DECODER.decode(text)
+    except RecursionError:
+        raise PayloadError(f"job is nested deeper than {MAX_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError(f"job is not valid JSON ({exc})") from None
     if type(job) is not dict:
         raise PayloadError(f"job is a JSON {type(job).__name__}, not an object")
+    if text.count("[") + text.count("{") > MAX_DEPTH and depth(job) > MAX_DEPTH:
+        raise PayloadError(f"job is nested deeper than {MAX_DEPTH} levels")
+    if "\\u" in text and _SURROGATE.search(text) and not _encodable(job):
+        raise PayloadError("job holds a lone UTF-16 surrogate (\\ud800-\\udfff), which UTF-8 cannot carry")
     if type(job.get("class")) is not str or not job["class"]:
         raise PayloadError("job has no 'class' string")
     return job
+
+
+def _children(value: Any) -> Iterator[Any]:
+    if type(value) is list:
+        return iter(value)
+    if type(value) is dict:
+        return itertools.chain(value.keys(), value.values())
+    return iter(())
+
+
+def depth(value: Any) -> int:
+    """Nesting depth of decoded JSON (a scalar is 0, [] is 1); iterative, so any depth is safe to measure."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if type(item) in (list, dict):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in _children(item))
+    return deepest
+
+
+def _encodable(value: Any) -> bool:
+    """False if some string (or key) holds a lone surrogate."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is str:
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        else:
+            stack.extend(_children(item))
+    return True
 
 
 def normalize(item: Mapping[str, Any], defaults: Mapping[str, Any], class_name: str,

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import redis
 
-from . import keys
+from . import keys, scripts
 from .fetch import UnitOfWork
 from .payload import PayloadError, decode, encode
 
@@ -76,16 +76,21 @@ def retry_delay(count: int, rng: random.Random, base: int | None = None) -> floa
 
 
 class DeadSet:
-    """Writes to the dead set, trimmed by age and size in the same transaction."""
+    """Writes to the dead set, trimmed by age and size in the same step (lua/dead.lua).
+
+    `reason` is for a payload kept byte for byte (it cannot carry error fields): it goes to keys.DEAD_REASONS,
+    and leaves that hash again when the entry is trimmed.
+    """
 
     def __init__(self, max_jobs: int, timeout: float) -> None:
         self.max_jobs = max_jobs
         self.timeout = timeout
+        self._script = scripts.unbound("dead")
 
-    def add_into(self, pipe: redis.client.Pipeline, payload: bytes, now: float) -> None:
-        pipe.zadd(keys.DEAD, {payload: now})
-        pipe.zremrangebyscore(keys.DEAD, "-inf", now - self.timeout)
-        pipe.zremrangebyrank(keys.DEAD, 0, -(self.max_jobs + 1))
+    def add_into(self, pipe: redis.client.Pipeline | redis.Redis, payload: bytes, now: float,
+                 reason: str | None = None) -> None:
+        self._script(keys=[keys.DEAD, keys.DEAD_REASONS],
+                     args=[payload, now, now - self.timeout, self.max_jobs, reason or ""], client=pipe)
 
 
 class RetryPolicy:

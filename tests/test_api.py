@@ -322,8 +322,10 @@ def test_unparseable_entries_can_be_killed_or_deleted_but_not_retried(r):
     assert entry.kill()
     assert r.zrange(keys.DEAD, 0, -1) == [b"{broken"]
     r.zadd(keys.SCHEDULE, {b'{"class":"A","args":[NaN],"jid":"nan"}': NOW})  # Python parses it; JSON cannot
-    with pytest.raises(PayloadError, match="cannot enqueue job nan"):
-        api.ScheduledSet(r).find_job("nan").add_to_queue()
+    nan = next(iter(api.ScheduledSet(r)))
+    assert not nan.ok  # refused at decode, so it can never fail later at a write
+    with pytest.raises(PayloadError):
+        nan.add_to_queue()
     assert r.zcard(keys.SCHEDULE) == 1 and not r.exists("queue:default")
     dead = next(iter(api.DeadSet(r)))
     assert dead.delete() and r.zcard(keys.DEAD) == 0

@@ -76,3 +76,54 @@ def test_decode_keeps_big_integers_and_unknown_keys():
     job = decode(b'{"class":"X","args":[123456789012345678901234567890],"custom":{"a":[1]}}')
     assert job["args"][0] == 123456789012345678901234567890
     assert json.loads(encode(job)) == job
+
+
+@pytest.mark.parametrize("raw, why", [
+    (b'{"class":"A","args":[NaN]}', "NaN"), (b'{"class":"A","args":[-Infinity]}', "Infinity"),
+    (b'{"class":"A","args":[1e999]}', "overflows"), (b'{"class":"A","args":[-1' + b"0" * 400 + b'.5]}', "overflows"),
+    (b'{"class":"A","args":["\\ud800"]}', "surrogate"), (b'{"class":"A","args":[{"\\uDC00x":1}]}', "surrogate"),
+    (b'{"class":"A","args":' + b"[" * 100 + b"]" * 100 + b"}", "deeper than 100"),
+    (b'{"class":"A","args":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "deeper than 100"),
+    (b'{"class":"A","args":[1' + b"0" * 5000 + b"]}", "not valid JSON"),
+    (b'{"class":"A","args":["\xff"]}', "not valid JSON"), (b'{"class":"\xc3"}', "not valid JSON"),
+])
+def test_decode_refuses_what_cannot_be_written_back(raw, why):
+    with pytest.raises(PayloadError, match=why):
+        decode(raw)
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"class":"A","args":["\\ud83d\\ude00","\\\\ud800"]}',         # a surrogate pair; an escaped backslash
+    b'{"class":"A","args":' + b"[" * 99 + b"]" * 99 + b"}",          # exactly MAX_DEPTH levels
+    b'{"class":"A","args":[' + b",".join([b'{"a":[1]}'] * 300) + b"]}",  # many brackets, shallow
+    b'{"class":"A","args":[1.0e+300,-2.5e-07,' + b"9" * 4000 + b"]}",
+])
+def test_decode_accepts_every_writable_payload(raw):
+    job = decode(raw)
+    assert json.loads(encode(job)) == json.loads(raw)
+
+
+def test_decoded_payloads_always_encode_again():
+    """Property: whatever random JSON-ish bytes decode, encode can write back (the root of every re-encode)."""
+    import random
+    rng = random.Random(11)
+    atoms = [b"NaN", b"Infinity", b"1e999", b"1e308", b'"\\ud800"', b'"\\ud83d\\ude00"', b'"\\\\u"', b"0", b"-0.0",
+             b"true", b"null", b'"\xc3\xa9"', b'"\xff"', b"1" + b"0" * 350 + b".0", b"[]", b"{}"]
+
+    def value(level):
+        roll = rng.random()
+        if level > 120 or roll < 0.4:
+            return rng.choice(atoms)
+        if roll < 0.7:
+            return b"[" + b",".join(value(level + 1) for _ in range(rng.randrange(3))) + b"]"
+        return b'{"k":' + value(level + 1) + b"}"
+    accepted = 0
+    for _ in range(3000):
+        raw = b'{"class":"A","args":[' + value(2) + b"]}"
+        try:
+            job = decode(raw)
+        except PayloadError:
+            continue
+        encode(job)
+        accepted += 1
+    assert 300 < accepted < 3000

@@ -396,3 +396,16 @@ def test_a_job_calling_sys_exit_is_a_failure_not_a_dead_thread(r, client):
     client.push({"class": Exits, "args": []})
     assert run_next(proc) == "retry"
     assert json.loads(r.zrange("retry", 0, 0)[0])["error_class"] == "SystemExit"
+
+def test_dead_set_reasons_are_kept_with_their_member_and_trimmed_with_it(r):
+    dead = DeadSet(max_jobs=3, timeout=100)
+    dead.add_into(r, b"{bad-1", 1000.0, reason="unreadable: 1")
+    dead.add_into(r, b"{bad-2", 1001.0, reason="unreadable: 2")
+    dead.add_into(r, b'{"class":"A"}', 1002.0)
+    assert r.hgetall("sidepunch:dead-reasons") == {b"{bad-1": b"unreadable: 1", b"{bad-2": b"unreadable: 2"}
+    dead.add_into(r, b'{"class":"B"}', 1003.0)              # over the size limit: bad-1 goes, with its reason
+    assert r.hgetall("sidepunch:dead-reasons") == {b"{bad-2": b"unreadable: 2"}
+    pipe = r.pipeline(transaction=True)
+    dead.add_into(pipe, b'{"class":"C"}', 1200.0)            # in a MULTI; everything else is too old now
+    pipe.execute()
+    assert r.zrange("dead", 0, -1) == [b'{"class":"C"}'] and not r.exists("sidepunch:dead-reasons")
