@@ -122,7 +122,7 @@ class ReliableFetch:
         self._buffer: deque[UnitOfWork] = deque()  # fetched, not yet started
         self._in_doubt = False
         self._fetch = scripts.load(client, "fetch")
-        self._move = scripts.load(client, "move")
+        self._move = scripts.load(client, "move", uses=("dead",))
 
     def fetch(self) -> UnitOfWork | None:
         if self._buffer:
@@ -217,10 +217,10 @@ class ReliableFetch:
         """Move jobs from the working list back to the head of their queues, each only if still there."""
         if not units:
             return
-        script_keys: list[str] = []
-        args: list[object] = [0, 0, 1]
+        script_keys: list[str] = [keys.QUEUES, keys.DEAD, keys.DEAD_REASONS]
+        args: list[object] = [0, 0, 1]  # the dead set's arguments: only dead entries read them
         # Last first, so that after the RPUSHes the first unit is at the head again.
         for unit in reversed(units):
             script_keys += [unit.working, keys.queue(unit.queue)]
-            args += ["queue", unit.payload, unit.payload]
+            args += ["queue", unit.payload, unit.payload, ""]
         self._move(keys=script_keys, args=args)

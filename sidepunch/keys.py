@@ -5,13 +5,16 @@ Only the working lists and the liveness keys of reliable fetch are our own addit
 
 | key                               | type   | written by                   | content                                   |
 |-----------------------------------|--------|------------------------------|-------------------------------------------|
-| queues                            | SET    | client (SADD on push)        | names of queues, without the prefix       |
-| queue:<q>                         | LIST   | client LPUSH; fetch pops R   | job JSON; the right end is the oldest     |
+| queues                            | SET    | SADD: client on push, poller,| names of queues, without the prefix; any  |
+|                                   |        | recovery                     | bytes (a name read back is hostile input) |
+| queue:<q>                         | LIST   | client, poller LPUSH; fetch  | job JSON; the right end is the oldest     |
+|                                   |        | pops R; recovery RPUSHes back|                                           |
 | schedule                          | ZSET   | client (perform_in/at)       | job JSON without `at`; score = due time   |
 | retry                             | ZSET   | retry logic                  | failed job JSON; score = next attempt     |
-| dead                              | ZSET   | exhausted retries, kills     | job JSON (raw bytes if unparseable)       |
+| dead                              | ZSET   | exhausted retries, kills,    | job JSON (raw bytes if unparseable)       |
+|                                   |        | recovery, poller             |                                           |
 | sidepunch:dead-reasons            | HASH   | whoever adds to `dead`       | dead member (exact bytes) -> why it is    |
-|                                   |        | without error fields         | there, UTF-8 text (ours)                  |
+|                                   |        | without error fields         | there, UTF-8 text (ours); deleted with it |
 | stat:processed, stat:failed       | STRING | heartbeat INCRBY             | all-time totals                           |
 | stat:processed:<UTC date> (same for failed) | STRING | heartbeat          | daily totals, expire after 5 years        |
 | processes                         | SET    | heartbeat SADD, shutdown SREM| identities of live processes              |
@@ -23,6 +26,15 @@ Only the working lists and the liveness keys of reliable fetch are our own addit
 | sidepunch:recovery-lock           | STRING | orphan recovery, SET NX EX   | one master recovers at a time (ours)      |
 
 The working-list name follows gitlab-sidekiq-fetcher's, with a thread suffix on the identity.
+
+Payload fields the server writes besides Sidekiq's: `interrupted_count` (int), how many times a worker died
+while running the job (gitlab-sidekiq-fetcher's name; recovery writes it into the payload's bytes, see
+recovery.py); a job killed for it also gets `error_class` "sidepunch.WorkerDied", `error_message` and, if it
+had none, `failed_at`.
+
+Key names read back from Redis (SCAN, `queues`, `processes`) are hostile input: they may be any bytes. The
+functions below take `bytes` as well as `str` and then answer in bytes, so such a name is used as it is, never
+decoded; `printable` shows one in a log line.
 """
 from __future__ import annotations
 
@@ -38,9 +50,19 @@ RECOVERY_LOCK = "sidepunch:recovery-lock"
 DEAD_REASONS = "sidepunch:dead-reasons"
 WORKING_PATTERN = "working:queue:*"
 ALIVE_PREFIX = "sidepunch:alive:"
+#: Longest queue name the poller enqueues to; a longer one is a corrupt or hostile payload.
+MAX_QUEUE_NAME = 1000
 
 
-def queue(name: str) -> str:
+def _join(prefix: str, name: str | bytes, suffix: str = "") -> str | bytes:
+    if isinstance(name, bytes):
+        return prefix.encode() + name + suffix.encode()
+    return f"{prefix}{name}{suffix}"
+
+
+def queue(name: str | bytes) -> str | bytes:
+    if type(name) is bytes:  # spelled out, not through _join: fetch builds these keys for every job
+        return b"queue:" + name
     return f"queue:{name}"
 
 
@@ -54,8 +76,8 @@ def daily_stat(stat_key: str, date: str) -> str:
     return f"{stat_key}:{date}"
 
 
-def workers(identity: str) -> str:
-    return f"{identity}:workers"
+def workers(identity: str | bytes) -> str | bytes:
+    return _join("", identity, ":workers")
 
 
 def signals(identity: str) -> str:
@@ -67,19 +89,55 @@ def working(queue_name: str, identity: str, thread: int) -> str:
     return f"working:queue:{queue_name}:{identity}.{thread}"
 
 
-def parse_working(key: str | bytes) -> tuple[str, str] | None:
+def parse_working(key: str | bytes) -> tuple[str, str] | tuple[bytes, bytes] | None:
     """Split a working-list key into (queue, process identity); the identity is the last three ':' parts,
-    less the thread suffix."""
+    less the thread suffix (a key without one, as gitlab-sidekiq-fetcher writes them, parses too).
+    Bytes in, bytes out: a name read from Redis is never decoded. None if the key is not of that shape."""
     if isinstance(key, bytes):
-        key = key.decode()
-    if not key.startswith("working:queue:"):
+        prefix, colon, dot = b"working:queue:", b":", b"."
+    else:
+        prefix, colon, dot = "working:queue:", ":", "."
+    if not key.startswith(prefix):
         return None
-    parts = key[len("working:queue:"):].split(":")
-    if len(parts) < 4:
+    parts = key[len(prefix):].split(colon)
+    parts[-1] = parts[-1].split(dot, 1)[0]
+    queue_name = colon.join(parts[:-3])
+    if len(parts) < 4 or not queue_name or not all(parts[-3:]):
         return None
-    parts[-1] = parts[-1].split(".", 1)[0]
-    return ":".join(parts[:-3]), ":".join(parts[-3:])
+    return queue_name, colon.join(parts[-3:])
 
 
-def alive(identity: str) -> str:
-    return ALIVE_PREFIX + identity
+def alive(identity: str | bytes) -> str | bytes:
+    return _join(ALIVE_PREFIX, identity)
+
+
+def printable(name: str | bytes) -> str:
+    """A key name fit for one log line: undecodable bytes as \\xNN, control characters escaped."""
+    text = name.decode("utf-8", "backslashreplace") if isinstance(name, bytes) else name
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+_JSON_TYPES = {int: "number", float: "number", bool: "boolean", type(None): "null", list: "array", dict: "object"}
+
+
+def queue_name_problem(name: object) -> str:
+    """Why `name` (a job's `queue` field) cannot name a queue a daemon fetches from, or "" if it can.
+
+    A queue is named with `-q NAME[,WEIGHT]`, so a name with a comma, a control or separator character, or
+    space at either end could never be fetched; nor could an empty or absurdly long one.
+    """
+    if type(name) is not str:
+        return f"is not a string but a JSON {_JSON_TYPES.get(type(name), type(name).__name__)}"
+    if not name:
+        return "is empty"
+    if len(name) > MAX_QUEUE_NAME:
+        return f"is longer than {MAX_QUEUE_NAME} characters"
+    if "," in name:
+        return "contains a comma"
+    if not name.isprintable():
+        return "contains a control or separator character"
+    if name != name.strip():
+        return "starts or ends with a space"
+    return ""

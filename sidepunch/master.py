@@ -25,6 +25,7 @@ import psutil
 import redis
 import setproctitle
 
+from . import keys
 from .child import Child
 from .connection import OUTAGE_ERRORS, Outage, make_client
 from .exitcodes import ExitCode
@@ -43,6 +44,7 @@ STABLE_AFTER = 10.0      # a child that lived this long resets its slot's crash 
 MAX_BACKOFF = 10.0
 SWEEP_EVERY = (10.0, 20.0)
 STATUS_EVERY = 5.0       # seconds between STATUS= updates to systemd
+UNLISTENED_SHOWN = 10    # queue names in the start-up warning about queues no -q names
 
 
 @dataclass
@@ -112,16 +114,26 @@ class Master:
         return int(self.exit_code)
 
     def _warn_unlistened_queues(self) -> None:
-        """Jobs that wait on a queue no -q names would sit there silently; say so once, at start."""
+        """Jobs that wait on a queue no -q names would sit there silently; say so once, at start (a few lines at
+        most). The names come from Redis and may be any bytes: they are used as bytes and shown escaped."""
+        listened = {name.encode("utf-8", "surrogateescape") for name in self.queue_names}
         try:
-            known = sorted(q.decode() for q in self.redis.smembers("queues"))
-            waiting = {q: self.redis.llen(f"queue:{q}") for q in known if q not in self.queue_names}
+            names = sorted(q for q in self.redis.smembers(keys.QUEUES) if q not in listened)
+            pipe = self.redis.pipeline(transaction=False)
+            for name in names:
+                pipe.llen(keys.queue(name))
+            sizes = pipe.execute(raise_on_error=False)  # a queue key of another type answers an error
         except OUTAGE_ERRORS:
             return
-        for queue, size in waiting.items():
-            if size:
-                log.warning("queue %r has %d job(s) but this daemon does not fetch from it (add -q %s)",
-                            queue, size, queue)
+        except redis.RedisError as exc:
+            log.warning("could not check for queues that no -q names: %s", exc)
+            return
+        waiting = [(keys.printable(q), n) for q, n in zip(names, sizes) if type(n) is int and n]
+        for queue, size in waiting[:UNLISTENED_SHOWN]:
+            log.warning("queue '%s' has %d job(s) but this daemon does not fetch from it (add -q %s)",
+                        queue, size, queue)
+        if len(waiting) > UNLISTENED_SHOWN:
+            log.warning("%d more queue(s) have jobs that this daemon does not fetch", len(waiting) - UNLISTENED_SHOWN)
 
     def _wait_for_redis(self) -> bool:
         while True:
@@ -280,11 +292,14 @@ class Master:
         except OUTAGE_ERRORS as exc:
             self.outage.failed(exc)
             return "Redis unreachable: its jobs will be recovered by the orphan sweep"
-        except redis.RedisError as exc:
-            log.error("requeueing the jobs of worker %d failed: %s", record.number, exc)
-            return "requeue refused by Redis: its jobs will be recovered by the orphan sweep"
+        except Exception as exc:  # one job's or key's data must never take the master's loop down
+            log.error("requeueing the jobs of worker %d failed (%s: %s)", record.number, type(exc).__name__, exc)
+            return "requeue failed: its jobs will be recovered by the orphan sweep"
+        for key, why in found.failed:
+            log.error("the jobs of worker %d in %s were left where they are: %s", record.number,
+                      keys.printable(key), why)
         if found.killed:
-            return f"requeued {found.requeued} job(s), {found.killed} moved to the dead set as poison pills"
+            return f"requeued {found.requeued} job(s), {found.killed} moved to the dead set"
         return f"requeued {found.requeued} job(s)"
 
     def murder(self) -> None:
@@ -361,8 +376,8 @@ class Master:
             self.sweeper.sweep(exclude={r.identity(pid) for pid, r in self.children.items()})
         except OUTAGE_ERRORS as exc:
             self.outage.failed(exc)
-        except redis.RedisError as exc:
-            log.error("orphan sweep failed: %s", exc)
+        except Exception as exc:  # the sweep isolates each list; whatever still escapes must not stop the master
+            log.error("orphan sweep failed (%s: %s)", type(exc).__name__, exc)
 
     # -- process operations --------------------------------------------------------------------------------
     def spawn(self, number: int) -> None:

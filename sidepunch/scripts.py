@@ -2,22 +2,27 @@
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
+from typing import Any, Sequence
 
 import redis
 from redis.commands.core import Script
 
 
-def _source(name: str) -> str:
-    return resources.files("sidepunch").joinpath("lua", f"{name}.lua").read_text()
+def _source(name: str, uses: Sequence[str] = ()) -> str:
+    """The script's text. Each name in `uses` is another script file, made callable from this one as
+    `local function <name>(KEYS, ARGV)`: the file runs unchanged with the tables it is given, so scripts share
+    Lua (e.g. dead.lua's add-and-trim) instead of repeating it."""
+    own = resources.files("sidepunch").joinpath("lua", f"{name}.lua").read_text()
+    shared = "".join(f"local function {lib}(KEYS, ARGV)\n{_source(lib)}\nend\n" for lib in uses)
+    return shared + own
 
 
-def unbound(name: str) -> Script:
+def unbound(name: str, uses: Sequence[str] = ()) -> Script:
     """A script for `script(keys=..., args=..., client=pipe_or_client)`; the caller names the client each time,
     so one object serves any connection, including a MULTI pipeline (which loads it before MULTI)."""
-    return Script(None, _source(name).encode())  # type: ignore[arg-type]  # bytes need no client's encoder
+    return Script(None, _source(name, uses).encode())  # type: ignore[arg-type]  # bytes need no client's encoder
 
 
-def load(client: redis.Redis, name: str) -> Any:
+def load(client: redis.Redis, name: str, uses: Sequence[str] = ()) -> Any:
     """A callable `script(keys=[...], args=[...])`; redis-py retries with the source on NOSCRIPT."""
-    return client.register_script(_source(name))
+    return client.register_script(_source(name, uses))

@@ -36,7 +36,7 @@ def without_member(payload: bytes, name: str) -> dict:
 
 
 def fill(r, working, cases):
-    r.lpush(working, *[c.raw for c in reversed(cases)])  # the first case is the oldest (right-most)
+    r.lpush(working, *[c.raw for c in cases])  # the first case is the oldest (right-most)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -102,6 +102,27 @@ def test_a_queue_key_of_another_type_sends_its_jobs_to_dead_with_a_reason(r):
         reason = r.hget(keys.DEAD_REASONS, member)
         assert reason and b"queue:default" in reason and b"hash" in reason
     assert r.hgetall("queue:default") == {b"not": b"a list"}
+
+
+def test_two_recoveries_of_one_list_move_each_job_once(r, monkeypatch):
+    """The reaping master and another master's sweep may meet on one list: each job still moves once."""
+    import sidepunch.recovery as recovery
+    cases = hostile.cases(13) + hostile.cases(14, prefix="U") + hostile.cases(15, prefix="V")
+    assert len(cases) > recovery.BATCH
+    fill(r, keys.working("default", IDENTITY, 0), cases)
+    real_load = recovery.scripts.load
+
+    def racing_load(client, name, uses=()):
+        script = real_load(client, name, uses)
+
+        def interleaved(**kwargs):  # the other recovery runs the same batch just before this one
+            script(**kwargs)
+            return script(**kwargs)
+        return interleaved
+
+    monkeypatch.setattr(recovery.scripts, "load", racing_load)
+    recover_identity(r, IDENTITY, ["default"], 1, POLICY, interrupted=True, reason="killed by SIGKILL")
+    assert hostile.misplaced(r, [c.tag for c in cases], allowed={"queue:default", "dead"}) == {}
 
 
 def test_recovery_puts_the_queue_back_in_the_queues_set(r):
@@ -212,17 +233,21 @@ def test_daemon_starts_and_sweeps_despite_hostile_names(daemon, r, client):
     groups = [cases[i::len(BAD_WORKING_KEYS) + 1] for i in range(len(BAD_WORKING_KEYS) + 1)]
     for key, group in zip(BAD_WORKING_KEYS + [keys.working("default", IDENTITY, 0).encode()], groups):
         fill(r, key, group)
-    r.set(keys.working("default", IDENTITY, 1), "not a list")
+    wrong_type = keys.working("default", IDENTITY, 1)
+    r.set(wrong_type, "not a list")
+    r.rpush(b"working:queue:\x80", b"a job under a name of no known shape")
     d = daemon("--workers", "1", "--threads", "2", "-r", "testjobs")
     d.wait_children(1)
+    d.wait_log("queue '\\xff\\xfe' has 1 job(s) but this daemon does not fetch from it")
     client.push({"class": "testjobs.Record", "args": ["first"]})
     wait_for(lambda: b"first" in r.lrange("done", 0, -1), 15, message="the daemon to run jobs")
-    tags = [c.tag for c in cases if c not in groups[2]]  # groups[2] sits under a key without a thread suffix
-    wait_for(lambda: not hostile.misplaced(r, tags) and not any(
-        k != BAD_WORKING_KEYS[2] and r.type(k) == b"list" for k in r.keys("working:*")), 40, interval=0.5,
-        message="the orphan sweep to place every payload")
-    assert d.proc.poll() is None
-    log = d.log()
-    assert "Traceback" not in log and log.count("working:queue:default:deadhost:4242:abcdefabcdef\"") <= 1
+    tags = [c.tag for c in cases]
+    wait_for(lambda: not hostile.misplaced(r, tags) and r.keys(b"working:queue:*deadhost*") == [wrong_type.encode()]
+             and not r.llen("queue:default"), 40, interval=0.5, message="the orphan sweep to place every payload")
+    assert d.proc.poll() is None and len(d.children()) == 1
+    d.wait_log(f"left {wrong_type} as it is: ResponseError")
+    d.wait_log("left working:queue:\\x80 as it is: not a working-list name")
+    assert r.get(wrong_type) == b"not a list" and r.llen(b"working:queue:\x80") == 1
     client.push({"class": "testjobs.Record", "args": ["after"]})
     wait_for(lambda: b"after" in r.lrange("done", 0, -1), 15, message="good jobs to keep flowing")
+    assert "Traceback" not in d.log()

@@ -98,14 +98,25 @@ def test_a_queues_key_of_another_type_does_not_lose_jobs(r):
     assert r.zcard("schedule") == 0
 
 
-def test_a_poll_never_spins_on_members_it_cannot_move(r):
+def test_a_poll_never_spins_on_members_it_cannot_move(r, caplog):
     """Even when the dead set itself refuses writes, the poll ends, and good members after the bad ones move."""
     r.set("dead", "a string, so no member can be killed")
     for i in range(BATCH + 20):
         r.zadd("retry", {f"bad {i}".encode(): i})
     r.zadd("retry", {json.dumps({"class": "testjobs.Record", "args": ["late"]}): BATCH + 50})
-    assert make_poller(r).enqueue_due() == 1
+    poller = make_poller(r)
+    assert poller.enqueue_due() == 1
     assert r.zcard("retry") == BATCH + 20 and r.llen("queue:default") == 1  # nothing lost, nothing spun
+    assert poller.enqueue_due() == 0
+    assert caplog.text.count("could not be moved") == 1  # one line while the trouble lasts, not one per poll
+
+
+def test_a_set_of_another_type_does_not_stop_the_other_set(r, caplog):
+    r.set("retry", "not a sorted set")
+    r.zadd("schedule", {json.dumps({"class": "testjobs.Record", "args": ["s"]}): 1})
+    poller = make_poller(r)
+    assert poller.enqueue_due() == 1 and poller.enqueue_due() == 0
+    assert r.llen("queue:default") == 1 and caplog.text.count("cannot read retry") == 1
 
 
 def test_two_pollers_racing_move_each_member_once(r):
