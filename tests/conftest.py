@@ -1,5 +1,6 @@
-"""Shared fixtures: a real redis-server for the whole run, a clean database per test, and `daemon`, which
-runs the real sidepunchd in its own process group and always kills that group afterwards (by pid)."""
+"""Shared fixtures: a real redis-server for the whole run (one per pytest-xdist worker), a clean database per
+test, and `daemon`, which runs the real sidepunchd in its own process group and always kills that group
+afterwards (by pid)."""
 from __future__ import annotations
 
 import os
@@ -18,6 +19,15 @@ from sidepunch.embedded import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
+CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Remember a failed test body, so fixtures can add what helps diagnose it (see `daemon`)."""
+    outcome = yield
+    if call.when == "call" and outcome.get_result().failed:
+        item.stash[CALL_FAILED] = True
 
 
 @pytest.fixture(scope="session")
@@ -85,21 +95,49 @@ class Daemon:
         os.kill(self.pid, signum)
 
     def wait(self, timeout=40.0):
-        return self.proc.wait(timeout)
+        """The master's exit status (as Popen.returncode gives it) once it exits. The exited master is left
+        unreaped until `kill_group`: while its pid is taken, no other process (another xdist worker's daemon,
+        with pids wrapping at pid_max) can get that number, so the group `kill_group` kills is still ours."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:  # already reaped through self.proc
+                return self.proc.wait(0)
+            if info is not None and info.si_pid == self.pid:
+                return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.proc.args, timeout)
+            time.sleep(0.02)
 
-    def kill_group(self):
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    def kill_group(self, server=None):
+        """SIGKILL the master's whole process group; returns once every member has died and `server` (a
+        RedisServer the next test reuses) has dropped their connections. A member counts as dead once it is a
+        zombie (the orphaned ones are reaped by init on its own schedule, over a second on some hosts). Redis
+        may not have read the closed sockets yet: until it has, a fetch the dead worker left blocked would
+        still take the next test's first job into a dead working list."""
+        group = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == self.pid]
+        clients = _clients_of(group, server.port) if server else set()
+        if self.proc.returncode is None:  # unreaped (see `wait`): the group id cannot belong to anyone else
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        elif all(p.pid != self.pid for p in group):  # reaped by the test: orphans, unless a new leader took the id
+            for p in group:
+                try:
+                    p.kill()  # psutil refuses a pid that was reused since the snapshot
+                except psutil.Error:
+                    pass
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             pass
+        _wait_gone(group, server, clients, time.monotonic() + 10)
 
 
 @pytest.fixture
-def daemon(redis_server, tmp_path):
+def daemon(redis_server, tmp_path, request):
     started: list[Daemon] = []
 
     def start(*args, url=None, env=None):
@@ -108,14 +146,14 @@ def daemon(redis_server, tmp_path):
         return d
 
     yield start
+    failed = request.node.stash.get(CALL_FAILED, False)
+    if failed and started:  # shown with the failure: what was in Redis and what the daemons saw
+        _print_redis(redis_server)
     for d in started:
-        group = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == d.pid]
-        d.kill_group()
-        for p in group:
-            try:
-                p.wait(5)
-            except psutil.Error:
-                pass
+        d.kill_group(redis_server)
+        if failed:
+            print(f"--- {d.logfile.name} (sidepunchd {' '.join(d.proc.args[3:])}), last 60 lines:")
+            print("\n".join(d.log().splitlines()[-60:]))
 
 
 def _pgid(pid):
@@ -123,3 +161,48 @@ def _pgid(pid):
         return os.getpgid(pid)
     except (ProcessLookupError, PermissionError):
         return None
+
+
+def _wait_gone(processes, server, clients, deadline):
+    """Until the processes are dead (zombies count) and `server` no longer lists their connections."""
+    while any(_alive(p) for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if clients:
+        with redis.Redis(host="127.0.0.1", port=server.port) as probe:
+            while clients & {c["addr"] for c in probe.client_list()} and time.monotonic() < deadline:
+                time.sleep(0.02)
+
+
+def _clients_of(processes, port):
+    """The "ip:port" addresses, as Redis's CLIENT LIST shows them, of the processes' connections to `port`."""
+    found = set()
+    for p in processes:
+        try:
+            connections = p.net_connections("inet") if hasattr(p, "net_connections") else p.connections("inet")
+            found |= {f"{c.laddr.ip}:{c.laddr.port}" for c in connections if c.raddr and c.raddr.port == port}
+        except psutil.Error:
+            pass
+    return found
+
+
+def _print_redis(server):
+    try:
+        with redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=5) as probe:
+            print("--- redis clients:")
+            for c in probe.client_list():
+                print(f"  {c['addr']} cmd={c['cmd']} flags={c['flags']} age={c['age']} idle={c['idle']}")
+            print("--- redis keys (db 0):")
+            for key in sorted(probe.scan_iter(count=1000))[:100]:
+                kind = probe.type(key).decode()
+                size = {"list": probe.llen, "zset": probe.zcard, "set": probe.scard, "hash": probe.hlen}.get(kind)
+                print(f"  {key!r} {kind} {size(key) if size else ''}")
+    except redis.RedisError as exc:
+        print(f"--- redis not readable: {exc}")
+
+
+def _alive(process: psutil.Process) -> bool:
+    """Running and not a zombie; psutil checks the start time, so a reused pid does not count."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

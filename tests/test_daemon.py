@@ -125,8 +125,9 @@ def test_quiet_stops_fetching_and_cont_resumes(daemon, r, client, quiet_signal):
     d.wait_children(2)
     wait_for(lambda: r.llen("started") == 1, 10, message="a job to start")
     d.signal(quiet_signal)
-    d.wait_log("quiet: no new jobs", 5)
-    time.sleep(2.5)  # idle fetchers return from their 2 s blocking wait
+    wait_for(lambda: d.log().count("quiet: no new jobs") >= 2, 5, message="both workers to go quiet")
+    # Idle fetchers return from their 2 s blocking wait (the one thread running a job is not blocked).
+    wait_for(lambda: r.info("clients")["blocked_clients"] == 0, 5, message="no fetcher blocked in Redis")
     push_many(client, testjobs.Record, ["x", "y"])
     wait_for(lambda: r.lrange("done", 0, -1) == [b"running"], 5, message="the running job to finish")
     time.sleep(1.5)
@@ -198,7 +199,8 @@ def test_boot_error_stops_the_master_with_one_clear_line(daemon, r):
 def test_unreachable_redis_one_line_then_retry(daemon, r):
     url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
     d = daemon("--workers", "1", "-r", "testjobs", "--redis-url", url)
-    time.sleep(4)
+    d.wait_log("cannot reach Redis")
+    time.sleep(3)  # it keeps retrying: still no second line
     assert d.proc.poll() is None
     log = d.log()
     assert log.count("cannot reach Redis") == 1 and "redis://:***@127.0.0.1" in log

@@ -178,7 +178,8 @@ def test_max_memory_recycles_a_bloated_worker(daemon, r, client):
 def test_job_timeout_fails_the_job_and_replaces_its_worker(daemon, r, client):
     client.push({"class": testjobs.Overdue, "args": ["stuck", 60]})
     client.push({"class": testjobs.Sleep, "args": ["neighbour", 2]})
-    d = daemon("--workers", "1", "--threads", "2", "-r", "testjobs", "--timeout", "10")
+    # --timeout: how long the retiring worker waits for its running jobs; the neighbour needs about one second.
+    d = daemon("--workers", "1", "--threads", "2", "-r", "testjobs", "--timeout", "4")
     (first,) = d.wait_children(1)
     wait_for(lambda: r.zcard("retry") == 1, 15, message="the timed-out job in the retry set")
     job = json.loads(r.zrange("retry", 0, 0)[0])

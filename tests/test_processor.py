@@ -9,6 +9,7 @@ import pytest
 import redis
 
 import sidepunch
+from sidepunch import fetch
 from sidepunch.config import QueueSpec, build_config
 from sidepunch.connection import Outage
 from sidepunch.fetch import BasicFetch, QueueOrder, ReliableFetch, UnitOfWork
@@ -27,6 +28,20 @@ IDENTITY = "testhost:1234:abcdefabcdef"
 @pytest.fixture(autouse=True)
 def jobs_report_to_test_redis(r):
     sidepunch.configure(redis=r)
+
+
+@pytest.fixture(autouse=True)
+def short_blocking_fetch(monkeypatch):
+    """A fetch from empty queues blocks for FETCH_TIMEOUT, then returns None; the tests here only wait it out."""
+    monkeypatch.setattr(fetch, "FETCH_TIMEOUT", 0.1)
+
+
+@pytest.fixture
+def fast_means_under_half_a_second(monkeypatch):
+    """A job faster than ACK_NOW_AFTER (1 ms) is acknowledged lazily and lets its thread fetch in batches. A
+    no-op or one Redis write is that fast on an idle machine, not always on a loaded one (parallel test
+    workers), so the tests that need a job to prove fast raise the bar."""
+    monkeypatch.setattr(fetch, "ACK_NOW_AFTER", 0.5)
 
 
 class Flaky(sidepunch.Job):
@@ -115,7 +130,7 @@ def test_job_sits_in_working_list_while_running(r, client):
     assert r.lrange(unit.working, 0, -1) == [unit.payload] and r.llen("queue:default") == 0
 
 
-def test_ack_rides_on_the_next_fetch(r, client):
+def test_ack_rides_on_the_next_fetch(r, client, fast_means_under_half_a_second):
     proc = make_processor(r)
     client.push_bulk({"class": testjobs.Record, "args": [["a"], ["b"]]})
     run_next(proc)
@@ -343,7 +358,7 @@ def test_working_keys_carry_the_thread_and_parse_back():
     assert keys.parse_working(key) == ("mail:low", "host.example:42:abcdef012345")
 
 
-def test_deep_queue_is_fetched_in_fair_batches_once_jobs_prove_fast(r, client):
+def test_deep_queue_is_fetched_in_fair_batches_once_jobs_prove_fast(r, client, fast_means_under_half_a_second):
     proc = make_processor(r, batch=10, share=5)
     client.push_bulk({"class": testjobs.Noop, "args": [[str(i)] for i in range(31)]})
     working = f"working:queue:default:{IDENTITY}.0"
@@ -371,7 +386,7 @@ def test_release_puts_prefetched_jobs_back_in_order(r, client):
     assert [json.loads(j)["args"][0] for j in reversed(r.lrange("queue:default", 0, -1))] == ["1", "2", "3", "4", "5"]
 
 
-def test_interrupted_jobs_are_never_fetched_in_a_batch(r, client):
+def test_interrupted_jobs_are_never_fetched_in_a_batch(r, client, fast_means_under_half_a_second):
     proc = make_processor(r, batch=10, share=1)
     client.push({"class": testjobs.Noop, "args": ["warmup"]})
     proc.process(proc.fetcher.fetch())
