@@ -31,7 +31,8 @@ from .connection import OUTAGE_ERRORS, Outage, make_client
 from .exitcodes import ExitCode
 from .heartbeat import hostname
 from .logs import enable_faulthandler
-from .recovery import OrphanSweeper, RecoveryPolicy, recover_identity
+from .recoverer import Reaped, Recoverer
+from .recovery import RecoveryPolicy
 from .systemd import Notifier
 
 log = logging.getLogger("sidepunch.master")
@@ -94,7 +95,7 @@ class Master:
             signal.signal(getattr(signal, name), lambda signum, frame: self.signals.put(signal.Signals(signum).name))
         self.redis = make_client(self.config.redis_url, max_connections=4)
         self.outage = Outage(self.config.redis_url, log)
-        self.sweeper = OrphanSweeper(self.redis, self.policy)
+        self.recoverer = Recoverer(self.config.redis_url, self.policy, self.queue_names, self.config.threads)
         self.next_sweep = time.monotonic() + random.uniform(*SWEEP_EVERY)
         self._set_title()
         if not self._wait_for_redis():
@@ -103,6 +104,8 @@ class Master:
         log.info("master %d starting %d worker(s) x %d threads on queues %s (%s fetch)", os.getpid(),
                  self.config.workers, self.config.threads, ",".join(self.queue_names), self.config.fetch)
         self._warn_unlistened_queues()
+        if self.config.fetch == "reliable":
+            self.recoverer.start()
         while not (self.stopping and not self.children):
             self._wait(min(TICK, self.notifier.seconds_to_next_ping() + 0.001))
             self.reap()
@@ -110,6 +113,8 @@ class Master:
             if not self.stopping:
                 self.manage()
                 self._maybe_sweep()
+        if not self.recoverer.stop(self.config.grace):
+            log.error("the last recoveries did not finish within --grace; the orphan sweep will finish them")
         log.info("master %d stopped", os.getpid())
         return int(self.exit_code)
 
@@ -284,23 +289,11 @@ class Master:
                      f" (replaced: {record.reason})" if record.reason else "", recovered)
 
     def _recover(self, pid: int, record: ChildRecord, interrupted: bool, reason: str) -> str:
+        """Hand the worker's jobs to the recoverer thread: no Redis I/O in the master's loop."""
         if self.config.fetch != "reliable":
             return "basic fetch: nothing to recover"
-        try:
-            found = recover_identity(self.redis, record.identity(pid), self.queue_names, self.config.threads,
-                                     self.policy, interrupted, reason)
-        except OUTAGE_ERRORS as exc:
-            self.outage.failed(exc)
-            return "Redis unreachable: its jobs will be recovered by the orphan sweep"
-        except Exception as exc:  # one job's or key's data must never take the master's loop down
-            log.error("requeueing the jobs of worker %d failed (%s: %s)", record.number, type(exc).__name__, exc)
-            return "requeue failed: its jobs will be recovered by the orphan sweep"
-        for key, why in found.failed:
-            log.error("the jobs of worker %d in %s were left where they are: %s", record.number,
-                      keys.printable(key), why)
-        if found.killed:
-            return f"requeued {found.requeued} job(s), {found.killed} moved to the dead set"
-        return f"requeued {found.requeued} job(s)"
+        self.recoverer.recover(Reaped(record.number, pid, record.identity(pid), interrupted, reason))
+        return "putting its jobs back"
 
     def murder(self) -> None:
         """SIGKILL workers past their stop deadline; SIGABRT (then SIGKILL) workers that stopped beating."""
@@ -372,20 +365,13 @@ class Master:
         if self.config.fetch != "reliable" or time.monotonic() < self.next_sweep:
             return
         self.next_sweep = time.monotonic() + random.uniform(*SWEEP_EVERY)
-        try:
-            self.sweeper.sweep(exclude={r.identity(pid) for pid, r in self.children.items()})
-        except OUTAGE_ERRORS as exc:
-            self.outage.failed(exc)
-        except Exception as exc:  # the sweep isolates each list; whatever still escapes must not stop the master
-            log.error("orphan sweep failed (%s: %s)", type(exc).__name__, exc)
+        self.recoverer.sweep(exclude={r.identity(pid) for pid, r in self.children.items()})
 
     # -- process operations --------------------------------------------------------------------------------
     def spawn(self, number: int) -> None:
         nonce = secrets.token_hex(6)
         status_r, status_w = os.pipe()
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        pid = os.fork()
+        pid = self._fork()
         if pid == 0:
             try:
                 signal.set_wakeup_fd(-1)
@@ -397,6 +383,25 @@ class Master:
         os.close(status_w)
         os.set_blocking(status_r, False)
         self.children[pid] = ChildRecord(number, nonce, self.generation, time.monotonic(), status_r)
+
+    @staticmethod
+    def _fork() -> int:
+        """fork() while holding every log handler's lock: the recoverer thread logs too, and a child must not
+        inherit a stream lock held by a thread that does not exist in it (CPython gh-84579). logging
+        re-creates the handler locks in the child itself."""
+        handlers = list(logging.getLogger().handlers)
+        for handler in handlers:
+            handler.acquire()
+        pid = -1
+        try:
+            for handler in handlers:
+                handler.flush()
+            pid = os.fork()
+        finally:
+            if pid != 0:
+                for handler in handlers:
+                    handler.release()
+        return pid
 
     def _retire(self, pid: int, record: ChildRecord, grace: float, reason: str, signum: int) -> None:
         if record.kill_at is None or signum == signal.SIGQUIT:
