@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import re
 import sys
@@ -27,15 +26,14 @@ from typing import Any, Callable, Sequence
 import redis
 
 from . import api
-from .api_records import jsonable, printable
+from .admin_output import Output, escape, table, when
+from .api_records import loads
 from .client import Client
 from .connection import OUTAGE_ERRORS, check_url, hide_urls, make_client, mask_url, resolve_url, scrub
 from .payload import PayloadError
 
 SETS = {"retry": api.RetrySet, "retries": api.RetrySet, "scheduled": api.ScheduledSet,
         "schedule": api.ScheduledSet, "dead": api.DeadSet, "morgue": api.DeadSet}
-#: C0 and C1 controls, and the invisible format characters that reorder or hide text (bidi overrides).
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 
 
 class Status(IntEnum):
@@ -64,52 +62,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         # A Redis URL given in the wrong place is echoed by argparse; its password must not be.
         raise Failure(f"{self.prog}: {hide_urls(message, self._argv)} (see --help)", Status.USAGE)
-
-
-# ---------------------------------------------------------------------------------------------- output
-
-def _escape(text: str) -> str:
-    """Control and format characters as \\xNN or \\uNNNN, lone surrogates likewise: job data must not drive
-    the terminal, and stdout cannot encode a surrogate."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
-                        else f"\\u{ord(m.group()):04x}", printable(text))
-
-
-def _clean(value: Any, width: int = 60) -> str:
-    """One table cell: escaped (see `_escape`), long text cut."""
-    text = value if isinstance(value, str) else _dumps(value)
-    text = _escape(text)
-    return text if len(text) <= width else text[:width - 1] + "…"
-
-
-def _dumps(data: Any, indent: int | None = None) -> str:
-    """Strict JSON, whatever Redis held (see api_records.jsonable)."""
-    return json.dumps(jsonable(data), ensure_ascii=False, indent=indent, allow_nan=False)
-
-
-def _when(t: float | None) -> str:
-    """A UTC time, or the number itself when it is no time a calendar can show (1e300, -1e20)."""
-    if t is None:
-        return "-"
-    try:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + "Z"
-    except (OverflowError, ValueError, OSError):
-        return f"{t:.6g}" if isinstance(t, float) else _dumps(t)[:20]
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[_clean(c) for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    lines = [[*headers], *cells]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
-
-
-class Output:
-    def __init__(self, as_json: bool) -> None:
-        self.json = as_json
-
-    def emit(self, data: Any, text: Callable[[], str]) -> None:
-        print(_dumps(data, indent=2) if self.json else "\n".join(_escape(line) for line in text().split("\n")))
 
 
 # -------------------------------------------------------------------------------------------- commands
@@ -171,7 +123,7 @@ def cmd_jobs(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
     def text() -> str:
         order = "oldest first" if args.oldest_first else "newest first"
         head = f"queue {args.queue}: {size} job(s), {order}"
-        rows = [_job_row(j, _when(j.enqueued_at)) for j in jobs]
+        rows = [_job_row(j, when(j.enqueued_at)) for j in jobs]
         return head + ("\n" + table(["JID", "CLASS", "ENQUEUED", "ARGS"], rows) if rows else "")
     out.emit([j.to_dict() for j in jobs], text)
 
@@ -185,12 +137,12 @@ def _list_set(jobset: api.JobSet, args: argparse.Namespace, out: Output) -> None
             return f"{jobset.name} set is empty" if size == 0 else f"no entries on page {args.page}"
         if isinstance(jobset, api.ScheduledSet):
             headers, rows = ["JID", "CLASS", "QUEUE", "AT", "ARGS"], [
-                _job_row(e, e.queue or "-", _when(e.score)) for e in entries]
+                _job_row(e, e.queue or "-", when(e.score)) for e in entries]
         else:
             label = "DIED" if isinstance(jobset, api.DeadSet) else "NEXT RETRY"
             headers = ["JID", "CLASS", "QUEUE", "RETRIES", label, "ERROR", "ARGS"]
             rows = [_job_row(e, e.queue or "-", "-" if e.retry_count is None else e.retry_count,
-                             _when(e.score), _error(e)) for e in entries]
+                             when(e.score), _error(e)) for e in entries]
         shown = f"{(max(args.page, 1) - 1) * args.limit + 1}-{(max(args.page, 1) - 1) * args.limit + len(entries)}"
         return f"{jobset.name}: {size} job(s), showing {shown}\n" + table(headers, rows)
     out.emit([e.to_dict() for e in entries], text)
@@ -277,7 +229,7 @@ def cmd_clear(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
 
 def cmd_enqueue(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
     try:
-        job_args = json.loads(args.args_json)
+        job_args = loads(args.args_json.encode("utf-8", "surrogateescape"))
     except ValueError as exc:
         raise Failure(f"sidepunch enqueue: ARGS_JSON is not valid JSON ({exc})", Status.USAGE) from None
     if type(job_args) is not list:
@@ -297,7 +249,7 @@ def cmd_enqueue(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
 def cmd_processes(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
     now = time.time()
     procs = list(api.ProcessSet(r))
-    rows = [(p.identity, p.tag or "-", f"{p.busy}/{p.concurrency}", ",".join(p.queues), _when(p.started_at),
+    rows = [(p.identity, p.tag or "-", f"{p.busy}/{p.concurrency}", ",".join(p.queues), when(p.started_at),
              f"{now - p.beat:.0f}s ago" if p.beat else "-", f"{p.rss // 1024}MB",
              "quiet" if p.is_quiet else "running") for p in procs]
     out.emit([p.to_dict() for p in procs], lambda: table(
@@ -307,7 +259,7 @@ def cmd_processes(r: redis.Redis, args: argparse.Namespace, out: Output) -> None
 
 def cmd_workers(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
     works = list(api.Workers(r))
-    rows = [(w.identity, w.tid, w.queue, _when(w.run_at), *_job_row(w.job)) for w in works]
+    rows = [(w.identity, w.tid, w.queue, when(w.run_at), *_job_row(w.job)) for w in works]
     out.emit([w.to_dict() for w in works], lambda: table(
         ["PROCESS", "TID", "QUEUE", "RUN AT", "JID", "CLASS", "ARGS"], rows) if rows else "no running jobs")
 
@@ -416,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(sys.argv[1:] if argv is None else list(argv))
     except Failure as exc:
-        print(_escape(" ".join(str(exc).split())), file=sys.stderr)
+        print(escape(" ".join(str(exc).split())), file=sys.stderr)
         return exc.status
     except BrokenPipeError:  # `sidepunch dead | head`: silence the flush at exit, as the Python docs advise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -425,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # the outermost frame: one line instead of a traceback
         message = hide_urls(f"{type(exc).__name__}: {exc}", sys.argv if argv is None else list(argv))
-        print(_escape(f"sidepunch: unexpected error ({' '.join(message.split())})"), file=sys.stderr)
+        print(escape(f"sidepunch: unexpected error ({' '.join(message.split())})"), file=sys.stderr)
         return Status.BUG
 
 
@@ -443,7 +395,7 @@ def _run(argv: list[str]) -> int:
         raise Failure(scrub(f"sidepunch: {exc}", url), Status.USAGE) from None
     try:
         COMMANDS[args.command](client, args, Output(getattr(args, "json", False)))
-    except Failure:
+    except (Failure, BrokenPipeError):
         raise
     except OUTAGE_ERRORS as exc:
         # redis-py's sentinel errors repr every client they tried: keep the line short.

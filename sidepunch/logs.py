@@ -58,6 +58,8 @@ def setup_logging(config: Any, environ: Mapping[str, str]) -> None:
 
 def _file_handler(path: str) -> logging.Handler:
     try:
-        return logging.FileHandler(path)
+        # Job data may hold lone surrogates (JSON "\\ud800"); a strict encoder would turn each such line into
+        # a "--- Logging error ---" traceback.
+        return logging.FileHandler(path, encoding="utf-8", errors="backslashreplace")
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         raise ValueError(f"--logfile: cannot write {path!r}: {getattr(exc, 'strerror', None) or exc}") from None

@@ -374,3 +374,10 @@ def test_unexpected_errors_are_one_line(cli, r, monkeypatch):
     status, out, err = cli("stats")
     assert status == admin.Status.BUG and err.strip() == (
         "sidepunch stats: unexpected error (ZeroDivisionError: boom second line)")
+
+
+@pytest.mark.parametrize("args_json", ["[" * 5000 + "]" * 5000, "[NaN]", '["\\ud800"]', "[1e400]", "\udcff"])
+def test_enqueue_refuses_arguments_json_cannot_carry_in_one_line(cli, r, args_json):
+    status, out, err = cli("enqueue", "A", args_json)
+    assert status == 2 and out == "" and err.startswith("sidepunch enqueue: ")
+    assert not r.exists("queue:default")

@@ -244,3 +244,24 @@ def test_sidepunchd_refuses_unusable_redis_urls_in_one_line():
     assert "s3cret" not in err
     err = assert_refused(["redis://:s3cretpw@h/0"], "unrecognized arguments")  # the URL in the wrong place
     assert "s3cretpw" not in err
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_logfile_takes_text_that_utf8_cannot_encode(tmp_path, log_format, capsys):
+    """Job data may carry lone surrogates into a log line; the file handler must not turn it into a
+    "--- Logging error ---" traceback."""
+    import logging
+    from sidepunch.logs import setup_logging
+    path = tmp_path / "sidepunchd.log"
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        setup_logging(build_config(["--logfile", str(path), "--log-format", log_format], {}), {})
+        logging.getLogger("sidepunch.test").error("job class %s", "A\ud800\udcff")
+        for handler in root.handlers:
+            handler.flush()
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:], root.level = saved
+    assert "A\\ud800\\udcff" in path.read_text() and "Logging error" not in capsys.readouterr().err
