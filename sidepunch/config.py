@@ -26,6 +26,7 @@ class ConfigError(ValueError):
 
 #: Queue weights expand to a list of names (as Sidekiq does), so a weight is a small whole number.
 MAX_WEIGHT = 1000
+MAX_FILE_SIZE = 1_000_000
 DAY = 86400
 
 
@@ -271,7 +272,10 @@ def load_file(path: str | None, explicit: bool) -> dict[str, Any]:
         return {}
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            text = fh.read(MAX_FILE_SIZE + 1)  # -C /dev/zero must not eat the memory
+        if len(text) > MAX_FILE_SIZE:
+            raise ValueError(f"it is larger than {MAX_FILE_SIZE:,} bytes")
+        data = tomllib.loads(text.decode("utf-8"))
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"config file {path} does not exist") from None

@@ -265,3 +265,7 @@ def test_the_logfile_takes_text_that_utf8_cannot_encode(tmp_path, log_format, ca
             handler.close()
         root.handlers[:], root.level = saved
     assert "A\\ud800\\udcff" in path.read_text() and "Logging error" not in capsys.readouterr().err
+
+
+def test_a_config_file_that_never_ends_is_refused():
+    one_line_error(["-C", "/dev/zero"], {}, "/dev/zero")
