@@ -4,13 +4,18 @@ Owns argument parsing, output (aligned tables, or `--json` for scripts) and turn
 on stderr with an exit status, never a traceback. It holds no Redis logic of its own: every read and move
 is an api.py call, so the CLI and the API cannot disagree.
 
-Exit statuses: 0 done; 1 nothing matched (unknown jid, process or queue) or Redis refused the command;
-2 bad usage (flags, JSON, Redis URL); 3 Redis unreachable.
+Whatever is in Redis is hostile input: names that are not UTF-8, payloads that are not JSON or hold NaN,
+times of 1e300. Every cell is escaped so job data cannot drive the terminal, and `--json` output is always
+strict JSON (NaN and infinities become null, as in JavaScript).
+
+Exit statuses: 0 done; 1 nothing matched (unknown jid, process or queue), Redis refused the command, or
+`retry --all` left entries it cannot enqueue; 2 bad usage (flags, JSON, Redis URL); 3 Redis unreachable;
+4 an unexpected error (a bug: the one line says what).
 """
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import os
 import re
 import sys
@@ -21,13 +26,14 @@ from typing import Any, Callable, Sequence
 import redis
 
 from . import api
+from .admin_output import Output, escape, table, when
+from .api_records import loads
 from .client import Client
-from .connection import OUTAGE_ERRORS, make_client, mask_url, resolve_url
+from .connection import OUTAGE_ERRORS, check_url, hide_urls, make_client, mask_url, resolve_url, scrub
 from .payload import PayloadError
 
 SETS = {"retry": api.RetrySet, "retries": api.RetrySet, "scheduled": api.ScheduledSet,
         "schedule": api.ScheduledSet, "dead": api.DeadSet, "morgue": api.DeadSet}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class Status(IntEnum):
@@ -35,6 +41,7 @@ class Status(IntEnum):
     NOT_FOUND = 1
     USAGE = 2
     NO_REDIS = 3
+    BUG = 4
 
 
 class Failure(Exception):
@@ -46,36 +53,15 @@ class Failure(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    _argv: Sequence[str] = ()
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise Failure(f"{self.prog}: {message} (see --help)", Status.USAGE)
-
-
-# ---------------------------------------------------------------------------------------------- output
-
-def _clean(value: Any, width: int = 60) -> str:
-    """One table cell: control characters escaped (job data must not drive the terminal), long text cut."""
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-    return text if len(text) <= width else text[:width - 1] + "…"
-
-
-def _when(t: float | None) -> str:
-    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + "Z"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[_clean(c) for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    lines = [[*headers], *cells]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
-
-
-class Output:
-    def __init__(self, as_json: bool) -> None:
-        self.json = as_json
-
-    def emit(self, data: Any, text: Callable[[], str]) -> None:
-        print(json.dumps(data, ensure_ascii=False, indent=2) if self.json else text())
+        # A Redis URL given in the wrong place is echoed by argparse; its password must not be.
+        raise Failure(f"{self.prog}: {hide_urls(message, self._argv)} (see --help)", Status.USAGE)
 
 
 # -------------------------------------------------------------------------------------------- commands
@@ -83,7 +69,10 @@ class Output:
 def cmd_stats(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
     stats = api.Stats(r)
     data = stats.summary()
-    history = stats.history(args.days) if args.days else []
+    try:
+        history = stats.history(args.days) if args.days else []
+    except ValueError as exc:
+        raise Failure(f"sidepunch stats: --days: {exc}", Status.USAGE) from None
     if history:
         data["history"] = [vars(day) for day in history]
 
@@ -104,15 +93,24 @@ def cmd_stats(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
 
 def cmd_queues(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
     now = time.time()
-    queues = [(q.name, q.size, q.latency) for q in api.Queue.all(r, clock=lambda: now)]
+    queues = [(q.name, *_size_and_latency(q)) for q in api.Queue.all(r, clock=lambda: now)]
     data = [{"name": n, "size": s, "latency": lat} for n, s, lat in queues]
-    out.emit(data, lambda: table(["QUEUE", "SIZE", "LATENCY"], [(n, s, f"{lat:.1f}s") for n, s, lat in queues])
-             if queues else "no queues")
+    out.emit(data, lambda: table(["QUEUE", "SIZE", "LATENCY"], [
+        (n, "-" if s is None else s, "-" if lat is None else f"{lat:.1f}s") for n, s, lat in queues])
+        if queues else "no queues")
+
+
+def _size_and_latency(queue: api.Queue) -> tuple[int | None, float | None]:
+    """None for both when `queue:<name>` is not a list: one odd key must not hide the other queues."""
+    try:
+        return queue.size, queue.latency
+    except redis.ResponseError:
+        return None, None
 
 
 def _job_row(e: api.JobRecord, *extra: Any) -> tuple:
     args = e.display_args if e.ok else e.text()
-    return (e.jid or "-", e.display_class, *extra, args)
+    return (e.id, e.display_class, *extra, args)
 
 
 def cmd_jobs(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
@@ -125,7 +123,7 @@ def cmd_jobs(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
     def text() -> str:
         order = "oldest first" if args.oldest_first else "newest first"
         head = f"queue {args.queue}: {size} job(s), {order}"
-        rows = [_job_row(j, _when(j.enqueued_at)) for j in jobs]
+        rows = [_job_row(j, when(j.enqueued_at)) for j in jobs]
         return head + ("\n" + table(["JID", "CLASS", "ENQUEUED", "ARGS"], rows) if rows else "")
     out.emit([j.to_dict() for j in jobs], text)
 
@@ -139,27 +137,31 @@ def _list_set(jobset: api.JobSet, args: argparse.Namespace, out: Output) -> None
             return f"{jobset.name} set is empty" if size == 0 else f"no entries on page {args.page}"
         if isinstance(jobset, api.ScheduledSet):
             headers, rows = ["JID", "CLASS", "QUEUE", "AT", "ARGS"], [
-                _job_row(e, e.queue or "-", _when(e.score)) for e in entries]
+                _job_row(e, e.queue or "-", when(e.score)) for e in entries]
         else:
             label = "DIED" if isinstance(jobset, api.DeadSet) else "NEXT RETRY"
             headers = ["JID", "CLASS", "QUEUE", "RETRIES", label, "ERROR", "ARGS"]
             rows = [_job_row(e, e.queue or "-", "-" if e.retry_count is None else e.retry_count,
-                             _when(e.score), _error(e)) for e in entries]
+                             when(e.score), _error(e)) for e in entries]
         shown = f"{(max(args.page, 1) - 1) * args.limit + 1}-{(max(args.page, 1) - 1) * args.limit + len(entries)}"
         return f"{jobset.name}: {size} job(s), showing {shown}\n" + table(headers, rows)
     out.emit([e.to_dict() for e in entries], text)
 
 
-def _error(e: api.JobRecord) -> str:
+def _error(e: api.SortedEntry) -> str:
+    """A dead entry's reason says why it is there; it wins over the error of its last run."""
+    if e.reason is not None:
+        return e.reason
     if e.error_class is None:
         return "-"
     return f"{e.error_class}: {e.error_message or ''}"[:60]
 
 
-def _find(r: redis.Redis, jid: str, names: Sequence[str]) -> list[api.SortedEntry]:
-    found = [e for name in names for e in SETS[name](r).scan(jid)]
+def _find(r: redis.Redis, ident: str, names: Sequence[str]) -> list[api.SortedEntry]:
+    """Entries named by a jid or a `raw:` id (the JID column shows one for entries without a jid)."""
+    found = [e for name in names for e in SETS[name](r).find(ident)]
     if not found:
-        raise Failure(f"no job with jid {jid!r} in the {' or '.join(names)} set")
+        raise Failure(f"no job with jid {ident!r} in the {' or '.join(names)} set")
     return found
 
 
@@ -172,14 +174,24 @@ def _one_or_all(args: argparse.Namespace, what: str) -> None:
 def cmd_retry(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
     _one_or_all(args, "jid")
     if args.all:
-        count = api.RetrySet(r).retry_all()
-        out.emit({"retried": count}, lambda: f"enqueued {count} job(s) from the retry set")
+        _retry_all(r, out)
         return
     entry = _find(r, args.jid, ["retry", "dead"])[0]
     if not entry.retry():
         raise Failure(f"job {args.jid} left the {entry.jobset.name} set before it could be retried")
     out.emit({"retried": 1, "jid": args.jid, "from": entry.jobset.name, "queue": entry.queue},
              lambda: f"enqueued {args.jid} on queue {entry.queue} (from the {entry.jobset.name} set)")
+
+
+def _retry_all(r: redis.Redis, out: Output) -> None:
+    result = api.RetrySet(r).retry_each()
+    left = [{"id": e.id, "why": why} for e, why in result.left]
+    out.emit({"retried": result.done, "left": left}, lambda: "\n".join(
+        [f"enqueued {result.done} job(s) from the retry set"] +
+        [f"left {item['id']} in the retry set: {item['why']}" for item in left]))
+    if left:
+        raise Failure(f"sidepunch retry: {len(left)} job(s) cannot be enqueued and stay in the retry set; "
+                      "`sidepunch kill ID` or `sidepunch delete ID` them")
 
 
 def cmd_delete(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
@@ -192,11 +204,14 @@ def cmd_delete(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
 
 
 def cmd_kill(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
-    entry = _find(r, args.jid, ["retry", "scheduled"])[0]
-    if not entry.kill():
-        raise Failure(f"job {args.jid} left the {entry.jobset.name} set before it could be killed")
-    out.emit({"killed": 1, "jid": args.jid, "from": entry.jobset.name},
-             lambda: f"moved {args.jid} from the {entry.jobset.name} set to the dead set")
+    entries = _find(r, args.jid, ["retry", "scheduled"])
+    moved = [e.jobset.name for e in entries if e.kill()]
+    if not moved:
+        raise Failure(f"job {args.jid} left the {entries[0].jobset.name} set before it could be killed")
+    sets = ", ".join(dict.fromkeys(moved))
+    out.emit({"killed": len(moved), "jid": args.jid, "from": sets if len(moved) == 1 else moved},
+             lambda: f"moved {args.jid} from the {sets} set to the dead set"
+             + (f" ({len(moved)} copies)" if len(moved) > 1 else ""))
 
 
 def cmd_clear(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
@@ -214,7 +229,7 @@ def cmd_clear(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
 
 def cmd_enqueue(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
     try:
-        job_args = json.loads(args.args_json)
+        job_args = loads(args.args_json.encode("utf-8", "surrogateescape"))
     except ValueError as exc:
         raise Failure(f"sidepunch enqueue: ARGS_JSON is not valid JSON ({exc})", Status.USAGE) from None
     if type(job_args) is not list:
@@ -234,9 +249,9 @@ def cmd_enqueue(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
 def cmd_processes(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
     now = time.time()
     procs = list(api.ProcessSet(r))
-    rows = [(p.identity, p.tag or "-", f"{p.busy}/{p.concurrency}", ",".join(p.queues), _when(p.started_at),
-             f"{now - p.beat:.0f}s ago", f"{p.rss // 1024}MB", "quiet" if p.is_quiet else "running")
-            for p in procs]
+    rows = [(p.identity, p.tag or "-", f"{p.busy}/{p.concurrency}", ",".join(p.queues), when(p.started_at),
+             f"{now - p.beat:.0f}s ago" if p.beat else "-", f"{p.rss // 1024}MB",
+             "quiet" if p.is_quiet else "running") for p in procs]
     out.emit([p.to_dict() for p in procs], lambda: table(
         ["IDENTITY", "TAG", "BUSY", "QUEUES", "STARTED", "BEAT", "RSS", "STATE"], rows) if rows
         else "no live processes")
@@ -244,7 +259,7 @@ def cmd_processes(r: redis.Redis, args: argparse.Namespace, out: Output) -> None
 
 def cmd_workers(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
     works = list(api.Workers(r))
-    rows = [(w.identity, w.tid, w.queue, _when(w.run_at), *_job_row(w.job)) for w in works]
+    rows = [(w.identity, w.tid, w.queue, when(w.run_at), *_job_row(w.job)) for w in works]
     out.emit([w.to_dict() for w in works], lambda: table(
         ["PROCESS", "TID", "QUEUE", "RUN AT", "JID", "CLASS", "ARGS"], rows) if rows else "no running jobs")
 
@@ -278,14 +293,23 @@ COMMANDS: dict[str, Callable[[redis.Redis, argparse.Namespace, Output], None]] =
 
 # ---------------------------------------------------------------------------------------------- parser
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+def _whole(text: str, low: int, high: int) -> int:
+    if not re.fullmatch(r"\s*[+-]?[0-9]{1,30}\s*", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    value = int(text)
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least {low}")
+    if value > high:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at most {high:,}")
     return value
+
+
+def _positive(text: str) -> int:
+    return _whole(text, 1, 1_000_000)
+
+
+def _days(text: str) -> int:
+    return _whole(text, 0, api.MAX_HISTORY_DAYS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -307,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--page", type=_positive, default=1, help="page number, from 1")
 
     add("stats", "counters, set sizes and latency").add_argument(
-        "--days", type=int, default=0, help="also show per-day counts for the last N days (UTC)")
+        "--days", type=_days, default=0,
+        help=f"also show per-day counts for the last N days (UTC), at most {api.MAX_HISTORY_DAYS}")
     add("queues", "queues with size and latency")
     p = add("jobs", "jobs waiting in a queue (newest first)")
     p.add_argument("queue", metavar="QUEUE")
@@ -338,16 +363,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (the console script exits with it)."""
+    if isinstance(sys.stdout, io.TextIOWrapper):  # a non-UTF-8 locale must not turn "é" into a crash
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         return _run(sys.argv[1:] if argv is None else list(argv))
     except Failure as exc:
-        print(exc, file=sys.stderr)
+        print(escape(" ".join(str(exc).split())), file=sys.stderr)
         return exc.status
     except BrokenPipeError:  # `sidepunch dead | head`: silence the flush at exit, as the Python docs advise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return Status.NOT_FOUND
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # the outermost frame: one line instead of a traceback
+        message = hide_urls(f"{type(exc).__name__}: {exc}", sys.argv if argv is None else list(argv))
+        print(escape(f"sidepunch: unexpected error ({' '.join(message.split())})"), file=sys.stderr)
+        return Status.BUG
 
 
 def _run(argv: list[str]) -> int:
@@ -355,19 +386,29 @@ def _run(argv: list[str]) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
+    url = ""
     try:
         url = resolve_url(getattr(args, "redis_url", None), os.environ)
+        check_url(url)
         client = make_client(url)
     except ValueError as exc:
-        raise Failure(f"sidepunch: {exc}", Status.USAGE) from None
+        raise Failure(scrub(f"sidepunch: {exc}", url), Status.USAGE) from None
     try:
         COMMANDS[args.command](client, args, Output(getattr(args, "json", False)))
+    except (Failure, BrokenPipeError):
+        raise
     except OUTAGE_ERRORS as exc:
-        raise Failure(f"sidepunch: cannot reach Redis at {mask_url(url)} ({exc})", Status.NO_REDIS) from None
+        # redis-py's sentinel errors repr every client they tried: keep the line short.
+        detail = str(exc).split(" : <", 1)[0][:300]
+        raise Failure(scrub(f"sidepunch: cannot reach Redis at {mask_url(url)} ({detail})", url),
+                      Status.NO_REDIS) from None
     except PayloadError as exc:
         raise Failure(f"sidepunch {args.command}: {exc}") from None
     except redis.RedisError as exc:
-        raise Failure(f"sidepunch {args.command}: Redis refused: {exc}") from None
+        raise Failure(scrub(f"sidepunch {args.command}: Redis refused: {exc}", url)) from None
+    except Exception as exc:  # one line, with any secret of the URL hidden
+        raise Failure(scrub(f"sidepunch {args.command}: unexpected error ({type(exc).__name__}: {exc})", url),
+                      Status.BUG) from None
     finally:
         client.close()
     return Status.OK

@@ -19,13 +19,16 @@ import redis
 
 from . import keys
 from .api_processes import Process, ProcessSet, Work, Workers
-from .api_sets import DEFAULT_DEAD, Clock, DeadSet, JobRecord, JobSet, RetrySet, ScheduledSet, SortedEntry
+from .api_records import JobRecord, name_key, name_of
+from .api_sets import DEFAULT_DEAD, BulkResult, Clock, DeadSet, JobSet, RetrySet, ScheduledSet, SortedEntry
 
-__all__ = ["DEFAULT_DEAD", "DayStats", "DeadSet", "JobRecord", "JobSet", "Process", "ProcessSet", "Queue",
-           "RetrySet", "ScheduledSet", "SortedEntry", "Stats", "Work", "Workers"]
+__all__ = ["DEFAULT_DEAD", "BulkResult", "DayStats", "DeadSet", "JobRecord", "JobSet", "Process", "ProcessSet",
+           "Queue", "RetrySet", "ScheduledSet", "SortedEntry", "Stats", "Work", "Workers"]
 
 BATCH = 100
 STATS = ("processed", "failed")
+#: Day keys expire after five years, so older history is all zeros; Sidekiq refuses more, too.
+MAX_HISTORY_DAYS = 5 * 365
 
 
 def _int(raw: bytes | None) -> int:
@@ -71,9 +74,12 @@ class Stats:
         return self.rate(processed, failed)
 
     def history(self, days: int = 30, end: datetime | None = None) -> list[DayStats]:
-        """Per-day counts from the UTC day keys, newest first, ending today (or `end`); missing days are 0."""
+        """Per-day counts from the UTC day keys, newest first, ending today (or `end`); missing days are 0.
+        ValueError for more than MAX_HISTORY_DAYS."""
+        if days > MAX_HISTORY_DAYS:
+            raise ValueError(f"at most {MAX_HISTORY_DAYS} days of history are kept, not {days}")
         last = (end or datetime.fromtimestamp(self.clock(), timezone.utc)).date()
-        dates = [(last - timedelta(days=i)).isoformat() for i in range(max(days, 0))]
+        dates = [(last - timedelta(days=i)).isoformat() for i in range(min(max(days, 0), last.toordinal()))]
         if not dates:
             return []
         processed = self.redis.mget([keys.daily_stat(keys.STAT_PROCESSED, d) for d in dates])
@@ -83,11 +89,12 @@ class Stats:
     @property
     def queues(self) -> dict[str, int]:
         """Queue name -> size, largest first (Sidekiq's Stats::Queues order)."""
-        names = sorted(n.decode() for n in self.redis.smembers(keys.QUEUES))
+        names = sorted(name_of(n) for n in self.redis.smembers(keys.QUEUES))
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
-            pipe.llen(keys.queue(name))
-        sizes = dict(zip(names, (int(n) for n in pipe.execute())))
+            pipe.llen(name_key(keys.queue(name)))
+        # A `queue:<name>` key of another type counts as empty rather than hiding every other queue.
+        sizes = {n: size if isinstance(size, int) else 0 for n, size in zip(names, pipe.execute(raise_on_error=False))}
         return dict(sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])))
 
     @property
@@ -152,11 +159,12 @@ class Queue:
     @classmethod
     def all(cls, redis: redis.Redis, *, clock: Clock = time.time) -> list["Queue"]:
         """Every queue named in `queues`, sorted by name."""
-        return [cls(n.decode(), redis, clock=clock) for n in sorted(redis.smembers(keys.QUEUES))]
+        return [cls(name_of(n), redis, clock=clock) for n in sorted(redis.smembers(keys.QUEUES))]
 
     @property
-    def key(self) -> str:
-        return keys.queue(self.name)
+    def key(self) -> bytes:
+        """`queue:<name>` as the exact bytes (a name read from Redis may not be UTF-8; see name_of)."""
+        return name_key(keys.queue(self.name))
 
     @property
     def size(self) -> int:
@@ -168,7 +176,7 @@ class Queue:
     @property
     def known(self) -> bool:
         """Whether `queues` names it (a queue stays known when empty, until cleared)."""
-        return bool(self.redis.sismember(keys.QUEUES, self.name))
+        return bool(self.redis.sismember(keys.QUEUES, name_key(self.name)))
 
     @property
     def latency(self) -> float:
@@ -200,7 +208,7 @@ class Queue:
             initial = self.size
 
     def find_job(self, jid: str) -> JobRecord | None:
-        needle = jid.encode("utf-8")
+        needle = name_key(jid)
         for record in self:
             # The substring test skips parsing for all but candidates.
             if needle in record.value and record.jid == jid:
@@ -216,7 +224,7 @@ class Queue:
         pipe = self.redis.pipeline(transaction=True)
         pipe.llen(self.key)
         pipe.unlink(self.key)
-        pipe.srem(keys.QUEUES, self.name)
+        pipe.srem(keys.QUEUES, name_key(self.name))
         return int(pipe.execute()[0])
 
     def __repr__(self) -> str:

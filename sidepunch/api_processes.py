@@ -8,30 +8,50 @@ pid directly, so it works for processes on other hosts and for Ruby Sidekiq alik
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import redis
 
 from . import keys
-from .api_sets import JobRecord
+from .api_records import JobRecord, finite, jsonable, loads, name_key, name_of
 
 SIGNAL_TTL = 60
 _FIELDS = ("info", "busy", "beat", "quiet", "rss", "rtt_us")
 
 
 def _int(raw: bytes | None) -> int:
-    try:
-        return int(raw) if raw is not None else 0
-    except ValueError:
-        return 0
+    """A counter field; anything that is not a plain whole number (or has over 30 digits) reads as 0."""
+    text = (raw or b"").strip()
+    return int(text) if text.isdigit() and len(text) <= 30 else 0
 
 
 def _float(raw: bytes | None) -> float:
+    """A time field; anything that is not a finite number reads as 0."""
     try:
-        return float(raw) if raw is not None else 0.0
+        value = float(raw) if raw is not None else 0.0
     except ValueError:
         return 0.0
+    return value if math.isfinite(value) else 0.0
+
+
+def _text(value: Any) -> str:
+    """A field that should be a string, as one: a number as written, a list or object as a marker (str() of
+    a deeply nested one would hit the recursion limit)."""
+    if isinstance(value, str):
+        return value
+    if value is None or type(value) in (bool, int, float):
+        return str(value)
+    return f"<{'list' if isinstance(value, list) else 'object'}>"
+
+
+def _json(raw: bytes | None) -> Any:
+    """Parsed JSON, or None for bytes that are not JSON (or nest past the parser's recursion limit)."""
+    try:
+        return loads(raw) if raw is not None else None
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -53,21 +73,20 @@ class Process:
 
     @property
     def hostname(self) -> str:
-        return str(self.info.get("hostname", ""))
+        return _text(self.info.get("hostname", ""))
 
     @property
     def tag(self) -> str:
-        return str(self.info.get("tag") or "")
+        return _text(self.info.get("tag") or "")
 
     @property
     def started_at(self) -> float:
-        value = self.info.get("started_at")
-        return float(value) if type(value) in (int, float) else 0.0
+        return finite(self.info.get("started_at")) or 0.0
 
     @property
     def concurrency(self) -> int:
         value = self.info.get("concurrency")
-        return value if type(value) is int else 0
+        return value if type(value) is int and 0 <= value < 10**9 else 0
 
     @property
     def pid(self) -> int | None:
@@ -77,12 +96,12 @@ class Process:
     @property
     def queues(self) -> list[str]:
         queues = self.info.get("queues")
-        return [str(q) for q in queues] if isinstance(queues, list) else []
+        return [_text(q) for q in queues] if isinstance(queues, list) else []
 
     @property
     def labels(self) -> list[str]:
         labels = self.info.get("labels")
-        return [str(x) for x in labels] if isinstance(labels, list) else []
+        return [_text(x) for x in labels] if isinstance(labels, list) else []
 
     @property
     def stopping(self) -> bool:
@@ -103,16 +122,17 @@ class Process:
 
     def signal(self, name: str) -> None:
         # The list expires so a signal for a process that died is not delivered to nobody forever.
+        key = name_key(keys.signals(self.identity))
         pipe = self.redis.pipeline(transaction=True)
-        pipe.lpush(keys.signals(self.identity), name)
-        pipe.expire(keys.signals(self.identity), SIGNAL_TTL)
+        pipe.lpush(key, name)
+        pipe.expire(key, SIGNAL_TTL)
         pipe.execute()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"identity": self.identity, "hostname": self.hostname, "pid": self.pid, "tag": self.tag,
-                "started_at": self.started_at, "queues": self.queues, "labels": self.labels,
-                "concurrency": self.concurrency, "busy": self.busy, "beat": self.beat, "quiet": self.is_quiet,
-                "rss": self.rss, "rtt_us": self.rtt_us}
+        return jsonable({"identity": self.identity, "hostname": self.hostname, "pid": self.pid, "tag": self.tag,
+                         "started_at": self.started_at, "queues": self.queues, "labels": self.labels,
+                         "concurrency": self.concurrency, "busy": self.busy, "beat": self.beat,
+                         "quiet": self.is_quiet, "rss": self.rss, "rtt_us": self.rtt_us})
 
 
 class ProcessSet:
@@ -131,19 +151,20 @@ class ProcessSet:
 
     def cleanup(self) -> int:
         """SREM every member without a record; returns how many were pruned."""
-        members = sorted(m.decode() for m in self.redis.smembers(keys.PROCESSES))
+        members = sorted(self.redis.smembers(keys.PROCESSES))
         pipe = self.redis.pipeline(transaction=False)
         for identity in members:
             pipe.hget(identity, "info")
-        stale = [m for m, info in zip(members, pipe.execute()) if info is None]
+        # A member whose key is not a hash (an error reply) has no record either.
+        stale = [m for m, info in zip(members, pipe.execute(raise_on_error=False)) if not isinstance(info, bytes)]
         return int(self.redis.srem(keys.PROCESSES, *stale)) if stale else 0
 
     def __iter__(self) -> Iterator[Process]:
         self.cleanup()
-        members = sorted(m.decode() for m in self.redis.smembers(keys.PROCESSES))
+        members = sorted(name_of(m) for m in self.redis.smembers(keys.PROCESSES))
         pipe = self.redis.pipeline(transaction=False)
         for identity in members:
-            pipe.hmget(identity, _FIELDS)
+            pipe.hmget(name_key(identity), _FIELDS)
         for identity, row in zip(members, pipe.execute()):
             process = self._build(identity, row)
             if process is not None:
@@ -153,10 +174,7 @@ class ProcessSet:
         info_raw, busy, beat, quiet, rss, rtt = row
         if info_raw is None:
             return None  # expired between the prune and the read
-        try:
-            info = json.loads(info_raw)
-        except ValueError:
-            info = None
+        info = _json(info_raw)
         return Process(identity=identity, info=info if isinstance(info, dict) else {}, busy=_int(busy),
                        beat=_float(beat), is_quiet=quiet == b"true", rss=_int(rss), rtt_us=_int(rtt),
                        redis=self.redis)
@@ -192,8 +210,8 @@ class Work:
     job: JobRecord
 
     def to_dict(self) -> dict[str, Any]:
-        return {"identity": self.identity, "tid": self.tid, "queue": self.queue, "run_at": self.run_at,
-                "job": self.job.to_dict()}
+        return jsonable({"identity": self.identity, "tid": self.tid, "queue": self.queue, "run_at": self.run_at,
+                         "job": self.job.to_dict()})
 
 
 class Workers:
@@ -206,43 +224,49 @@ class Workers:
     @property
     def size(self) -> int:
         """The sum of the processes' `busy` counts (Sidekiq's definition)."""
-        members = [m.decode() for m in self.redis.smembers(keys.PROCESSES)]
+        members = self.redis.smembers(keys.PROCESSES)
         pipe = self.redis.pipeline(transaction=False)
         for identity in members:
             pipe.hget(identity, "busy")
-        return sum(_int(busy) for busy in pipe.execute())
+        return sum(_int(busy) for busy in pipe.execute(raise_on_error=False) if isinstance(busy, bytes))
 
     def __len__(self) -> int:
         return self.size
 
     def __iter__(self) -> Iterator[Work]:
-        members = sorted(m.decode() for m in self.redis.smembers(keys.PROCESSES))
+        members = sorted(name_of(m) for m in self.redis.smembers(keys.PROCESSES))
         pipe = self.redis.pipeline(transaction=False)
         for identity in members:
-            pipe.exists(identity)
-            pipe.hgetall(keys.workers(identity))
-        replies = pipe.execute()
+            pipe.exists(name_key(identity))
+            pipe.hgetall(name_key(keys.workers(identity)))
+        replies = pipe.execute(raise_on_error=False)
         works = []
         for i, identity in enumerate(members):
-            if not replies[2 * i]:
+            threads = replies[2 * i + 1]
+            if not replies[2 * i] or not isinstance(threads, dict):  # gone, or not a hash
                 continue
-            for tid, raw in replies[2 * i + 1].items():
-                works.append(self._work(identity, tid.decode(), raw))
+            for tid, raw in threads.items():
+                works.append(self._work(identity, name_of(tid), raw))
         return iter(sorted(works, key=lambda w: w.run_at))
 
     @staticmethod
     def _work(identity: str, tid: str, raw: bytes) -> Work:
-        try:
-            entry = json.loads(raw)
-        except ValueError:
-            entry = None
+        entry = _json(raw)
         if not isinstance(entry, dict):
             return Work(identity, tid, "", 0, JobRecord(raw))
         payload = entry.get("payload")
         # The heartbeat stores the job as a JSON string; older writers stored the object itself.
         if isinstance(payload, dict):
-            payload = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-        queue = str(entry.get("queue") or "")
+            payload = _dumps(payload)
+        queue = _text(entry.get("queue") or "")
         run_at = entry.get("run_at")
         return Work(identity, tid, queue, run_at if type(run_at) is int else 0,
                     JobRecord(payload if isinstance(payload, (str, bytes)) else b"", queue or None))
+
+
+def _dumps(payload: dict) -> bytes:
+    """An old writer's payload object back as JSON bytes; a shape JSON cannot write gives b"" (unreadable)."""
+    try:
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogateescape")
+    except (ValueError, RecursionError):
+        return b""

@@ -42,8 +42,9 @@ def enable_faulthandler() -> None:
 
 
 def setup_logging(config: Any, environ: Mapping[str, str]) -> None:
-    handler: logging.Handler = (logging.FileHandler(config.logfile) if config.logfile
-                                else logging.StreamHandler(sys.stderr))
+    """Log to the configured file or stderr; ValueError (one line, naming --logfile) if the file cannot be
+    opened for appending, so the daemon stops at start instead of with a traceback."""
+    handler: logging.Handler = _file_handler(config.logfile) if config.logfile else logging.StreamHandler(sys.stderr)
     if config.log_format == "json":
         handler.setFormatter(JsonFormatter())
     elif environ.get("JOURNAL_STREAM") and not config.logfile:
@@ -53,3 +54,12 @@ def setup_logging(config: Any, environ: Mapping[str, str]) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if config.verbose else getattr(logging, config.log_level.upper()))
+
+
+def _file_handler(path: str) -> logging.Handler:
+    try:
+        # Job data may hold lone surrogates (JSON "\\ud800"); a strict encoder would turn each such line into
+        # a "--- Logging error ---" traceback.
+        return logging.FileHandler(path, encoding="utf-8", errors="backslashreplace")
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise ValueError(f"--logfile: cannot write {path!r}: {getattr(exc, 'strerror', None) or exc}") from None

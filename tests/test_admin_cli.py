@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 
-from sidepunch import admin, keys
+from sidepunch import admin, api, keys
 from sidepunch.connection import Outage
 from sidepunch.embedded import free_port
 from sidepunch.fetch import UnitOfWork
@@ -126,7 +126,8 @@ def test_listing_sets_shows_errors_and_unparseable_entries(cli, r, client):
     status, out, _ = cli("dead")
     table = rows(out.split("\n", 1)[1])
     assert [row[1] for row in table[1:]] == ["Doomed", "<unparseable>"]  # most recent death first
-    assert table[1][0] == dead_jid and table[2][0] == "-" and table[2][-1] == "\\x00garbage"
+    assert table[1][0] == dead_jid and table[2][-1] == "\\x00garbage"
+    assert table[2][0] == api.DeadSet(r).page()[1].raw_id  # an entry without a jid is named by its bytes
     status, out, _ = cli("scheduled", "--json")
     [entry] = json.loads(out)
     assert entry["jid"] == later and entry["set"] == "schedule" and entry["score"] == 4_000_000_000
