@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from . import __version__
 from .connection import resolve_url
+from .validate import check_queue_name
 
 
 class ConfigError(ValueError):
@@ -29,8 +30,7 @@ class QueueSpec:
 
 def parse_queue(text: str) -> QueueSpec:
     name, _, weight = text.strip().partition(",")
-    if not name:
-        raise ValueError(f"empty queue name in {text!r}")
+    name = check_queue_name(name.strip())  # the client's rule, so every queue fetched is one a client can fill
     if weight == "":
         return QueueSpec(name)
     if not weight.strip().isdigit():
