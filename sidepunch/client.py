@@ -29,14 +29,6 @@ _SIDEKIQ_DEFAULTS = {"retry": True, "queue": "default"}
 RETRY_FOR = 10.0
 
 
-def _encode(job: dict[str, Any], odd: bool) -> bytes:
-    """`encode`, with a lone surrogate (which UTF-8 refuses) reported by its path in the job."""
-    try:
-        return encode(job, odd)
-    except UnicodeEncodeError:
-        raise unfit(job, "", 1) from None
-
-
 def _in_job(index: int, check: Callable[..., Any], *args: Any) -> Any:
     """Run one job's check in a bulk push; its TypeError or ValueError says which job it was."""
     try:
@@ -171,7 +163,10 @@ class Client:
         if at is None:
             template["enqueued_at"] = time.time()
         template["args"] = f"args-{mark}"
-        parts = _encode(template, odd).decode().split(f'"args-{mark}"')
+        try:
+            parts = encode(template, odd).decode().split(f'"args-{mark}"')
+        except UnicodeEncodeError:
+            raise unfit(template, "", 1) from None
         if len(parts) != 2 or parts[1].count(f'"jid-{mark}"') != 1:
             return None
         head, (middle, tail) = parts[0], parts[1].split(f'"jid-{mark}"')
@@ -194,9 +189,9 @@ class Client:
     def _normalize(item: Any) -> tuple[dict[str, Any], bool]:
         if not isinstance(item, Mapping):
             raise TypeError(f"a job item must be a dict with 'class' and 'args', got {describe(item)}")
-        missing = [key for key in ("class", "args") if key not in item]
-        if missing:
-            raise TypeError(f"a job item must be a dict with 'class' and 'args'; it has no {missing[0]!r}")
+        if "class" not in item or "args" not in item:
+            missing = "class" if "class" not in item else "args"
+            raise TypeError(f"a job item must be a dict with 'class' and 'args'; it has no {missing!r}")
         klass = item["class"]
         job_class = job_class_of(klass)
         if job_class is not None:
@@ -227,7 +222,11 @@ class Client:
             at = job.pop("at", None)
             if at is None:
                 job["enqueued_at"] = now
-            payload = _encode(job, odd) if number is None else _in_job(number, _encode, job, odd)
+            try:
+                payload = encode(job, odd)
+            except UnicodeEncodeError:  # a lone surrogate, which UTF-8 refuses: say where it is
+                error = unfit(job, "", 1)
+                raise error if number is None else type(error)(f"push_bulk job {number}: {error}") from None
             if at is not None:
                 commands.append(("ZADD", keys.SCHEDULE, at, payload))
             else:

@@ -304,8 +304,9 @@ def normalize(item: Mapping[str, Any], defaults: Mapping[str, Any], class_name: 
     job = dict(defaults)
     job.update(item)
     job["class"] = class_name
-    if job.get("jid") is None or job["jid"] is False:
+    jid, created_at = job.get("jid"), job.get("created_at")
+    if jid is None or jid is False:
         job["jid"] = new_jid()
-    if job.get("created_at") is None or job["created_at"] is False:
+    if created_at is None or created_at is False:
         job["created_at"] = time.time() if now is None else now
     return job, check_job(job)
