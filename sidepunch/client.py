@@ -2,8 +2,9 @@
 
 `Client.push` and `Client.push_bulk` take Sidekiq's item dict, normalise and validate it (payload.py), run
 client middleware, and write in one round trip: SADD queues + LPUSH queue:<q>, or ZADD schedule for jobs
-with `at`. `_send` is the one place commands leave the client. The only module-global state in the
-package is the default client that `configure()` sets.
+with `at`. Every job of a call is validated and encoded before anything is sent, so bad input raises
+TypeError or ValueError naming the field or argument and writes nothing. `_send` is the one place commands
+leave the client. The only module-global state in the package is the default client that `configure()` sets.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import os
 import secrets
 import threading
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import redis as redis_lib
 
@@ -19,13 +20,22 @@ from . import keys
 from .connection import make_client, resolve_url
 from .job import job_class_of
 from .middleware import ClientMiddleware, run_client_chain
-from .payload import check_json_native, encode, encode_value, new_jid, normalize
+from .payload import encode, encode_value, new_jid
+from .validate import check_args, check_at, check_job, describe, normalize, unfit
 
 _SIDEKIQ_DEFAULTS = {"retry": True, "queue": "default"}
 #: Seconds a push keeps retrying through a Redis restart or failover before it raises. A retried push whose
 #: first attempt did land gives a duplicate job, never a lost one.
 RETRY_FOR = 10.0
 
+
+def _in_job(index: int, check: Callable[..., Any], *args: Any) -> Any:
+    """Run one job's check in a bulk push; its TypeError or ValueError says which job it was."""
+    try:
+        return check(*args)
+    except (TypeError, ValueError) as exc:
+        kind = TypeError if isinstance(exc, TypeError) else ValueError
+        raise kind(f"push_bulk job {index}: {exc}") from None
 
 
 class Client:
@@ -47,52 +57,88 @@ class Client:
         return self._redis
 
     def push(self, item: Mapping[str, Any]) -> str | None:
-        """Enqueue one job; returns its jid, or None if a middleware stopped it."""
+        """Enqueue one job; returns its jid, or None if a middleware stopped it.
+
+        Bad input raises TypeError or ValueError naming the field or argument, and nothing is written.
+        """
         job, odd = self._normalize(item)
         if self.middleware:
-            job = run_client_chain(self.middleware, job, lambda j: j)
+            job = self._through_middleware(job)
             if job is None:
                 return None
-            odd = None
-        self._write([(job, odd)])
+            odd = check_job(job)
+        self._send(self._commands([(None, job, odd)]))
         return job["jid"]
 
     def push_bulk(self, items: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[str]:
-        """Enqueue many jobs in one round trip.
+        """Enqueue many jobs in one round trip; if any job is bad, none is written.
 
         Sidekiq's form: one item whose `args` is a list of argument lists (and `at` a number or a list of
         numbers); every job gets a fresh jid and shares `created_at`. Also accepted: a list of item dicts.
         """
+        return self.push_batches([items])
+
+    def push_batches(self, batches: Iterable[Mapping[str, Any] | Sequence[Mapping[str, Any]]]) -> list[str]:
+        """Several push_bulk calls that stand or fall together on bad input.
+
+        Every batch is validated and encoded before the first is sent; then each goes in its own round trip.
+        Errors number the jobs across all batches.
+        """
+        prepared, first = [], 0
+        for batch in batches:
+            prepared.append(self._prepare_bulk(batch, first))
+            first += prepared[-1][2]
+        jids: list[str] = []
+        for commands, batch_jids, _ in prepared:
+            if commands:
+                self._send(commands)
+            jids.extend(batch_jids)
+        return jids
+
+    def _prepare_bulk(self, items: Any, first: int) -> tuple[list[tuple], list[str], int]:
+        """(commands, jids, jobs given) for one push_bulk call whose first job is number `first`."""
         if isinstance(items, Mapping):
-            rows, at, base = self._bulk_parts(items)
+            rows, at, base = self._bulk_parts(items, first)
             if not rows:
-                return []
-            jids = None if self.middleware else self._push_bulk_template(rows, at, base)
-            if jids is not None:
-                return jids
+                return [], [], 0
+            prepared = None if self.middleware else self._bulk_template(rows, at, base, first)
+            if prepared is not None:
+                return (*prepared, len(rows))
             items = self._expand_bulk(rows, at, base)
-        jobs = []
-        for item in items:
-            job, odd = self._normalize(item)
+        elif isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+            raise TypeError(f"push_bulk takes Sidekiq's bulk item (a dict) or a list of job items, got "
+                            f"{describe(items)}")
+        jobs, count = [], 0
+        for count, item in enumerate(items, 1):
+            number = first + count - 1
+            job, odd = _in_job(number, self._normalize, item)
             if self.middleware:
-                job = run_client_chain(self.middleware, job, lambda j: j)
+                job = self._through_middleware(job)
                 if job is None:
                     continue
-                odd = None
-            jobs.append((job, odd))
-        if jobs:
-            self._write(jobs)
-        return [job["jid"] for job, _ in jobs]
+                odd = _in_job(number, check_job, job)
+            jobs.append((number, job, odd))
+        return self._commands(jobs), [job["jid"] for _, job, _ in jobs], count
 
     @staticmethod
-    def _bulk_parts(item: Mapping[str, Any]) -> tuple[list, Any, dict[str, Any]]:
+    def _bulk_parts(item: Mapping[str, Any], first: int) -> tuple[list, Any, dict[str, Any]]:
         """Validate Sidekiq's bulk form; returns (argument lists, at, the keys every job shares)."""
         rows = item.get("args")
-        if type(rows) is not list or any(type(r) is not list for r in rows):
-            raise TypeError("push_bulk needs 'args' to be a list of argument lists")
+        if type(rows) is not list:
+            raise TypeError(f"push_bulk needs 'args' to be a list of argument lists, got {describe(rows)}")
+        for i, row in enumerate(rows, first):
+            if type(row) is not list:
+                raise TypeError(f"push_bulk needs 'args' to be a list of argument lists; args[{i}] is "
+                                f"{describe(row)}")
         at = item.get("at")
-        if isinstance(at, list) and len(at) != len(rows):
-            raise ValueError(f"push_bulk got {len(at)} 'at' values for {len(rows)} jobs")
+        if type(at) is list:
+            if len(at) != len(rows):
+                raise ValueError(f"push_bulk got {len(at)} 'at' values for {len(rows)} jobs")
+            at = [check_at(x, f"'at'[{i}]") for i, x in enumerate(at, first)]
+        elif at is False:  # Ruby's falsy `at`: no schedule, as in Sidekiq
+            at = None
+        elif at is not None:
+            at = check_at(at)
         return rows, at, {k: v for k, v in item.items() if k not in ("args", "at", "jid")}
 
     @staticmethod
@@ -107,7 +153,8 @@ class Client:
             out.append(one)
         return out
 
-    def _push_bulk_template(self, rows: list, at: Any, base: dict[str, Any]) -> list[str] | None:
+    def _bulk_template(self, rows: list, at: Any, base: dict[str, Any],
+                       first: int) -> tuple[list[tuple], list[str]] | None:
         """Every job shares all but `args` and `jid`, so the shared JSON is encoded once and each job's
         arguments and jid are spliced in. The bytes are the same as encoding each job whole (tests check
         this). Returns None if the template cannot be split, and the caller takes the general path."""
@@ -116,7 +163,10 @@ class Client:
         if at is None:
             template["enqueued_at"] = time.time()
         template["args"] = f"args-{mark}"
-        parts = encode(template, odd).decode().split(f'"args-{mark}"')
+        try:
+            parts = encode(template, odd).decode().split(f'"args-{mark}"')
+        except UnicodeEncodeError:
+            raise unfit(template, "", 1) from None
         if len(parts) != 2 or parts[1].count(f'"jid-{mark}"') != 1:
             return None
         head, (middle, tail) = parts[0], parts[1].split(f'"jid-{mark}"')
@@ -124,44 +174,67 @@ class Client:
         jids = [hexes[i * 24:(i + 1) * 24] for i in range(len(rows))]
         payloads = []
         for i, args in enumerate(rows):
-            odd_args = check_json_native(args, f"args[{i}]")
-            payloads.append(f'{head}{encode_value(args, odd_args)}{middle}"{jids[i]}"{tail}'.encode())
+            odd_args = check_args(args, first + i)
+            try:
+                payloads.append(f'{head}{encode_value(args, odd_args)}{middle}"{jids[i]}"{tail}'.encode())
+            except UnicodeEncodeError:
+                raise unfit(args, f"args[{first + i}]") from None
         queue = template["queue"]
         if at is None:
-            self._send([("SADD", keys.QUEUES, queue), ("LPUSH", keys.queue(queue), *payloads)])
-        else:
-            scores = at if isinstance(at, list) else [at] * len(rows)
-            self._send([("ZADD", keys.SCHEDULE, *(x for pair in zip(scores, payloads) for x in pair))])
-        return jids
+            return [("SADD", keys.QUEUES, queue), ("LPUSH", keys.queue(queue), *payloads)], jids
+        scores = at if isinstance(at, list) else [at] * len(rows)
+        return [("ZADD", keys.SCHEDULE, *(x for pair in zip(scores, payloads) for x in pair))], jids
 
     @staticmethod
-    def _normalize(item: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-        if not isinstance(item, Mapping) or "class" not in item or "args" not in item:
-            raise TypeError("a job item must be a dict with 'class' and 'args'")
+    def _normalize(item: Any) -> tuple[dict[str, Any], bool]:
+        if not isinstance(item, Mapping):
+            raise TypeError(f"a job item must be a dict with 'class' and 'args', got {describe(item)}")
+        if "class" not in item or "args" not in item:
+            missing = "class" if "class" not in item else "args"
+            raise TypeError(f"a job item must be a dict with 'class' and 'args'; it has no {missing!r}")
         klass = item["class"]
         job_class = job_class_of(klass)
         if job_class is not None:
             return normalize(item, job_class.job_options(), job_class.job_name())
         if isinstance(klass, str) and klass:
-            return normalize(item, _SIDEKIQ_DEFAULTS, klass)
-        raise TypeError(f"'class' must be a Job class, a @job function or a class name, got {klass!r}")
+            return normalize(item, _SIDEKIQ_DEFAULTS, str.__str__(klass))
+        what = (f"the class {klass.__module__}.{klass.__qualname__}, which is not a sidepunch.Job"
+                if isinstance(klass, type) else describe(klass))
+        raise TypeError(f"'class' must be a Job class, a @job function or a class name, got {what}")
 
-    def _write(self, jobs: list[tuple[dict[str, Any], bool | None]]) -> None:
-        """The atomic push: every command of the call in one round trip."""
+    def _through_middleware(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        result = run_client_chain(self.middleware, job, lambda j: j)
+        if result is None or result is False:
+            return None
+        if type(result) is not dict:
+            raise TypeError(f"a client middleware returned {describe(result)} instead of the job dict; "
+                            "return call_next(job), or None to stop the push")
+        return result
+
+    @staticmethod
+    def _commands(jobs: list[tuple[int | None, dict[str, Any], bool]]) -> list[tuple]:
+        """The commands of one atomic push: every job's, sent in one round trip. A job's number, if it has
+        one, names it in an error."""
         now = time.time()
         commands: list[tuple] = []
         queued: dict[str, list[bytes]] = {}
-        for job, odd in jobs:
+        for number, job, odd in jobs:
             at = job.pop("at", None)
-            if at is not None:
-                commands.append(("ZADD", keys.SCHEDULE, at, encode(job, odd)))
-            else:
+            if at is None:
                 job["enqueued_at"] = now
-                queued.setdefault(job["queue"], []).append(encode(job, odd))
+            try:
+                payload = encode(job, odd)
+            except UnicodeEncodeError:  # a lone surrogate, which UTF-8 refuses: say where it is
+                error = unfit(job, "", 1)
+                raise error if number is None else type(error)(f"push_bulk job {number}: {error}") from None
+            if at is not None:
+                commands.append(("ZADD", keys.SCHEDULE, at, payload))
+            else:
+                queued.setdefault(job["queue"], []).append(payload)
         for queue, payloads in queued.items():
             commands.append(("SADD", keys.QUEUES, queue))
             commands.append(("LPUSH", keys.queue(queue), *payloads))
-        self._send(commands)
+        return commands
 
     def _send(self, commands: Sequence[tuple]) -> list[Any]:
         """Send commands pipelined on one pooled connection and read every reply.

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from . import __version__
 from .connection import hide_urls, resolve_url
+from .validate import check_queue_name
 
 
 class ConfigError(ValueError):
@@ -67,8 +68,7 @@ def _read_float(text: Any) -> float:
 
 def parse_queue(text: str) -> QueueSpec:
     name, _, weight = text.strip().partition(",")
-    if not name:
-        raise ValueError(f"empty queue name in {_show(text)}")
+    name = check_queue_name(name.strip())  # the client's rule, so every queue fetched is one a client can fill
     if weight == "":
         return QueueSpec(name)
     if not re.fullmatch(r"[0-9]{1,30}", weight.strip()):

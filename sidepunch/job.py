@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import math
 import time
 from typing import Any, Callable, Iterable, Mapping
+
+from .validate import check_queue_name, describe
 
 #: Sidekiq treats a perform_in interval below this as relative to now, above it as an epoch time.
 _EPOCH_THRESHOLD = 1_000_000_000
@@ -32,6 +35,10 @@ class Job:
     wire_name: str | None = None
 
     jid: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _check_class_options(cls)
 
     def perform(self, *args: Any) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__} must define perform()")
@@ -81,6 +88,8 @@ class JobSetter:
         self._job_class = job_class
         self._options = dict(options)
         self._client = self._options.pop("client", None)
+        if self._options:
+            _check_queues(self._options, "set")
 
     def set(self, **options: Any) -> "JobSetter":
         merged = dict(self._options, **options)
@@ -97,7 +106,7 @@ class JobSetter:
         return self._push({"args": list(args)})
 
     def perform_in(self, interval: float | _dt.timedelta, *args: Any) -> str | None:
-        seconds = interval.total_seconds() if isinstance(interval, _dt.timedelta) else float(interval)
+        seconds = _seconds(interval, "perform_in interval")
         now = time.time()
         at = seconds if seconds >= _EPOCH_THRESHOLD else now + seconds
         if at <= now:
@@ -110,17 +119,17 @@ class JobSetter:
                 raise ValueError("perform_at needs an aware datetime (naive times are ambiguous); "
                                  "pass tzinfo or an epoch number")
             when = when.timestamp()
-        return self.perform_in(float(when), *args)
+        return self.perform_in(_seconds(when, "perform_at time"), *args)
 
     def perform_bulk(self, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
+        """One push_bulk per `batch_size` jobs; every batch is checked before the first is written."""
         from .client import default_client
         client = self._client or default_client()
-        rows = [list(args) for args in args_list]
-        jids: list[str] = []
-        for start in range(0, len(rows), batch_size):
-            item = {"class": self._job_class, **self._options, "args": rows[start:start + batch_size]}
-            jids.extend(client.push_bulk(item))
-        return jids
+        if type(batch_size) is not int or batch_size < 1:
+            raise ValueError(f"perform_bulk batch_size must be a positive int, got {describe(batch_size)}")
+        rows = _argument_lists(args_list)
+        return client.push_batches({"class": self._job_class, **self._options, "args": rows[i:i + batch_size]}
+                                   for i in range(0, len(rows), batch_size))
 
 
 class JobFunction:
@@ -153,6 +162,55 @@ def job(func: Callable[..., Any] | None = None, **options: Any) -> Any:
         return JobFunction(fn, type(fn.__name__, (Job,), namespace))
 
     return wrap(func) if func is not None else wrap
+
+
+def _check_class_options(cls: type[Job]) -> None:
+    """A Job's options, checked once when its class is made, so a bad one fails at import, not at a push."""
+    name = cls.__qualname__
+    check_queue_name(cls.queue, f"{name}.queue")
+    if cls.retry_queue is not None and cls.retry_queue is not False:
+        check_queue_name(cls.retry_queue, f"{name}.retry_queue")
+    if cls.tags is not None and not isinstance(cls.tags, (list, tuple)):
+        raise TypeError(f"{name}.tags must be a list of strings, got {describe(cls.tags)}")
+    if cls.wire_name is not None and (not isinstance(cls.wire_name, str) or not cls.wire_name):
+        raise TypeError(f"{name}.wire_name must be a non-empty str, got {describe(cls.wire_name)}")
+
+
+def _check_queues(options: Mapping[str, Any], where: str) -> None:
+    if "queue" in options:
+        check_queue_name(options["queue"], f"{where}(queue=...)")
+    retry_queue = options.get("retry_queue")
+    if retry_queue is not None and retry_queue is not False:
+        check_queue_name(retry_queue, f"{where}(retry_queue=...)")
+
+
+def _seconds(value: Any, what: str) -> float:
+    """Seconds from a number or a timedelta; TypeError or ValueError naming `what` otherwise."""
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        seconds = float(value)
+    except ArithmeticError:
+        raise ValueError(f"{what} is {describe(value)}, too large for a float") from None
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must be a number of seconds or a timedelta, got {describe(value)}") from None
+    if not math.isfinite(seconds):
+        raise ValueError(f"{what} must be finite, got {describe(value)}")
+    return seconds
+
+
+def _argument_lists(args_list: Any) -> list[list[Any]]:
+    """perform_bulk's rows as lists (tuples are taken too); TypeError naming the first that is neither."""
+    if isinstance(args_list, (str, bytes, Mapping)) or not isinstance(args_list, Iterable):
+        raise TypeError(f"perform_bulk needs a list of argument lists, got {describe(args_list)}")
+    rows = []
+    for i, args in enumerate(args_list):
+        if type(args) is not list and type(args) is not tuple:
+            raise TypeError(f"perform_bulk needs a list of argument lists; args_list[{i}] is {describe(args)}")
+        rows.append(list(args))
+    return rows
 
 
 def job_class_of(obj: Any) -> type[Job] | None:

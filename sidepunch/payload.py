@@ -1,7 +1,8 @@
-"""Job payloads: build, validate, encode and decode the JSON that travels through Redis.
+"""Job payloads: encode and decode the JSON that travels through Redis.
 
-Owns the byte format (Sidekiq's key order and Ruby's JSON spelling, SIDEKIQ_WIRE.md section 2) and the rule
-that arguments are JSON-native. Imports nothing from the server side and never touches Redis.
+Owns the byte format (Sidekiq's key order and Ruby's JSON spelling, SIDEKIQ_WIRE.md section 2) and MAX_DEPTH,
+the one nesting limit: `decode` refuses deeper payloads, and validate.py, which checks what the client
+writes, refuses deeper arguments. Imports nothing from the server side and never touches Redis.
 """
 from __future__ import annotations
 
@@ -10,11 +11,8 @@ import json
 import math
 import re
 import secrets
-import time
 from decimal import Decimal
 from typing import Any, Iterator, Mapping
-
-_SCALARS = (str, int, bool, type(None))
 
 
 class PayloadError(ValueError):
@@ -23,37 +21,6 @@ class PayloadError(ValueError):
 
 def new_jid() -> str:
     return secrets.token_hex(12)
-
-
-def check_json_native(value: Any, where: str = "args") -> bool:
-    """Raise TypeError naming the first value that would not survive a JSON round trip.
-
-    Returns True when some float needs Ruby's spelling (see `ruby_float`), so `encode` can take its slow path
-    only then.
-    """
-    kind = type(value)
-    if kind in _SCALARS:
-        return False
-    if kind is float:
-        if not math.isfinite(value):
-            raise TypeError(f"{where} is {value!r}, which JSON cannot carry; pass a finite number")
-        return _odd_float(value)
-    if kind is list:
-        odd = False
-        for i, item in enumerate(value):
-            odd |= check_json_native(item, f"{where}[{i}]")
-        return odd
-    if kind is dict:
-        odd = False
-        for key, item in value.items():
-            if type(key) is not str:
-                raise TypeError(f"{where} has a key {key!r} of type {type(key).__name__}; JSON object keys "
-                                "must be str")
-            odd |= check_json_native(item, f"{where}[{key!r}]")
-        return odd
-    hint = " (it would arrive as a list; pass a list)" if kind is tuple else ""
-    raise TypeError(f"{where} is a {kind.__module__}.{kind.__qualname__}, which is not JSON-native{hint}; "
-                    "job arguments must be str, int, float, bool, None, list or dict with str keys")
 
 
 def _odd_float(x: float) -> bool:
@@ -192,33 +159,3 @@ def _encodable(value: Any) -> bool:
             stack.extend(_children(item))
     return True
 
-
-def normalize(item: Mapping[str, Any], defaults: Mapping[str, Any], class_name: str,
-              now: float | None = None) -> tuple[dict[str, Any], bool]:
-    """Merge a caller's item over the job's defaults in Sidekiq's key order and validate it.
-
-    Returns the payload (still holding `at` if given) and whether it needs Ruby float spelling.
-    """
-    args = item.get("args")
-    if type(args) is not list:
-        raise TypeError(f"job args must be a list, got {type(args).__name__}")
-    if "at" in item and (type(item["at"]) not in (int, float) or not math.isfinite(item["at"])):
-        raise TypeError(f"'at' must be a number of epoch seconds, got {item['at']!r}")
-    if item.get("tags") and type(item["tags"]) is not list:
-        raise TypeError(f"'tags' must be a list of strings, got {type(item['tags']).__name__}")
-    job = dict(defaults)
-    job.update(item)
-    job["class"] = class_name
-    queue = job.get("queue")
-    if queue is None or queue == "":
-        raise ValueError("a job needs a queue name")
-    job["queue"] = str(queue)
-    if "jid" not in job:
-        job["jid"] = new_jid()
-    if "created_at" not in job:
-        job["created_at"] = time.time() if now is None else now
-    odd = check_json_native(args)
-    for key, value in job.items():
-        if key != "args":
-            odd |= check_json_native(value, key)
-    return job, odd

@@ -212,7 +212,7 @@ def test_enqueue(cli, r):
     status, _, err = cli("enqueue", "X", '{"a": 1}')
     assert status == 2 and err.strip() == "sidepunch enqueue: ARGS_JSON must be a JSON array, like '[1, \"two\"]'"
     status, _, err = cli("enqueue", "X", "[]", "--queue", "")
-    assert status == 2 and err.strip() == "sidepunch enqueue: a job needs a queue name"
+    assert status == 2 and err.strip() == "sidepunch enqueue: queue '' is empty"
     assert r.llen("queue:default") == 1
 
 

@@ -194,3 +194,133 @@ def test_bulk_rejects_non_json_args_by_position(fake):
     with pytest.raises(TypeError, match=r"args\[1\]\[0\] is a builtins.set"):
         client.push_bulk({"class": Email, "args": [["ok"], [{1}]]})
     assert r.llen("queue:mail") == 0
+
+
+def test_deep_and_recursive_arguments_are_named_not_recursed(fake):
+    r, _ = fake
+    deep = 1
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(ValueError, match=r"^args\[1\]\[0\]\[0\].* levels deep; a job may nest .* at most 100"):
+        Email.perform_async("x", deep)
+    loop = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match=r"args\[0\] contains itself"):
+        Email.perform_async(loop, 1)
+    assert r.dbsize() == 0
+
+
+def test_lone_surrogates_are_named_wherever_they_are(fake):
+    r, client = fake
+    with pytest.raises(ValueError, match=r"^args\[1\]\['k'\] holds a lone surrogate"):
+        Email.perform_async("x", {"k": "bad\udcff"})
+    with pytest.raises(ValueError, match=r"^custom holds a lone surrogate"):
+        client.push({"class": "X", "args": [], "custom": "\ud800"})
+    with pytest.raises(ValueError, match=r"^args\[1\]\[0\] holds a lone surrogate"):
+        client.push_bulk({"class": "X", "args": [["ok"], ["\ud800"]]})
+    with pytest.raises(ValueError, match=r"^push_bulk job 1: jid holds a lone surrogate"):
+        client.push_bulk([{"class": "X", "args": []}, {"class": "X", "args": [], "jid": "\ud800"}])
+    assert r.dbsize() == 0
+
+
+def test_huge_ints_are_named(fake):
+    r, _ = fake
+    with pytest.raises(ValueError, match=r"^args\[0\] is an int of about 5001 digits"):
+        Email.perform_async(10 ** 5000, 1)
+    Email.perform_async(10 ** 4000, 1)   # Ruby reads it as a Bignum and decode reads it back
+    assert json.loads(r.lindex("queue:mail", 0))["args"][0] == 10 ** 4000
+
+
+def test_a_bad_row_in_any_batch_writes_nothing(fake):
+    r, client = fake
+    rows = [[i] for i in range(2500)] + [[{1, 2}]]
+    with pytest.raises(TypeError, match=r"args\[2500\]\[0\] is a builtins.set"):
+        Email.perform_bulk(rows, batch_size=1000)
+    with pytest.raises(TypeError, match=r"push_bulk job 2: args\[0\] is a builtins.bytes"):
+        client.push_bulk([{"class": "X", "args": [1]}, {"class": "X", "args": [2]}, {"class": "X", "args": [b""]}])
+    with pytest.raises(TypeError, match=r"'at'\[1\] must be a number"):
+        client.push_bulk({"class": "X", "args": [[1], [2]], "at": [time.time(), "later"]})
+    with pytest.raises(TypeError, match=r"args\[1\] is a builtins.tuple"):
+        client.push_bulk({"class": "X", "args": [[1], (2,)]})
+    with pytest.raises(TypeError, match=r"args_list\[1\] is 'ab'"):
+        Email.perform_bulk([["a"], "ab"])
+    assert r.dbsize() == 0
+
+
+def test_perform_bulk_takes_tuples_and_checks_its_batch_size(fake):
+    r, _ = fake
+    assert len(Email.perform_bulk([("a", 1), ["b", 2]])) == 2 and r.llen("queue:mail") == 2
+    for size in (0, -1, 1.5, "10"):
+        with pytest.raises(ValueError, match="batch_size"):
+            Email.perform_bulk([["a", 1]], batch_size=size)
+    with pytest.raises(TypeError, match="list of argument lists, got 5"):
+        Email.perform_bulk(5)
+
+
+def test_bad_queue_names_fail_where_they_are_given(fake):
+    r, client = fake
+    with pytest.raises(ValueError, match=r"set\(queue=...\) 'a,b' holds a comma"):
+        Email.set(queue="a,b")
+    with pytest.raises(ValueError, match=r"set\(retry_queue=...\) ' slow' starts or ends with whitespace"):
+        Email.set(retry_queue=" slow")
+    with pytest.raises(ValueError, match=r"Bad.queue 'x\\x00' holds a control character"):
+        class Bad(Job):
+            queue = "x\x00"
+    with pytest.raises(ValueError, match=r"fn.queue '' is empty"):
+        @sidepunch.job(queue="")
+        def fn():
+            pass
+    with pytest.raises(TypeError, match=r"BadTags.tags must be a list"):
+        class BadTags(Job):
+            tags = "email"
+    with pytest.raises(ValueError, match=r"^queue 'a\\nb' holds a control character"):
+        client.push({"class": "X", "args": [], "queue": "a\nb"})
+    with pytest.raises(TypeError, match=r"push_bulk job 1: queue must be a str, got 7"):
+        client.push_bulk([{"class": "X", "args": []}, {"class": "X", "args": [], "queue": 7}])
+    assert r.dbsize() == 0
+
+
+def test_a_null_jid_gets_a_fresh_one_as_in_sidekiq(fake):
+    _, client = fake
+    jid = client.push({"class": "X", "args": [], "jid": None})
+    assert isinstance(jid, str) and len(jid) == 24
+
+
+@pytest.mark.parametrize("call, kind, words", [
+    (lambda: Email.perform_in("soon", 1), TypeError, "perform_in interval must be a number of seconds"),
+    (lambda: Email.perform_in(None, 1), TypeError, "got None"),
+    (lambda: Email.perform_in(float("nan"), 1), ValueError, "must be finite"),
+    (lambda: Email.perform_in(10 ** 400, 1), ValueError, "an int of 1329 bits, too large"),
+    (lambda: Email.perform_at(True, 1), TypeError, "perform_at time"),
+])
+def test_schedule_times_are_checked_by_name(fake, call, kind, words):
+    r, _ = fake
+    with pytest.raises(kind) as err:
+        call()
+    assert words in str(err.value) and r.dbsize() == 0
+
+
+def test_middleware_output_is_checked_like_input():
+    r = fakeredis.FakeRedis()
+
+    def sneaky(job, call_next):
+        job["when"] = dt.datetime.now()
+        return call_next(job)
+
+    with pytest.raises(TypeError, match=r"^when is a datetime.datetime"):
+        Client(redis=r, middleware=[sneaky]).push({"class": "X", "args": []})
+    with pytest.raises(TypeError, match="middleware returned 'ok' instead of the job dict"):
+        Client(redis=r, middleware=[lambda job, call_next: "ok"]).push({"class": "X", "args": []})
+    with pytest.raises(TypeError, match=r"push_bulk job 0: when is a datetime"):
+        Client(redis=r, middleware=[sneaky]).push_bulk({"class": "X", "args": [[1]]})
+    assert r.dbsize() == 0
+
+
+def test_bad_items_say_what_is_wrong(fake):
+    _, client = fake
+    with pytest.raises(TypeError, match="it has no 'args'"):
+        client.push({"class": "X"})
+    with pytest.raises(TypeError, match="got the class builtins.int, which is not a sidepunch.Job"):
+        client.push({"class": int, "args": []})
+    with pytest.raises(TypeError, match="push_bulk takes Sidekiq's bulk item"):
+        client.push_bulk(42)

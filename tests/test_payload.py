@@ -1,11 +1,13 @@
-"""Payload encoding and validation (no Redis)."""
+"""Payload encoding and decoding, and the checks on what the client writes (validate.py); no Redis."""
 import json
 import math
 import re
+import sys
 
 import pytest
 
-from sidepunch.payload import PayloadError, check_json_native, decode, encode, new_jid, normalize, ruby_float
+from sidepunch.payload import MAX_DEPTH, PayloadError, decode, depth, encode, new_jid, ruby_float
+from sidepunch.validate import check_json_native, check_queue_name, normalize, unfit
 
 
 def test_jid_is_24_lowercase_hex():
@@ -127,3 +129,188 @@ def test_decoded_payloads_always_encode_again():
         encode(job)
         accepted += 1
     assert 300 < accepted < 3000
+
+
+# --- the client's limits -----------------------------------------------------------------------------------
+
+def nest(levels, leaf=1):
+    """`levels` lists around `leaf`, built without recursion."""
+    value = leaf
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("levels, ok", [(1, True), (97, True), (98, True), (99, False), (150, False),
+                                        (100_000, False)])
+def test_argument_nesting_limit_is_decodes_limit(levels, ok):
+    """args is level 2, so an argument may hold MAX_DEPTH - 2 levels; exactly what decode accepts."""
+    args = ["x", nest(levels)]
+    raw = b'{"class":"A","args":["x",' + b"[" * levels + b"1" + b"]" * levels + b"]}"
+    if ok:
+        check_json_native(args)
+        assert json.loads(encode(decode(raw))) == {"class": "A", "args": args}
+        return
+    with pytest.raises(ValueError) as err:
+        check_json_native(args)
+    assert str(err.value).startswith("args[1][0][0]") and f"at most {MAX_DEPTH} levels" in str(err.value)
+    assert "more)" in str(err.value) and len(str(err.value)) < 300  # the path is abbreviated
+    with pytest.raises(PayloadError, match="deeper than"):
+        decode(raw)
+
+
+def test_other_fields_have_one_more_level_than_arguments():
+    job, _ = normalize({"class": "X", "args": [], "custom": nest(99)}, {"queue": "q"}, "X")
+    assert depth(job) == MAX_DEPTH and decode(encode(job)) == job
+    with pytest.raises(ValueError, match=r"^custom\[0\]\[0\].* is nested 101 levels deep"):
+        normalize({"class": "X", "args": [], "custom": nest(100)}, {"queue": "q"}, "X")
+
+
+def test_recursive_structures_are_named_not_recursed():
+    loop = [1]
+    loop.append(loop)
+    with pytest.raises(ValueError, match=r"args\[0\] contains itself \(at args\[0\]\[1\]\)"):
+        check_json_native([loop])
+    d = {"a": []}
+    d["a"].append({"back": d})
+    with pytest.raises(ValueError, match=r"args\[2\] contains itself \(at args\[2\]\['a'\]\[0\]\['back'\]\)"):
+        check_json_native([1, 2, d])
+
+
+@pytest.mark.parametrize("value", [10 ** 4300, -(10 ** 4300), 10 ** 100_000, 2 ** 20_000],
+                         ids=["1e4300", "-1e4300", "1e100000", "2**20000"])
+def test_ints_json_cannot_write_are_refused_by_name(value):
+    with pytest.raises(ValueError, match=r"^args\[0\]\['n'\] is an int of about \d+ digits; json writes at most "
+                                         r"4300"):
+        check_json_native([{"n": value}])
+
+
+def test_ints_up_to_the_limit_pass_and_follow_the_process_setting():
+    biggest = 10 ** 4300 - 1   # 4300 digits: json writes it, Ruby reads it as a Bignum, decode reads it back
+    job, _ = normalize({"class": "X", "args": [biggest, -biggest, 2 ** 64]}, {"queue": "q"}, "X")
+    assert decode(encode(job))["args"] == [biggest, -biggest, 2 ** 64]
+    saved = sys.get_int_max_str_digits()
+    try:
+        sys.set_int_max_str_digits(1000)
+        check_json_native([10 ** 999])
+        with pytest.raises(ValueError, match="at most 1000"):
+            check_json_native([10 ** 1000])
+        sys.set_int_max_str_digits(0)  # no limit: json writes any int
+        check_json_native([10 ** 5000])
+    finally:
+        sys.set_int_max_str_digits(saved)
+
+
+@pytest.mark.parametrize("args, where", [
+    (["\ud800"], r"args\[0\] holds a lone surrogate '\\ud800' at index 0"),
+    (["ok", {"k": ["a\udcffb"]}], r"args\[1\]\['k'\]\[0\] holds a lone surrogate '\\udcff' at index 1"),
+    ([{"\udc80": 1}], r"args\[0\] has a key '\\udc80' that holds a lone surrogate"),
+])
+def test_unfit_names_lone_surrogates(args, where):
+    check_json_native(args)  # the fast check leaves strings to the UTF-8 encoding ...
+    with pytest.raises(UnicodeEncodeError):
+        encode({"args": args})
+    assert re.match(where, str(unfit(args)))  # ... and this says where it failed
+
+
+@pytest.mark.parametrize("bad, kind, words", [
+    ({(1, 2): "a"}, TypeError, "args[0] has a key of type tuple"), ({None: 1}, TypeError, "key None"),
+    (-math.inf, TypeError, "-inf"), (__import__("decimal").Decimal(1), TypeError, "decimal.Decimal"),
+])
+def test_more_non_json_values_are_named(bad, kind, words):
+    with pytest.raises(kind) as err:
+        check_json_native([bad])
+    assert words in str(err.value)
+
+
+def test_foreign_reprs_never_run():
+    class Hostile:
+        def __repr__(self):
+            raise RuntimeError("repr ran")
+
+        @property
+        def __class__(self):
+            raise RuntimeError("__class__ ran")
+
+    with pytest.raises(TypeError, match=r"args\[0\] is a .*Hostile, which is not JSON-native"):
+        check_json_native([Hostile()])
+    with pytest.raises(TypeError, match="must be a str"):
+        check_queue_name(Hostile())
+
+
+@pytest.mark.parametrize("name", ["default", "mail-high", "a b", "critical:eu", "é", "队列", "🚀" * 63,
+                                  "x" * 255,
+                                  "é" * 127, "a\u00a0b", "zero\u200dwidth"])
+def test_fetchable_queue_names_pass(name):
+    assert check_queue_name(name) == name
+
+
+@pytest.mark.parametrize("name, kind, words", [
+    ("", ValueError, "is empty"), ("a,b", ValueError, "comma"), (",", ValueError, "comma"),
+    (" a", ValueError, "whitespace"), ("a\n", ValueError, "whitespace"), ("a\u3000", ValueError, "whitespace"),
+    ("a\x00b", ValueError, "control character"), ("a\tb", ValueError, "control character"),
+    ("a\x7fb", ValueError, "control character"), ("a\x85b", ValueError, "control character"),
+    ("a\u2028b", ValueError, "line separator"), ("a\ud800b", ValueError, "lone surrogate"),
+    ("x" * 256, ValueError, "at most 255"), ("é" * 128, ValueError, "256 bytes"),
+    ("x" * 10 ** 6, ValueError, "at most 255"),
+    (5, TypeError, "must be a str, got 5"), (None, TypeError, "got None"), (b"q", TypeError, "bytes"),
+])
+def test_unfetchable_queue_names_are_refused_by_name(name, kind, words):
+    with pytest.raises(kind) as err:
+        check_queue_name(name, "retry_queue")
+    assert str(err.value).startswith("retry_queue") and words in str(err.value)
+
+
+def test_a_str_enum_queue_is_its_value():
+    import enum
+
+    class Q(str, enum.Enum):
+        MAIL = "mail"
+
+    job, _ = normalize({"class": "X", "args": [], "queue": Q.MAIL}, {}, "X")
+    assert type(job["queue"]) is str and job["queue"] == "mail"
+
+
+@pytest.mark.parametrize("at, kind, words", [
+    (True, TypeError, "got True"), (None, TypeError, "got None"), ("5", TypeError, "got '5'"),
+    (math.nan, TypeError, "finite"), (10 ** 400, ValueError, "not a finite float"),
+    (__import__("decimal").Decimal("sNaN"), ValueError, "not a finite float"),
+])
+def test_at_must_be_a_finite_number(at, kind, words):
+    with pytest.raises(kind) as err:
+        normalize({"class": "X", "args": [], "at": at}, {"queue": "q"}, "X")
+    assert "'at'" in str(err.value) and words in str(err.value)
+
+
+def test_at_takes_any_real_number_as_float():
+    from fractions import Fraction
+    for at in (5, 2.5, Fraction(7, 2), __import__("decimal").Decimal("1.5")):
+        job, _ = normalize({"class": "X", "args": [], "at": at}, {"queue": "q"}, "X")
+        assert type(job["at"]) is float and job["at"] == float(at)
+
+
+@pytest.mark.parametrize("item, kind, words", [
+    ({"jid": 5}, TypeError, "'jid' must be a non-empty str, got 5"), ({"jid": ""}, TypeError, "'jid'"),
+    ({"tags": ""}, TypeError, "'tags' must be a list"), ({"tags": 0}, TypeError, "'tags'"),
+    ({"retry_queue": "a,b"}, ValueError, "retry_queue 'a,b' holds a comma"),
+    ({"queue": None}, TypeError, "queue must be a str"), ({1: "x"}, TypeError, "the job has a key 1"),
+    ({"retry": 10 ** 5000}, ValueError, "retry is an int"),
+    ({"x y": [{1}]}, TypeError, "['x y'][0] is a builtins.set"),
+])
+def test_every_field_is_checked_by_name(item, kind, words):
+    with pytest.raises(kind) as err:
+        normalize({"class": "X", "args": [], **item}, {"queue": "q"}, "X")
+    assert words in str(err.value)
+
+
+def test_sidekiq_falsy_options_are_kept_or_filled_as_sidekiq_does():
+    job, _ = normalize({"class": "X", "args": [], "jid": None, "created_at": None, "tags": None,
+                        "retry_queue": False}, {"queue": "q"}, "X", now=7.0)
+    assert len(job["jid"]) == 24 and job["created_at"] == 7.0 and job["tags"] is None
+
+
+def test_unfit_paths_keep_their_ends():
+    value = nest(150, leaf={"deep key": 1})
+    message = str(unfit({"args": [value]}, "", 1))
+    assert message.startswith("args[0][0][0][0][0][0]…(") and "levels deep" in message
+    assert str(unfit({"we ird": [b""]}, "", 1)).startswith("['we ird'][0] is a builtins.bytes")
