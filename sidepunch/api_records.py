@@ -1,8 +1,8 @@
 """How the admin API reads what it finds in Redis: stored jobs (`JobRecord`), names and numbers.
 
 Everything here treats Redis data as hostile: a payload may be bytes that are not UTF-8, not JSON, JSON that
-Python reads but cannot write back strictly (NaN, Infinity, lone surrogate escapes), nested deeper than the
-parser's recursion limit, or carry times that are strings, NaN or 1e300. Every accessor still answers, and
+Python reads but cannot write back strictly (NaN, Infinity, lone surrogate escapes), nested deeper than
+payload.MAX_DEPTH, or carry times that are strings, NaN or 1e300. Every accessor still answers, and
 never raises. Names (queues, process identities, thread ids) that are not UTF-8 are decoded with
 `surrogateescape`, so `name_key` gives back the exact bytes to address them in Redis. sidepunch.api
 re-exports `JobRecord`; server code never imports this.
@@ -10,8 +10,6 @@ re-exports `JobRecord`; server code never imports this.
 from __future__ import annotations
 
 import hashlib
-import itertools
-import json
 import math
 import re
 import time
@@ -20,19 +18,9 @@ from typing import Any
 import redis
 
 from . import keys
-from .payload import PayloadError, decode
+from .payload import MAX_DEPTH, PayloadError, decode, parse
 from .retry import decode_backtrace
 
-#: Deeper than any real job; keeps every walk over a payload (and json.dumps with indent) far from the
-#: recursion limit.
-MAX_DEPTH = 100
-#: JSON nested deeper than this is read as unparseable, whatever the stack depth at the call: Python's
-#: parser fails near the recursion limit (about 1,000), which would make the same bytes parse in one place
-#: and not in another, and give an entry two different ids.
-MAX_PARSE_DEPTH = 500
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
-_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -57,38 +45,10 @@ def finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def too_deep(raw: bytes) -> bool:
-    """Whether the JSON text nests deeper than MAX_PARSE_DEPTH (brackets inside strings do not count)."""
-    if raw.count(b"[") + raw.count(b"{") <= MAX_PARSE_DEPTH:  # the common case, in C
-        return False
-    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    return max(itertools.accumulate(_STEP[c] for c in brackets), default=0) > MAX_PARSE_DEPTH
-
-
 def loads(raw: bytes) -> Any:
-    """json.loads for data read from Redis: ValueError (not RecursionError) for JSON nested too deep."""
-    if too_deep(raw):
-        raise ValueError(f"JSON nested more than {MAX_PARSE_DEPTH} levels deep")
-    return json.loads(raw)
-
-
-def strict_problem(value: Any, depth: int = 0) -> str | None:
-    """Why `value` cannot be written as strict JSON that any parser accepts, or None if it can."""
-    kind = type(value)
-    if depth > MAX_DEPTH:
-        return f"it is nested more than {MAX_DEPTH} levels deep"
-    if kind is float:
-        return None if math.isfinite(value) else f"it holds {value!r}, which JSON cannot carry"
-    if kind is str:
-        return _surrogate_problem(value)
-    if kind is list:
-        return next((p for p in (strict_problem(v, depth + 1) for v in value) if p), None)
-    if kind is dict:
-        for key, item in value.items():
-            problem = _surrogate_problem(key) or strict_problem(item, depth + 1)
-            if problem:
-                return problem
-    return None
+    """Strict JSON read from Redis (payload.parse): PayloadError, a ValueError, for anything encode could not
+    write back, including nesting deeper than payload.MAX_DEPTH."""
+    return parse(raw)
 
 
 def _surrogate_problem(text: str) -> str | None:
@@ -149,9 +109,6 @@ class JobRecord:
         self._redis = redis
         self.item: dict[str, Any] = {}
         self.parse_error: str | None = None
-        if too_deep(self.value):
-            self.parse_error = f"job is JSON nested more than {MAX_PARSE_DEPTH} levels deep"
-            return
         try:
             self.item = decode(self.value)
         except PayloadError as exc:
@@ -163,11 +120,9 @@ class JobRecord:
 
     @property
     def problem(self) -> str | None:
-        """Why this job cannot be enqueued again as it is: unparseable, or not writable as strict JSON."""
-        if not self.ok:
-            return self.parse_error
-        problem = strict_problem(self.item)
-        return None if problem is None else f"job cannot be written back as JSON: {problem}"
+        """Why this job cannot be enqueued again as it is: payload.decode refuses whatever encode could not
+        write back, so that is only ever its parse error."""
+        return self.parse_error
 
     @property
     def jid(self) -> str | None:

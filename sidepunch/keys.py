@@ -38,6 +38,8 @@ decoded; `printable` shows one in a log line.
 """
 from __future__ import annotations
 
+import unicodedata
+
 QUEUES = "queues"
 SCHEDULE = "schedule"
 RETRY = "retry"
@@ -50,8 +52,6 @@ RECOVERY_LOCK = "sidepunch:recovery-lock"
 DEAD_REASONS = "sidepunch:dead-reasons"
 WORKING_PATTERN = "working:queue:*"
 ALIVE_PREFIX = "sidepunch:alive:"
-#: Longest queue name the poller enqueues to; a longer one is a corrupt or hostile payload.
-MAX_QUEUE_NAME = 1000
 
 
 def _join(prefix: str, name: str | bytes, suffix: str = "") -> str | bytes:
@@ -120,24 +120,36 @@ def printable(name: str | bytes) -> str:
 
 
 _JSON_TYPES = {int: "number", float: "number", bool: "boolean", type(None): "null", list: "array", dict: "object"}
+#: Longest queue name, in UTF-8 bytes. A queue name is repeated in every payload, in key names, in the `queues`
+#: set, in log lines and in the Web UI's URLs; 255 bytes is the usual limit for such names (a file name, a
+#: hostname) and far above any real one.
+MAX_QUEUE_BYTES = 255
+_QUEUE_FORBIDDEN = {"Cc": "a control character", "Cs": "a lone surrogate", "Zl": "a line separator",
+                    "Zp": "a paragraph separator"}
 
 
-def queue_name_problem(name: object) -> str:
-    """Why `name` (a job's `queue` field) cannot name a queue a daemon fetches from, or "" if it can.
+def queue_name_problem(name: object) -> str | None:
+    """Why `name` cannot name a queue a daemon fetches from and Sidekiq's tools show, or None if it can.
 
-    A queue is named with `-q NAME[,WEIGHT]`, so a name with a comma, a control or separator character, or
-    space at either end could never be fetched; nor could an empty or absurdly long one.
+    The one rule for the client (validate.check_queue_name), the daemon's `-q` and the poller: a queue is
+    named with `-q NAME[,WEIGHT]`, so a name with a comma, whitespace at either end, a control or separator
+    character could never be fetched; nor could an empty or absurdly long one.
     """
     if type(name) is not str:
         return f"is not a string but a JSON {_JSON_TYPES.get(type(name), type(name).__name__)}"
     if not name:
         return "is empty"
-    if len(name) > MAX_QUEUE_NAME:
-        return f"is longer than {MAX_QUEUE_NAME} characters"
+    if len(name) > MAX_QUEUE_BYTES:
+        return f"is {len(name)} characters long; a queue name has at most {MAX_QUEUE_BYTES} bytes (UTF-8)"
     if "," in name:
-        return "contains a comma"
-    if not name.isprintable():
-        return "contains a control or separator character"
-    if name != name.strip():
-        return "starts or ends with a space"
-    return ""
+        return "holds a comma, which sidepunchd -q reads as NAME,WEIGHT, so no daemon could fetch it"
+    if name.strip() != name:
+        return "starts or ends with whitespace, which sidepunchd -q strips, so no daemon could fetch it"
+    for char in name:
+        kind = _QUEUE_FORBIDDEN.get(unicodedata.category(char))
+        if kind is not None:
+            return f"holds {kind} ({char!r}), which logs and Sidekiq's tools cannot show"
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_QUEUE_BYTES:
+        return f"is {size} bytes long in UTF-8; a queue name has at most {MAX_QUEUE_BYTES}"
+    return None

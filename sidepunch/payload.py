@@ -102,25 +102,32 @@ _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
 _SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def decode(raw: bytes | str) -> dict[str, Any]:
-    """Parse a job read from Redis; PayloadError says what is wrong with it.
+def parse(raw: bytes | str, what: str = "JSON") -> Any:
+    """Strict JSON from Redis: PayloadError unless `encode` could write the value back.
 
-    Whatever this returns, `encode` can write back: text that is not UTF-8, NaN or infinite numbers, lone
-    surrogate escapes and nesting deeper than MAX_DEPTH are refused here, not discovered at a later write.
+    Text that is not UTF-8, NaN or infinite numbers, lone surrogate escapes and nesting deeper than
+    MAX_DEPTH are refused here, not discovered at a later write. The same bytes get the same answer
+    wherever they are parsed, whatever the stack depth of the caller.
     """
     try:
         text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
-        job = _DECODER.decode(text)
+        value = _DECODER.decode(text)
     except RecursionError:
-        raise PayloadError(f"job is nested deeper than {MAX_DEPTH} levels") from None
+        raise PayloadError(f"{what} is nested deeper than {MAX_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadError(f"job is not valid JSON ({exc})") from None
+        raise PayloadError(f"{what} is not valid JSON ({exc})") from None
+    if text.count("[") + text.count("{") > MAX_DEPTH and depth(value) > MAX_DEPTH:
+        raise PayloadError(f"{what} is nested deeper than {MAX_DEPTH} levels")
+    if "\\u" in text and _SURROGATE.search(text) and not _encodable(value):
+        raise PayloadError(f"{what} holds a lone UTF-16 surrogate (\\ud800-\\udfff), which UTF-8 cannot carry")
+    return value
+
+
+def decode(raw: bytes | str) -> dict[str, Any]:
+    """Parse a job read from Redis (strictly, see `parse`); PayloadError says what is wrong with it."""
+    job = parse(raw, "job")
     if type(job) is not dict:
         raise PayloadError(f"job is a JSON {type(job).__name__}, not an object")
-    if text.count("[") + text.count("{") > MAX_DEPTH and depth(job) > MAX_DEPTH:
-        raise PayloadError(f"job is nested deeper than {MAX_DEPTH} levels")
-    if "\\u" in text and _SURROGATE.search(text) and not _encodable(job):
-        raise PayloadError("job holds a lone UTF-16 surrogate (\\ud800-\\udfff), which UTF-8 cannot carry")
     if type(job.get("class")) is not str or not job["class"]:
         raise PayloadError("job has no 'class' string")
     return job

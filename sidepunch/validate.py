@@ -12,22 +12,16 @@ import math
 import numbers
 import sys
 import time
-import unicodedata
 from decimal import Decimal
 from typing import Any, Iterable, Mapping
 
+from .keys import MAX_QUEUE_BYTES, queue_name_problem
 from .payload import MAX_DEPTH, new_jid
 
-#: Longest queue name, in UTF-8 bytes. A queue name is an identifier repeated in every payload, in Redis key
-#: names, in the `queues` set, in every job's log lines and in the Web UI's URLs; 255 bytes is the usual limit
-#: for such names (a file name, a hostname) and far above any real one.
-MAX_QUEUE_BYTES = 255
 #: Ints below this have at most 640 digits, the least sys.set_int_max_str_digits() allows, so json can always
 #: write them; only bigger ones are counted exactly.
 _SAFE_INT = 2 ** 2123
 _NEG_SAFE_INT = -_SAFE_INT
-_QUEUE_FORBIDDEN = {"Cc": "a control character", "Cs": "a lone surrogate", "Zl": "a line separator",
-                    "Zp": "a paragraph separator"}
 
 
 class _Unfit(Exception):
@@ -47,29 +41,10 @@ def check_queue_name(name: Any, what: str = "queue") -> str:
     if (0 < len(name) <= MAX_QUEUE_BYTES // 4 and name.isprintable() and "," not in name
             and not name[0].isspace() and not name[-1].isspace()):
         return name  # the common case, decided without looking at single characters
-    problem = _queue_problem(name)
+    problem = queue_name_problem(name)
     if problem is not None:
         raise ValueError(f"{what} {describe(name)} {problem}")
     return name
-
-
-def _queue_problem(name: str) -> str | None:
-    if not name:
-        return "is empty"
-    if len(name) > MAX_QUEUE_BYTES:
-        return f"is {len(name)} characters long; a queue name has at most {MAX_QUEUE_BYTES} bytes (UTF-8)"
-    if "," in name:
-        return "holds a comma, which sidepunchd -q reads as NAME,WEIGHT, so no daemon could fetch it"
-    if name.strip() != name:
-        return "starts or ends with whitespace, which sidepunchd -q strips, so no daemon could fetch it"
-    for char in name:
-        kind = _QUEUE_FORBIDDEN.get(unicodedata.category(char))
-        if kind is not None:
-            return f"holds {kind} ({char!r}), which logs and Sidekiq's tools cannot show"
-    size = len(name.encode("utf-8"))
-    if size > MAX_QUEUE_BYTES:
-        return f"is {size} bytes long in UTF-8; a queue name has at most {MAX_QUEUE_BYTES}"
-    return None
 
 
 def check_json_native(value: Any, where: str = "args", level: int = 2) -> bool:
