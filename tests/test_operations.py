@@ -10,6 +10,9 @@ import threading
 import time
 
 import psutil
+import redis
+
+import sidepunch
 import pytest
 
 from conftest import APPS, ROOT, wait_for
@@ -241,3 +244,37 @@ def test_journald_lines_have_no_timestamp_and_warning_level_hides_job_lines(daem
     client.push({"class": testjobs.Record, "args": ["y"]})
     wait_for(lambda: r.llen("done") == 2, 15, message="the second job")
     assert "testjobs.Record" not in quiet.log()
+
+
+def test_a_stalled_redis_never_stalls_the_masters_loop(daemon, notify_socket, tmp_path):
+    """Redis SIGSTOPped and a worker SIGKILLed: the master still reaps, replaces and pings the watchdog on time
+    (its Redis work runs in the recoverer thread); after SIGCONT the killed worker's job is put back and rerun."""
+    from sidepunch.embedded import RedisServer
+    server = RedisServer().start()
+    try:
+        own = redis.Redis.from_url(server.url)
+        d = daemon("--workers", "2", "--threads", "1", "-r", "testjobs", url=server.url,
+                   env={"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "1000000"})
+        wait_for(lambda: notify_socket.lines("READY=1"), 20, message="READY=1")
+        sidepunch.Client(redis=own).push({"class": "testjobs.Sleep", "args": ["s", 60]})
+        wait_for(lambda: own.lrange("started", 0, -1) == [b"s"], 10, message="the job to start")
+        d.wait_log("start testjobs.Sleep")
+        victim = int(re.search(r"(\d+) INFO sidepunch.job: start testjobs.Sleep", d.log()).group(1))
+        others = {p.pid for p in d.children()} - {victim}
+        os.kill(server.process.pid, signal.SIGSTOP)
+        stalled = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        d.wait_log("killed by SIGKILL", timeout=3)
+        wait_for(lambda: len({p.pid for p in d.children()} - others - {victim}) == 1, 3,
+                 message="a replacement worker while Redis is stalled")
+        time.sleep(3)
+        pings = [t for t, m in notify_socket.messages if m == "WATCHDOG=1" and t > stalled]
+        gaps = [b - a for a, b in zip([stalled] + pings, pings + [time.monotonic()])]
+        assert len(pings) >= 5 and max(gaps) < 1.5, gaps  # every 0.5 s, through the stall
+        assert "requeued" not in d.log()
+        os.kill(server.process.pid, signal.SIGCONT)
+        d.wait_log("requeued 1 job(s)", timeout=30)
+        wait_for(lambda: own.lrange("started", 0, -1) == [b"s", b"s"], 30, message="the job to run again")
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+        server.stop()
