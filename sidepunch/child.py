@@ -20,6 +20,7 @@ import time
 import traceback
 from typing import Any, NoReturn
 
+import redis
 import setproctitle
 
 from . import keys
@@ -340,7 +341,7 @@ class Child:
         for fetcher, units in held:
             try:
                 fetcher.requeue(units)
-            except OUTAGE_ERRORS as exc:
+            except redis.RedisError as exc:  # an outage or a refusal: the master recovers them when we exit
                 log.error("could not requeue %d job(s) (%s); they stay in the working list for recovery",
                           len(units), exc)
         return stuck

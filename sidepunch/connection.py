@@ -13,6 +13,7 @@ import os
 import re
 import threading
 import time
+from functools import partial
 from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -108,26 +109,33 @@ class _Retry(Retry):
     client's, through an outage), it raises a refusal that redis-py has no class for as RedisRefused, and a
     refused password at once: retrying cannot fix a setting."""
 
+    def __init__(self, backoff: Any, retries: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(backoff, retries, *args, **kwargs)
+        self._retrying = retries != 0
+
     def call_with_retry(self, do: Callable[[], T], fail: Callable[..., Any], *args: Any, **kwargs: Any) -> T:
-        def attempt() -> T:
-            try:
-                return do()
-            except redis.AuthenticationError as exc:
-                raise _NotRetried(exc) from None
-            except redis.ResponseError as exc:
-                if type(exc) is redis.ResponseError and is_refusal(str(exc)):
-                    raise RedisRefused(str(exc)) from None
-                raise
         try:
-            return super().call_with_retry(attempt, fail, *args, **kwargs)
+            return super().call_with_retry(partial(_auth_not_retried, do) if self._retrying else do, fail,
+                                           *args, **kwargs)
         except _NotRetried as wrapped:
             raise wrapped.error from None
+        except redis.ResponseError as exc:
+            if type(exc) is redis.ResponseError and is_refusal(str(exc)):
+                raise RedisRefused(str(exc)) from None
+            raise
 
 
 class _NotRetried(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(error)
         self.error = error
+
+
+def _auth_not_retried(do: Callable[[], T]) -> T:
+    try:
+        return do()
+    except redis.AuthenticationError as exc:
+        raise _NotRetried(exc) from None
 
 
 class FailoverError(redis.ConnectionError):

@@ -2,8 +2,8 @@
 
 Follows Sidekiq 6.4.1 (SIDEKIQ_WIRE.md sections 6 and 7): the decision starts from the payload as it was
 fetched, error fields are added in Sidekiq's key order, unknown keys survive, and the delay is
-count**4 + 15 + rand(10) * (count + 1) seconds. Every write here goes in one MULTI together with the job's
-acknowledgement, so a job is never both acknowledged and unrecorded.
+count**4 + 15 + rand(10) * (count + 1) seconds. A job is acknowledged only once its outcome is written, so it
+is never acknowledged and unrecorded (see `_commit`).
 
 Whatever a job raises and whatever its hooks do, the job lands in exactly one place: if its retry or dead entry
 cannot be built (a hook raised, a number is out of range) or Redis refuses to store it for a reason that is not
@@ -181,7 +181,7 @@ class RetryPolicy:
             # float's range fails now, into the dead set, rather than in the write.
             score = now + retry_delay(count, self._rng, choice if isinstance(choice, int) else None)
             payload = encode(msg)
-            return "retry", lambda pipe, t: pipe.zadd(keys.RETRY, {payload: score}), False
+            return "retry", lambda client, now: client.zadd(keys.RETRY, {payload: score}), False
         return self._exhaust(instance, msg, exc)
 
     def _exhaust(self, instance: Any, msg: dict, exc: BaseException) -> tuple[str, Callable | None, bool]:
@@ -196,7 +196,7 @@ class RetryPolicy:
         if msg.get("dead") is False:
             return "dead", None, True
         payload = encode(msg)
-        return "dead", lambda pipe, now: self._dead.add_into(pipe, payload, now), True
+        return "dead", lambda client, now: self._dead.add_into(client, payload, now), True
 
     def _bury(self, unit: UnitOfWork, exc: BaseException, why: str, persist: Persist) -> str:
         """The last resort: the dead set, bytes as fetched, with `why` as its reason. Any refusal is retried."""
@@ -207,7 +207,7 @@ class RetryPolicy:
         return "dead"
 
     def _untouched(self, unit: UnitOfWork, reason: str) -> Callable:
-        return lambda pipe, now: self._dead.add_into(pipe, unit.payload, now, reason=reason)
+        return lambda client, now: self._dead.add_into(client, unit.payload, now, reason=reason)
 
     def _add_error_fields(self, msg: dict, exc: BaseException, queue: str, now: float) -> None:
         retry_queue = msg.get("retry_queue")
@@ -241,22 +241,31 @@ class RetryPolicy:
         return None
 
     def _commit(self, unit: UnitOfWork, write: Callable | None, persist: Persist, stubborn: bool = False) -> None:
-        """Write and acknowledge in one MULTI, through `persist`. `stubborn`: a refusal of any kind counts as an
-        outage (retried with backoff, logged once), since there is no place left to fall back to."""
-        self._forks.check("a hook of the job")  # no forked child of a job ever writes
+        """Record the outcome (`write`, if any), then acknowledge the job, each through `persist`.
 
-        def attempt() -> None:
-            pipe = self._redis.pipeline(transaction=True)
-            if write is not None:
-                write(pipe, self._clock())
-            self._ack_into(pipe, unit)
-            try:
-                pipe.execute()
-            except redis.RedisError as exc:
-                if stubborn and not isinstance(exc, OUTAGE_ERRORS):
-                    raise RedisRefused(str(exc)) from exc
-                raise
-        persist(attempt)
+        Not one MULTI: Redis runs the rest of a MULTI when one command in it fails (a key of another type, a
+        script error), which would acknowledge a job whose record failed. A process that dies between the two
+        steps leaves the job in both places, to run again; never in neither. Both steps are idempotent, so
+        `persist` may repeat them. `stubborn`: any refusal counts as an outage (retried with backoff, logged
+        once), since there is no place left to fall back to.
+        """
+        self._forks.check("a hook of the job")  # no forked child of a job ever writes
+        if write is not None:
+            persist(lambda: self._record(write, stubborn))
+        persist(lambda: self._acknowledge(unit))
+
+    def _record(self, write: Callable, stubborn: bool) -> None:
+        try:
+            write(self._redis, self._clock())
+        except redis.RedisError as exc:
+            if stubborn and not isinstance(exc, OUTAGE_ERRORS):
+                raise RedisRefused(str(exc)) from exc
+            raise
+
+    def _acknowledge(self, unit: UnitOfWork) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        self._ack_into(pipe, unit)
+        pipe.execute()  # nothing is sent when the fetch needs no acknowledgement (basic fetch)
 
     def _run_death_handlers(self, msg: dict, exc: BaseException) -> None:
         for handler in self._death_handlers:

@@ -8,6 +8,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 
 import psutil
@@ -41,7 +42,7 @@ def make_processor(r, middleware=(), deaths=()):
     retry = RetryPolicy(r, DeadSet(config.dead_max_jobs, config.dead_timeout), config.max_retries,
                         ReliableFetch.ack_into, death_handlers=deaths, rng=random.Random(1))
     ctx = ChildContext(redis=r, config=config, identity=IDENTITY, state=LifecycleState(),
-                       outage=Outage("redis://x", logging.getLogger("test.outage")),
+                       outage=Outage("redis://x", logging.getLogger("test.outage"), settle=0.0),
                        resolver=JobResolver(["hostile_jobs"]), retry=retry, server_middleware=tuple(middleware))
     return Processor(0, ctx, ReliableFetch(r, config.queues, random.Random(1), IDENTITY, 0, 0, batch=1))
 
@@ -218,6 +219,53 @@ def test_a_forked_child_of_a_job_exits_when_it_comes_back(r, client, how, status
     assert r.lrange("child-status", 0, -1) == [f"<F> exit {status}".encode()]
     assert r.lrange("runs", 0, -1) == [b"<F>"] and r.lrange("done", 0, -1) == [b"<F>"]
     assert r.zcard("retry") == 0 and r.zcard("dead") == 0
+
+
+def test_a_retry_entry_redis_refuses_goes_to_the_dead_set_with_a_reason(r, client):
+    proc = make_processor(r)
+    r.set("retry", "not a sorted set")  # a key of another type: Redis refuses the write, and would forever
+    client.push({"class": hostile_jobs.Raises, "args": ["<W>", "CustomBase"]})
+    unit = proc.fetcher.fetch()
+    assert proc.process(unit) == "dead"
+    assert r.zrange("dead", 0, -1) == [unit.payload]  # as fetched: its error fields could not be stored
+    reason = r.hget("sidepunch:dead-reasons", unit.payload).decode()
+    assert "Redis refused its retry entry" in reason and "WRONGTYPE" in reason and "CustomBase: custom" in reason
+    assert r.llen(unit.working) == 0 and r.get("retry") == b"not a sorted set"
+
+
+def test_when_no_place_will_take_the_job_it_waits_in_its_working_list_and_says_so_once(r, client, caplog):
+    caplog.set_level(logging.INFO, logger="test.outage")
+    proc = make_processor(r)
+    r.set("retry", "not a sorted set")
+    r.set("dead", "not a sorted set either")
+    client.push({"class": hostile_jobs.Raises, "args": ["<W>", "CustomBase"]})
+    unit = proc.fetcher.fetch()
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(proc.process(unit)), daemon=True)
+    thread.start()
+    time.sleep(1.5)
+    assert thread.is_alive() and r.lrange(unit.working, 0, -1) == [unit.payload] and len(proc.ctx.work) == 1
+    r.delete("dead")
+    thread.join(10)
+    assert outcome == ["dead"] and r.zrange("dead", 0, -1) == [unit.payload] and r.llen(unit.working) == 0
+    refusals = [rec for rec in caplog.records if rec.name == "test.outage" and "refuses commands" in rec.getMessage()]
+    assert len(refusals) == 1 and "WRONGTYPE" in refusals[0].getMessage()
+
+
+def test_a_queue_key_of_another_type_is_skipped_not_fatal(r, client):
+    config = build_config(["-r", "hostile_jobs", "-q", "bad", "-q", "default"], {"REDIS_URL": "redis://unused"})
+    r.set("queue:bad", "not a list")
+    client.push_bulk({"class": hostile_jobs.Noop, "args": [["<Q1>"], ["<Q2>"], ["<Q3>"]]})
+    for batch in (1, 10):
+        fetcher = ReliableFetch(r, config.queues, random.Random(1), IDENTITY, batch, 0, batch=batch)
+        fetcher._job_seconds = 0.0  # as after fast jobs: fetch in batches
+        unit = fetcher.fetch()
+        assert unit.queue == "default"
+        fetcher.requeue([unit, *fetcher.buffered()])
+    only_bad = build_config(["-r", "hostile_jobs", "-q", "bad"], {"REDIS_URL": "redis://unused"})
+    fetcher = ReliableFetch(r, only_bad.queues, random.Random(1), IDENTITY, 5, 0)
+    assert fetcher.fetch() is None  # waits as on an empty queue; nothing raised
+    assert r.get("queue:bad") == b"not a list" and r.llen("queue:default") == 3
 
 
 # --- the real daemon ----------------------------------------------------------------------------------------------
