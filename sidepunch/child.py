@@ -32,7 +32,7 @@ from .heartbeat import Heartbeat, hostname
 from .logs import enable_faulthandler
 from .processor import Processor
 from .resolver import JobResolver
-from .retry import DeadSet, RetryPolicy
+from .retry import DeadSet, RetryPolicy, error_message
 from .scheduler import Poller
 from .state import ChildContext, LifecycleState
 
@@ -106,8 +106,8 @@ class Child:
             load_app(self.config.require)
             self.middleware = tuple(load_callable(p) for p in self.config.middleware)
             self.death_handlers = tuple(load_callable(p) for p in self.config.death_handlers)
-        except Exception as exc:
-            log.error("worker %d cannot load the app: %s: %s", self.number, type(exc).__name__, exc)
+        except BaseException as exc:  # SystemExit too: an app that exits while imported cannot run jobs
+            log.error("worker %d cannot load the app: %s: %s", self.number, type(exc).__name__, error_message(exc))
             return ExitCode.BOOT_ERROR
         identity = f"{hostname(dict(os.environ))}:{os.getpid()}:{self.nonce}"
         self.ctx = self._build_context(identity)

@@ -179,7 +179,7 @@ def describe_outage(exc: BaseException, url: str) -> str:
 #: Seconds without a failure after which an outage counts as over. Under memory pressure some commands succeed
 #: between refusals (reads, deletions), and none of those successes may end the outage (and start a new one,
 #: with a new log line, at the next refusal).
-SETTLE = 10.0
+SETTLE = 5.0
 
 
 class Outage:

@@ -363,3 +363,11 @@ def test_worker_whose_status_pipe_was_closed_stops_itself_when_the_master_sees_n
     log = d.log()
     assert f"worker 1 (pid {worker.pid}) exited with status 0" in log
     assert "stuck" not in log and "master process is gone" not in log and "cannot reach Redis" not in log
+
+
+def test_app_that_exits_while_imported_is_a_boot_error_not_a_crash_loop(daemon, r):
+    d = daemon("--workers", "2", "-r", "exits_at_import")
+    assert d.wait(30) == 3
+    log = d.log()
+    assert "cannot load the app: SystemExit: refusing to be imported" in log
+    assert "Traceback" not in log and "crashed" not in log
