@@ -7,7 +7,9 @@ order) unless a queue has a weight, then weighted random as Sidekiq does it.
 
 While work is waiting, one Lua call per job acknowledges the previous job and takes the next in queue order.
 When every queue is empty the thread blocks (BLMOVE, 2 s) on one "home" queue; homes are spread over the
-queues so every queue has threads waiting on it and idle latency stays low everywhere.
+queues so every queue has threads waiting on it and idle latency stays low everywhere. A queue key that holds
+another type than a list is passed over like an empty queue; a move Redis refuses (out of memory...) raises
+RedisRefused, an outage, after the acknowledgements it carried have landed.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import pytest
 import sidepunch
 from sidepunch.config import build_config
 from sidepunch.connection import Outage
-from sidepunch.fetch import ReliableFetch
+from sidepunch.fetch import BasicFetch, ReliableFetch
 from sidepunch.processor import Processor
 from sidepunch.resolver import JobResolver
 from sidepunch.retry import DeadSet, RetryPolicy
@@ -37,13 +37,16 @@ def jobs_report_to_test_redis(r):
     sidepunch.configure(redis=r)
 
 
-def make_processor(r, middleware=(), deaths=()):
-    config = build_config(["-r", "hostile_jobs"], {"REDIS_URL": "redis://unused"})
+def make_processor(r, middleware=(), deaths=(), fetch="reliable"):
+    config = build_config(["-r", "hostile_jobs", "--fetch", fetch], {"REDIS_URL": "redis://unused"})
+    fetch_class = ReliableFetch if fetch == "reliable" else BasicFetch
     retry = RetryPolicy(r, DeadSet(config.dead_max_jobs, config.dead_timeout), config.max_retries,
-                        ReliableFetch.ack_into, death_handlers=deaths, rng=random.Random(1))
+                        fetch_class.ack_into, death_handlers=deaths, rng=random.Random(1))
     ctx = ChildContext(redis=r, config=config, identity=IDENTITY, state=LifecycleState(),
                        outage=Outage("redis://x", logging.getLogger("test.outage"), settle=0.0),
                        resolver=JobResolver(["hostile_jobs"]), retry=retry, server_middleware=tuple(middleware))
+    if fetch == "basic":
+        return Processor(0, ctx, BasicFetch(r, config.queues, random.Random(1)))
     return Processor(0, ctx, ReliableFetch(r, config.queues, random.Random(1), IDENTITY, 0, 0, batch=1))
 
 
@@ -166,9 +169,10 @@ def assert_each_in_exactly_one_place(r, cases):
             assert case.check(entry, reason), (case.token, case.raw[:200], entry, reason)
 
 
-def test_every_hostile_job_and_payload_lands_in_exactly_one_place(r):
+@pytest.mark.parametrize("fetch", ["reliable", "basic"])
+def test_every_hostile_job_and_payload_lands_in_exactly_one_place(r, fetch):
     deaths = []
-    proc = make_processor(r, middleware=[hostile_jobs.middleware],
+    proc = make_processor(r, middleware=[hostile_jobs.middleware], fetch=fetch,
                           deaths=[lambda job, exc: deaths.append(job.get("jid")), hostile_jobs.raising_death_handler])
     cases = hostile_cases()
     for case in cases:
