@@ -2,7 +2,9 @@
 
 The constructor is inert (it runs in the master before the fork); `run()` does everything after the fork
 and leaves with os._exit so the master's atexit hooks never run twice. Signal handlers only queue the
-signal; the main thread dispatches. The child stops when the master's lifeline pipe closes.
+signal; the main thread dispatches. The child stops when the master's lifeline pipe closes, and when its status
+pipe to the master is found closed under it (a job closed the process's file descriptors): it can then no longer
+tell the master it is alive, and the descriptor's number may already belong to a Redis socket.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import time
 import traceback
 from typing import Any, NoReturn
 
+import redis
 import setproctitle
 
 from . import keys
@@ -29,7 +32,7 @@ from .heartbeat import Heartbeat, hostname
 from .logs import enable_faulthandler
 from .processor import Processor
 from .resolver import JobResolver
-from .retry import DeadSet, RetryPolicy
+from .retry import DeadSet, RetryPolicy, error_message
 from .scheduler import Poller
 from .state import ChildContext, LifecycleState
 
@@ -37,6 +40,7 @@ log = logging.getLogger("sidepunch.child")
 
 HANDLED = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGTSTP", "SIGCONT", "SIGTTIN", "SIGHUP")
 MASTER_GONE = "MASTER_GONE"
+STATUS_PIPE_LOST = "STATUS_PIPE_LOST"
 
 
 def load_callable(path: str) -> Any:
@@ -95,14 +99,15 @@ class Child:
         for fd in (self.lifeline[1], *self.inherited):
             os.close(fd)
         os.set_blocking(self.status_fd, False)
+        self._status_pipe = _identity(self.status_fd)
         enable_faulthandler()  # SIGABRT from the master (no heartbeat) dumps every thread's stack first
         self._set_title()
         try:
             load_app(self.config.require)
             self.middleware = tuple(load_callable(p) for p in self.config.middleware)
             self.death_handlers = tuple(load_callable(p) for p in self.config.death_handlers)
-        except Exception as exc:
-            log.error("worker %d cannot load the app: %s: %s", self.number, type(exc).__name__, exc)
+        except BaseException as exc:  # SystemExit too: an app that exits while imported cannot run jobs
+            log.error("worker %d cannot load the app: %s: %s", self.number, type(exc).__name__, error_message(exc))
             return ExitCode.BOOT_ERROR
         identity = f"{hostname(dict(os.environ))}:{os.getpid()}:{self.nonce}"
         self.ctx = self._build_context(identity)
@@ -117,10 +122,26 @@ class Child:
 
     def report(self, *words: object) -> None:
         """One line to the master; never blocks (a full pipe drops the line, the next beat repeats state)."""
+        if not self._status_pipe_intact():
+            return
         try:
             os.write(self.status_fd, (" ".join(map(str, words)) + "\n").encode())
         except (BlockingIOError, BrokenPipeError, OSError):
             pass
+
+    def _status_pipe_intact(self) -> bool:
+        """False once the status pipe's descriptor was closed (or reused) behind our back; the first time, this
+        process is told to stop. One fstat, about once a second."""
+        if self.status_fd < 0:
+            return False
+        try:
+            intact = _identity(self.status_fd) == self._status_pipe
+        except OSError:
+            intact = False
+        if not intact:
+            self.status_fd = -1  # never write to that number again: it may be a Redis socket by now
+            self.signals.put(STATUS_PIPE_LOST)
+        return intact
 
     def retire(self, reason: str) -> None:
         """Stop fetching and ask the master for a replacement; it then stops this process gracefully."""
@@ -222,7 +243,8 @@ class Child:
     def _dispatch(self, name: str | None) -> bool:
         handler = {"SIGTERM": self.handle_term, "SIGINT": self.handle_term, "SIGQUIT": self.handle_quit,
                    "SIGUSR1": self.handle_quiet, "SIGTSTP": self.handle_quiet, "SIGCONT": self.handle_cont,
-                   "SIGTTIN": self.handle_ttin, MASTER_GONE: self.handle_master_gone}.get(name or "")
+                   "SIGTTIN": self.handle_ttin, MASTER_GONE: self.handle_master_gone,
+                   STATUS_PIPE_LOST: self.handle_status_pipe_lost}.get(name or "")
         if handler:
             handler()
         return handler is not None
@@ -252,6 +274,11 @@ class Child:
 
     def handle_master_gone(self) -> None:
         log.warning("worker %d: the master process is gone; stopping", self.number)
+        self.handle_term()
+
+    def handle_status_pipe_lost(self) -> None:
+        log.error("worker %d: its status pipe to the master was closed under it (did a job close the process's "
+                  "file descriptors?); stopping, so that the master replaces it", self.number)
         self.handle_term()
 
     def thread_dump(self) -> str:
@@ -314,7 +341,7 @@ class Child:
         for fetcher, units in held:
             try:
                 fetcher.requeue(units)
-            except OUTAGE_ERRORS as exc:
+            except redis.RedisError as exc:  # an outage or a refusal: the master recovers them when we exit
                 log.error("could not requeue %d job(s) (%s); they stay in the working list for recovery",
                           len(units), exc)
         return stuck
@@ -324,3 +351,9 @@ class Child:
         state = " stopping" if self.state.stopping else (" quiet" if self.state.quiet else "")
         setproctitle.setproctitle(
             f"sidepunch worker {self.number} [{busy} of {self.config.threads} busy]{state}")
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    """What the descriptor refers to: a pipe keeps its (device, inode) for life, a reused number does not."""
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino

@@ -1,21 +1,27 @@
 """Redis URLs and clients.
 
 Owns URL resolution (flag, then REDIS_PROVIDER / REDIS_URL as Sidekiq reads them, then the default), masking
-passwords for logs, and building clients. Nothing here runs at import time; the daemon builds clients after
-each fork because redis-py pools must not cross a fork.
+passwords for logs, building clients, and telling an outage (Redis unreachable, or refusing commands for now)
+from a bug in a command. Nothing here runs at import time; the daemon builds clients after each fork because
+redis-py pools must not cross a fork.
 """
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
 import threading
 import time
-from typing import Mapping, Sequence
+from functools import partial
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
+
+T = TypeVar("T")
 
 DEFAULT_URL = "redis://localhost:6379/0"
 #: Longer than any blocking command we send (2 s fetch timeout), so a dead server is noticed.
@@ -61,9 +67,10 @@ def make_client(url: str, max_connections: int | None = None, retry_for: float =
     With `retry_for`, commands are retried through an outage or failover for about that many seconds (the
     enqueueing client uses this; the daemon has its own outage handling).
     """
-    options: dict = {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": CONNECT_TIMEOUT}
+    options: dict = {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": CONNECT_TIMEOUT,
+                     "retry": _Retry(NoBackoff(), 0)}
     if retry_for > 0:
-        options["retry"] = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=max(1, int(retry_for / 0.5)))
+        options["retry"] = _Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=max(1, int(retry_for / 0.5)))
         options["retry_on_error"] = [redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError]
     if url.startswith("redis+sentinel://"):
         return _sentinel_client(url, max_connections, options)
@@ -75,46 +82,152 @@ def make_client(url: str, max_connections: int | None = None, retry_for: float =
     return redis.Redis(connection_pool=pool)
 
 
-class Outage:
-    """Logs one line when Redis becomes unreachable and one when it is back, however many threads notice.
+class RedisRefused(redis.ResponseError):
+    """Redis is up but refuses commands for now: memory full (OOM), snapshots failing (MISCONF), too few
+    replicas (NOREPLICAS), a script running (BUSY)... Retrying later can succeed, so it is an outage."""
 
-    Callers report each failure and each success; `failed()` returns the next wait, growing to 2 s.
-    """
 
-    def __init__(self, url: str, logger: logging.Logger) -> None:
-        self._url = mask_url(url)
-        self._log = logger
-        self._lock = threading.Lock()
-        self._since: float | None = None
-        self._failures = 0
+#: Error codes with which a running Redis refuses a command for a while, whatever the command; also found inside
+#: the error of a Lua script whose redis.call / redis.pcall was refused ("...: @user_script: 1: -OOM ...").
+#: An error not listed (WRONGTYPE, a bad argument, a script bug) is the command's fault: retrying cannot help.
+_REFUSED = re.compile(r"(?:(?:ERR )?Error running script \(call to \w+\): @user_script:\d+: )?(?:@user_script: \d+: -)?"
+                      r"(?:OOM|MISCONF|NOREPLICAS|MASTERDOWN|BUSY|LOADING|READONLY|TRYAGAIN|CLUSTERDOWN) ")
+#: How redis-py prefixes the error of one command of a pipeline; what follows its last occurrence is Redis's.
+_PIPELINE_ERROR = " of pipeline caused error: "
 
-    def failed(self, exc: BaseException) -> float:
-        with self._lock:
-            self._failures += 1
-            if self._since is None:
-                self._since = time.monotonic()
-                self._log.error("cannot reach Redis at %s (%s); retrying with backoff", self._url,
-                                exc.__class__.__name__ + (f": {exc}" if str(exc) else ""))
-            return min(0.1 * 2 ** min(self._failures, 5), 2.0)
 
-    def ok(self) -> None:
-        if self._since is None:
-            return
-        with self._lock:
-            if self._since is not None:
-                self._log.warning("Redis at %s is reachable again after %.1f s", self._url,
-                                  time.monotonic() - self._since)
-                self._since = None
-                self._failures = 0
+def is_refusal(text: str) -> bool:
+    return _REFUSED.match(text.rpartition(_PIPELINE_ERROR)[2]) is not None
+
+
+def refusal_or_error(text: str) -> redis.ResponseError:
+    """The exception for an error reply's text: RedisRefused if it is a refusal, else a plain ResponseError."""
+    text = text.strip()
+    return RedisRefused(text) if is_refusal(text) else redis.ResponseError(text)
+
+
+class _Retry(Retry):
+    """The Retry object redis-py runs each command of a connection through. Besides retrying (the enqueueing
+    client's, through an outage), it raises a refusal that redis-py has no class for as RedisRefused, and a
+    refused password at once: retrying cannot fix a setting."""
+
+    def __init__(self, backoff: Any, retries: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(backoff, retries, *args, **kwargs)
+        self._retrying = retries != 0
+
+    def call_with_retry(self, do: Callable[[], T], fail: Callable[..., Any], *args: Any, **kwargs: Any) -> T:
+        try:
+            return super().call_with_retry(partial(_auth_not_retried, do) if self._retrying else do, fail,
+                                           *args, **kwargs)
+        except _NotRetried as wrapped:
+            raise wrapped.error from None
+        except redis.ResponseError as exc:
+            if type(exc) is redis.ResponseError and is_refusal(str(exc)):
+                raise RedisRefused(str(exc)) from None
+            raise
+
+
+class _NotRetried(Exception):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _auth_not_retried(do: Callable[[], T]) -> T:
+    try:
+        return do()
+    except redis.AuthenticationError as exc:
+        raise _NotRetried(exc) from None
 
 
 class FailoverError(redis.ConnectionError):
     """The server changed role under a blocked command (-UNBLOCKED) or refused a write as a replica."""
 
 
-#: Errors that mean "Redis is unreachable, restarting or failing over", as opposed to a bug in a command.
-OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError,
-                 redis.exceptions.ReadOnlyError)
+_BAD_FD = os.strerror(errno.EBADF)
+
+#: Errors with which a running Redis refuses commands for a while (see RedisRefused).
+REFUSALS = (redis.exceptions.BusyLoadingError, redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError,
+            redis.exceptions.NoPermissionError, redis.exceptions.ClusterDownError, RedisRefused)
+
+#: Errors that mean "Redis is unreachable, restarting, failing over or refusing commands for now", as opposed to
+#: a bug in a command. A wrong password counts too (AuthenticationError is a ConnectionError): during a run it
+#: is retried, since the server's password may be changed back; at start the master stops on it instead.
+OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, *REFUSALS)
+
+
+def outage_kind(exc: BaseException) -> str:
+    """"auth", "unreachable" or "refused": what an outage error says about Redis."""
+    if isinstance(exc, redis.AuthenticationError):
+        return "auth"
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) and not isinstance(exc, REFUSALS):
+        return "unreachable"
+    return "refused"
+
+
+def describe_outage(exc: BaseException, url: str) -> str:
+    """What a failed command means, in words, with the URL already masked: for one log line."""
+    detail = exc.__class__.__name__ + (f": {exc}" if str(exc) else "")
+    kind = outage_kind(exc)
+    if kind == "auth":
+        return f"authentication failed at {url} ({detail}); check the password in the Redis URL"
+    if kind == "refused":
+        return f"Redis at {url} refuses commands ({detail})"
+    if _BAD_FD in detail:  # not Redis's doing: something in this process (a job?) closed the socket
+        return f"lost the connection to Redis at {url}: its socket was closed inside this process ({detail})"
+    return f"cannot reach Redis at {url} ({detail})"
+
+
+#: Seconds without a failure after which an outage counts as over. Under memory pressure some commands succeed
+#: between refusals (reads, deletions), and none of those successes may end the outage (and start a new one,
+#: with a new log line, at the next refusal).
+SETTLE = 5.0
+
+
+class Outage:
+    """Logs one line when Redis becomes unreachable (or refuses commands, or the password) and one when it is
+    back, however many threads notice; one more if the cause changes (a dropped connection that comes back
+    refusing the password), at most once per kind of cause.
+
+    Callers report each failure and each success; `failed()` returns the next wait, growing to 2 s. A success
+    ends the outage once no failure was reported for `settle` seconds.
+    """
+
+    def __init__(self, url: str, logger: logging.Logger, settle: float = SETTLE) -> None:
+        self._url = mask_url(url)
+        self._log = logger
+        self._settle = settle
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._last_failure = 0.0
+        self._failures = 0
+        self._logged: set[str] = set()  # kinds of cause logged during this outage
+
+    def describe(self, exc: BaseException) -> str:
+        return describe_outage(exc, self._url)
+
+    def failed(self, exc: BaseException) -> float:
+        with self._lock:
+            self._failures += 1
+            self._last_failure = time.monotonic()
+            if self._since is None:
+                self._since = self._last_failure
+            kind = outage_kind(exc)
+            if kind not in self._logged:
+                self._logged.add(kind)
+                self._log.error("%s; retrying with backoff", self.describe(exc))
+            return min(0.1 * 2 ** min(self._failures, 5), 2.0)
+
+    def ok(self) -> None:
+        if self._since is None:
+            return
+        with self._lock:
+            if self._since is not None and time.monotonic() - self._last_failure >= self._settle:
+                self._log.warning("Redis at %s is reachable again after %.1f s", self._url,
+                                  self._last_failure - self._since)
+                self._since = None
+                self._failures = 0
+                self._logged.clear()
 
 
 def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:

@@ -7,11 +7,14 @@ order) unless a queue has a weight, then weighted random as Sidekiq does it.
 
 While work is waiting, one Lua call per job acknowledges the previous job and takes the next in queue order.
 When every queue is empty the thread blocks (BLMOVE, 2 s) on one "home" queue; homes are spread over the
-queues so every queue has threads waiting on it and idle latency stays low everywhere.
+queues so every queue has threads waiting on it and idle latency stays low everywhere. A queue key that holds
+another type than a list is passed over like an empty queue; a move Redis refuses (out of memory...) raises
+RedisRefused, an outage, after the acknowledgements it carried have landed.
 """
 from __future__ import annotations
 
 import random
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
@@ -20,7 +23,7 @@ import redis
 
 from . import keys, scripts
 from .config import QueueSpec
-from .connection import OUTAGE_ERRORS, FailoverError
+from .connection import FailoverError, refusal_or_error
 
 FETCH_TIMEOUT = 2.0
 #: Most jobs one reliable fetch takes from a deep queue (see fetch.lua for the fair-share cap).
@@ -131,7 +134,7 @@ class ReliableFetch:
             if self._in_doubt and self._reclaim():
                 return self._buffer.popleft()
             return self._fetch_next()
-        except OUTAGE_ERRORS:
+        except redis.RedisError:
             # Redis may have moved jobs into our working list and then lost the connection before replying.
             self._in_doubt = True
             raise
@@ -159,6 +162,8 @@ class ReliableFetch:
         self._pending = []
         if not reply:
             return self._block()
+        if reply[0] == 0:  # the acknowledgements stand; Redis refused the move (e.g. out of memory)
+            raise refusal_or_error(reply[1].decode("utf-8", "replace"))
         queue = order[int(reply[0]) - 1]
         working = self._working[queue]
         self._buffer.extend(UnitOfWork(queue, job, working) for job in reply[1])
@@ -170,7 +175,13 @@ class ReliableFetch:
         # With more queues than threads, rotate so that no queue is left without a waiter for long.
         self._home += 1 if len(names) > 1 else 0
         working = self._working[queue]
-        job = _blocking(self._redis.blmove, keys.queue(queue), working, FETCH_TIMEOUT, "RIGHT", "LEFT")
+        try:
+            job = _blocking(self._redis.blmove, keys.queue(queue), working, FETCH_TIMEOUT, "RIGHT", "LEFT")
+        except redis.ResponseError as exc:
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+            time.sleep(FETCH_TIMEOUT)  # the key is not a list: nothing will come, as from an empty queue
+            return None
         return None if job is None else UnitOfWork(queue, job, working)
 
     def ack(self, unit: UnitOfWork, seconds: float = 0.0) -> bool:

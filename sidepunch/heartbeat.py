@@ -61,6 +61,7 @@ class Heartbeat:
         self._on_tick = on_tick
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._refused: str | None = None  # the last refusal logged, so a lasting one is logged once
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -88,10 +89,13 @@ class Heartbeat:
             self.ctx.counters.give_back(processed, failed)
             self.ctx.outage.failed(exc)
             return False
-        except redis.RedisError as exc:  # refused, not unreachable: OOM, MISCONF, NOAUTH...
+        except redis.RedisError as exc:  # not an outage: a key of ours holds another type, say; logged once
             self.ctx.counters.give_back(processed, failed)
-            log.error("heartbeat write refused by Redis: %s", exc)
+            if str(exc) != self._refused:
+                self._refused = str(exc)
+                log.error("heartbeat write refused by Redis: %s", exc)
             return False
+        self._refused = None
         self.ctx.outage.ok()
         return True
 
@@ -137,6 +141,6 @@ class Heartbeat:
             pipe.srem(keys.PROCESSES, identity)
             pipe.unlink(keys.workers(identity), keys.alive(identity))
             pipe.execute()
-        except OUTAGE_ERRORS as exc:
+        except redis.RedisError as exc:  # an outage or a refusal: exiting must not fail on it
             log.error("could not deregister %s at exit (%s); %d processed / %d failed not counted",
                       identity, exc, processed, failed)

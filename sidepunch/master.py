@@ -141,11 +141,17 @@ class Master:
             log.warning("%d more queue(s) have jobs that this daemon does not fetch", len(waiting) - UNLISTENED_SHOWN)
 
     def _wait_for_redis(self) -> bool:
+        """Wait until Redis answers; False if told to stop meanwhile, or if it refuses the password (a bad
+        setting: exit status 2, where waiting would never end)."""
         while True:
             try:
                 self.redis.ping()
                 self.outage.ok()
                 return True
+            except redis.AuthenticationError as exc:
+                log.error("%s; stopping", self.outage.describe(exc))
+                self.exit_code = ExitCode.USAGE
+                return False
             except OUTAGE_ERRORS as exc:
                 pause = self.outage.failed(exc)
             self._wait(min(pause * 4, 5.0))
@@ -179,9 +185,33 @@ class Master:
 
     def _read_status(self, pid: int, record: ChildRecord) -> None:
         try:
-            record.buffer += os.read(record.status_fd, 4096)
+            data = os.read(record.status_fd, 4096)
         except (BlockingIOError, OSError):
             return
+        if not data:
+            # End of file: the worker exited (reap reports that), or the write end was closed inside a live worker,
+            # which can then never beat again. Either way this end would now read as EOF on every select (a busy
+            # loop) until reaped: an eventfd that is never written takes its number, and reap closes that.
+            exited = False
+            for _ in range(20):  # an exiting process closes its descriptors a moment before it can be waited for
+                try:
+                    exited = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+                except ChildProcessError:
+                    exited = True
+                if exited:
+                    break
+                time.sleep(0.01)
+            if not exited and record.kill_at is None:
+                log.error("worker %d (pid %d) closed its status pipe (a job closed the process's file descriptors?); "
+                          "stopping it and starting a replacement; its jobs are recovered when it exits",
+                          record.number, pid)
+                self._retire(pid, record, self.config.timeout + self.config.grace, "it closed its status pipe",
+                             signal.SIGTERM)
+            silent = os.eventfd(0)
+            os.dup2(silent, record.status_fd, inheritable=False)
+            os.close(silent)
+            return
+        record.buffer += data
         *lines, record.buffer = record.buffer.split(b"\n")
         for line in lines:
             words = line.decode(errors="replace").split(" ", 1)

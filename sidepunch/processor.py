@@ -1,25 +1,35 @@
 """Processor: one thread that fetches a job, runs it, and records the outcome, over and over.
 
-`process(unit)` is synchronous so tests can call it against a real Redis. Failures go to RetryPolicy;
-a payload that cannot be parsed goes to the dead set untouched. A write that fails because Redis is down
-is retried until it lands or the child's hard deadline passes (reliable fetch then still holds the job).
+`process(unit)` is synchronous so tests can call it against a real Redis. Whatever the job raises (any
+BaseException: SystemExit, CancelledError, GeneratorExit...) is a failure and goes to RetryPolicy, unless the
+worker itself took the job away (timeout, shutdown: `abandon`); a payload that cannot be parsed goes to the dead
+set untouched. A write that fails because Redis is down or refusing commands is retried until it lands or the
+child's hard deadline passes (reliable fetch then still holds the job).
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
 from typing import Any, Callable
 
+import redis
+
 from .connection import OUTAGE_ERRORS
 from .fetch import UnitOfWork
+from .forks import ForkGuard
 from .middleware import run_server_chain
-from .payload import PayloadError, decode
+from .payload import decode
+from .retry import error_class_name, error_message
 from .state import ChildContext
 
 log = logging.getLogger("sidepunch.processor")
 #: One line per job start and finish; `--log-jobs off` (or a level above INFO) silences it.
 job_log = logging.getLogger("sidepunch.job")
+#: A job's `timeout` beyond this many seconds (about 31 years) means no practical limit; capped so that the
+#: deadline stays a float whatever integer the payload holds.
+MAX_TIMEOUT = 10 ** 9
 
 
 class BadJob(Exception):
@@ -41,6 +51,7 @@ class Processor:
         self.abandoned = False
         self.thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._forks = ForkGuard()
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self.run, name=f"processor-{self.index}", daemon=True)
@@ -66,8 +77,8 @@ class Processor:
             try:
                 unit = self.fetcher.fetch()
                 outage.ok()
-            except OUTAGE_ERRORS as exc:
-                time.sleep(outage.failed(exc))
+            except redis.RedisError as exc:  # an outage, or a refusal of another kind: one log line either way,
+                time.sleep(outage.failed(exc))  # not a thread that dies and is replaced every second
                 continue
             if unit is None:
                 continue
@@ -106,53 +117,67 @@ class Processor:
         try:
             try:
                 job = decode(unit.payload)
-            except PayloadError as problem:
+            except BaseException as problem:  # PayloadError, or MemoryError for a huge one: never rerun it
                 self._release(unit)
                 ctx.retry.kill_unparseable(unit, problem, persist=lambda w: self._persist(w, "dead-set write"))
                 return "dead"
-            self._arm_timeout(job, started)
-            if job_log.isEnabledFor(logging.INFO):
-                job_log.info("start %s jid=%s queue=%s", job["class"], job.get("jid"), unit.queue)
             try:
+                self._arm_timeout(job, started)
+                if job_log.isEnabledFor(logging.INFO):
+                    job_log.info("start %.200s jid=%.100s queue=%s", job["class"], job.get("jid"), unit.queue)
                 self.instance = ctx.resolver.resolve(job["class"])()
                 self.instance.jid = job.get("jid", "")
                 self._perform(self.instance, job, unit.queue)
-            except (Exception, SystemExit, KeyboardInterrupt) as exc:  # a job calling sys.exit() failed
+            except BaseException as exc:  # whatever it raised, SystemExit and CancelledError included, it failed
+                self._forks.check("a job", 1)
                 if not self._release(unit):
-                    return "abandoned"
-                ctx.counters.record(failed=True)
-                outcome = ctx.retry.handle(unit, self.instance, exc,
-                                           persist=lambda write: self._persist(write, "retry-set write"))
-                job_log.warning("fail %s jid=%s queue=%s %.3fs %s: %s -> %s", job["class"], job.get("jid"),
-                                unit.queue, time.monotonic() - started, type(exc).__name__, exc, outcome)
-                return outcome
+                    return "abandoned"  # the worker took it away (timeout, shutdown), not the exception's class
+                return self._fail(unit, job, exc, started)
+            self._forks.check("a job")
             if not self._release(unit):
                 return "abandoned"
-            ctx.counters.record(failed=False)
-            elapsed = time.monotonic() - started
-            if self.fetcher.ack(unit, elapsed):
-                self._persist(self.fetcher.send_acks, "acknowledge")
-            if ctx.config.max_jobs and ctx.counters.total_processed >= ctx.config.max_jobs:
-                ctx.state.go_quiet()  # the child asks the master for its replacement on its next tick
-            if job_log.isEnabledFor(logging.INFO):
-                job_log.info("done %s jid=%s queue=%s %.3fs", job["class"], job.get("jid"), unit.queue, elapsed)
-            return "done"
+            return self._done(unit, job, started)
         finally:
             ctx.work.finish(self.tid)
+
+    def _done(self, unit: UnitOfWork, job: dict, started: float) -> str:
+        ctx = self.ctx
+        ctx.counters.record(failed=False)
+        elapsed = time.monotonic() - started
+        if self.fetcher.ack(unit, elapsed):
+            self._persist(self.fetcher.send_acks, "acknowledge")
+        if ctx.config.max_jobs and ctx.counters.total_processed >= ctx.config.max_jobs:
+            ctx.state.go_quiet()  # the child asks the master for its replacement on its next tick
+        if job_log.isEnabledFor(logging.INFO):
+            job_log.info("done %.200s jid=%.100s queue=%s %.3fs", job["class"], job.get("jid"), unit.queue, elapsed)
+        return "done"
+
+    def _fail(self, unit: UnitOfWork, job: dict, exc: BaseException, started: float) -> str:
+        self.ctx.counters.record(failed=True)
+        outcome = self.ctx.retry.handle(unit, self.instance, exc,
+                                        persist=lambda write: self._persist(write, "retry-set write"))
+        job_log.warning("fail %.200s jid=%.100s queue=%s %.3fs %s: %.1000s -> %s", job["class"], job.get("jid"),
+                        unit.queue, time.monotonic() - started, error_class_name(exc), error_message(exc), outcome)
+        return outcome
 
     def _perform(self, instance: Any, job: dict, queue: str) -> None:
         args = job.get("args")
         if type(args) is not list:
             raise BadJob(f"job args must be a JSON array, got {type(args).__name__}")
         if self.ctx.server_middleware:
-            run_server_chain(self.ctx.server_middleware, instance, job, queue, lambda: instance.perform(*args))
+            run_server_chain(self.ctx.server_middleware, instance, job, queue,
+                             lambda: _ran(instance.perform(*args)))
         else:
-            instance.perform(*args)
+            result = instance.perform(*args)
+            if result is not None:
+                _ran(result)
 
     def _arm_timeout(self, job: dict, started: float) -> None:
         timeout = job.get("timeout")
         if type(timeout) not in (int, float) or timeout <= 0:
             timeout = self.ctx.config.job_timeout
+        elif timeout > MAX_TIMEOUT:
+            timeout = MAX_TIMEOUT
         self.timeout = timeout
         if timeout > 0:
             self.deadline = started + timeout
@@ -172,3 +197,13 @@ class Processor:
                               "working list for recovery", what, exc)
                     return None
                 time.sleep(pause)
+
+
+def _ran(result: Any) -> None:
+    """perform's return value is ignored, but a coroutine or generator means its body never ran."""
+    if inspect.iscoroutine(result) or inspect.isgenerator(result):
+        result.close()  # never started: closing it runs nothing and avoids "never awaited" warnings
+    elif not inspect.isasyncgen(result):
+        return
+    raise BadJob(f"perform returned a {type(result).__name__} instead of running: an async def or a generator "
+                 "perform is never run; define it with a plain def")

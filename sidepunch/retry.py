@@ -2,8 +2,12 @@
 
 Follows Sidekiq 6.4.1 (SIDEKIQ_WIRE.md sections 6 and 7): the decision starts from the payload as it was
 fetched, error fields are added in Sidekiq's key order, unknown keys survive, and the delay is
-count**4 + 15 + rand(10) * (count + 1) seconds. Every write here goes in one MULTI together with the job's
-acknowledgement, so a job is never both acknowledged and unrecorded.
+count**4 + 15 + rand(10) * (count + 1) seconds. A job is acknowledged only once its outcome is written, so it
+is never acknowledged and unrecorded (see `_commit`).
+
+Whatever a job raises and whatever its hooks do, the job lands in exactly one place: if its retry or dead entry
+cannot be built (a hook raised, a number is out of range) or Redis refuses to store it for a reason that is not
+an outage, it goes to the dead set with its bytes as fetched and a reason beside them (keys.DEAD_REASONS).
 """
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ from typing import Any, Callable, Sequence
 import redis
 
 from . import keys, scripts
+from .connection import OUTAGE_ERRORS, RedisRefused
 from .fetch import UnitOfWork
+from .forks import ForkGuard
 from .payload import PayloadError, decode, encode
 
 log = logging.getLogger("sidepunch.retry")
@@ -31,20 +37,30 @@ Persist = Callable[[Callable[[], Any]], Any]
 
 def _once(write: Callable[[], Any]) -> Any:
     return write()
+
+
 MAX_MESSAGE = 10_000
+
+
+def _utf8(text: str) -> str:
+    """`text` as a plain str that UTF-8 can carry: lone surrogates (from a job's message, a file name read with
+    surrogateescape) become "?", so the entry that holds it can always be encoded."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def error_class_name(exc: BaseException) -> str:
     kind = type(exc)
-    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    try:
+        return _utf8(kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}")
+    except BaseException:  # a class may set __module__ to anything; __qualname__ is always a str
+        return _utf8(kind.__qualname__)
 
 
 def error_message(exc: BaseException) -> str:
     try:
-        text = str(exc)
-    except Exception:
+        return _utf8(str(exc)[:MAX_MESSAGE])
+    except BaseException:  # a job's __str__ may raise anything, SystemExit included
         return "!!! ERROR MESSAGE THREW AN ERROR !!!"
-    return text[:MAX_MESSAGE]
 
 
 def encode_backtrace(lines: Sequence[str]) -> str:
@@ -60,7 +76,7 @@ def decode_backtrace(value: str | list) -> list[str]:
 
 
 def backtrace_lines(exc: BaseException) -> list[str]:
-    return [f"{f.filename}:{f.lineno}:in `{f.name}'" for f in reversed(traceback.extract_tb(exc.__traceback__))]
+    return [_utf8(f"{f.filename}:{f.lineno}:in `{f.name}'") for f in reversed(traceback.extract_tb(exc.__traceback__))]
 
 
 def _ruby_to_i(value: Any) -> int:
@@ -106,23 +122,43 @@ class RetryPolicy:
         self._death_handlers = tuple(death_handlers)
         self._rng = rng or random.Random()
         self._clock = clock
+        self._forks = ForkGuard()
 
-    def kill_unparseable(self, unit: UnitOfWork, problem: PayloadError, persist: Persist = _once) -> None:
+    def kill_unparseable(self, unit: UnitOfWork, problem: BaseException, persist: Persist = _once) -> None:
         """A job that cannot be parsed goes to the dead set with its bytes exactly as read."""
         log.error("job from queue %s is unreadable (%s); moved to the dead set: %.200r", unit.queue, problem,
                   unit.payload)
-        self._commit(unit, lambda pipe, now: self._dead.add_into(pipe, unit.payload, now), persist)
+        self._commit(unit, self._untouched(unit, f"unreadable: {problem}"), persist)
 
     def handle(self, unit: UnitOfWork, instance: Any, exc: BaseException, persist: Persist = _once) -> str:
         """Record the failure of `unit`; returns "retry", "dead" or "discarded".
 
         The decision (and any hook) runs once; `persist` retries only the Redis write, e.g. through an outage.
+        Raises only what `persist` lets through (an outage it gave up on); the job then stays in its working list.
         """
         try:
             msg = decode(unit.payload)
         except PayloadError as problem:
             self.kill_unparseable(unit, problem, persist)
             return "dead"
+        try:
+            outcome, write, mourn = self._decide(unit, instance, msg, exc)
+        except BaseException as problem:  # a hook, an error message, a number out of range: the job still lands
+            self._forks.check("a hook of the job")
+            return self._bury(unit, exc, f"its failure could not be recorded ({_describe(problem)})", persist)
+        try:
+            self._commit(unit, write, persist)
+        except OUTAGE_ERRORS:
+            raise  # one that `persist` gave up on: the job stays in its working list, to be recovered
+        except redis.RedisError as problem:  # e.g. a key of the wrong type: retrying cannot help
+            return self._bury(unit, exc, f"Redis refused its {outcome} entry ({_describe(problem)})", persist)
+        if mourn:
+            self._run_death_handlers(msg, exc)
+        return outcome
+
+    def _decide(self, unit: UnitOfWork, instance: Any, msg: dict,
+                exc: BaseException) -> tuple[str, Callable | None, bool]:
+        """(outcome, the write that records it or None, whether death handlers run): runs the job's hooks."""
         # Unlike Sidekiq, which drops it, a job whose class never loaded and that has no `retry` key is kept.
         retry = msg.get("retry", True if instance is None else None)
         if retry is None and instance is not None:
@@ -132,42 +168,50 @@ class RetryPolicy:
             if retry is not False and retry is not None:
                 msg["retry"] = retry
         if retry is False or retry is None:
-            self._commit(unit, None, persist)
-            self._run_death_handlers(msg, exc)
-            return "discarded"
+            return "discarded", None, True
         now = self._clock()
         self._add_error_fields(msg, exc, unit.queue, now)
         count = msg["retry_count"]
         limit = retry if type(retry) is int else self._max_retries
         choice = self._custom_delay(instance, count, exc)
         if choice == "discard":
-            self._commit(unit, None, persist)
-            return "discarded"
+            return "discarded", None, False
         if choice != "kill" and count < limit:
-            delay = retry_delay(count, self._rng, choice if isinstance(choice, int) else None)
-            payload = encode(msg)  # encoded once, so a retried write cannot add a second member
-            self._commit(unit, lambda pipe, t: pipe.zadd(keys.RETRY, {payload: now + delay}), persist)
-            return "retry"
-        return self.exhaust(unit, instance, msg, exc, persist)
+            # Scored and encoded once, here: a retried write cannot add a second member, and a delay out of a
+            # float's range fails now, into the dead set, rather than in the write.
+            score = now + retry_delay(count, self._rng, choice if isinstance(choice, int) else None)
+            payload = encode(msg)
+            return "retry", lambda client, now: client.zadd(keys.RETRY, {payload: score}), False
+        return self._exhaust(instance, msg, exc)
 
-    def exhaust(self, unit: UnitOfWork, instance: Any, msg: dict, exc: BaseException,
-                persist: Persist = _once) -> str:
+    def _exhaust(self, instance: Any, msg: dict, exc: BaseException) -> tuple[str, Callable | None, bool]:
         hook = getattr(instance, "retries_exhausted", None)
         if hook is not None:
             try:
                 hook(msg, exc)
-            except Exception:
+            except BaseException:
+                self._forks.check("retries_exhausted", 1)
                 log.exception("retries_exhausted hook of %s raised", msg.get("class"))
+            self._forks.check("retries_exhausted")
         if msg.get("dead") is False:
-            self._commit(unit, None, persist)
-        else:
-            payload = encode(msg)
-            self._commit(unit, lambda pipe, now: self._dead.add_into(pipe, payload, now), persist)
-        self._run_death_handlers(msg, exc)
+            return "dead", None, True
+        payload = encode(msg)
+        return "dead", lambda client, now: self._dead.add_into(client, payload, now), True
+
+    def _bury(self, unit: UnitOfWork, exc: BaseException, why: str, persist: Persist) -> str:
+        """The last resort: the dead set, bytes as fetched, with `why` as its reason. Any refusal is retried."""
+        reason = f"{why}; it had failed with {error_class_name(exc)}: {error_message(exc)}"
+        log.error("job from queue %s moved to the dead set as fetched: %.500s", unit.queue, reason)
+        self._commit(unit, self._untouched(unit, reason), persist, stubborn=True)
+        self._run_death_handlers(decode(unit.payload), exc)
         return "dead"
 
+    def _untouched(self, unit: UnitOfWork, reason: str) -> Callable:
+        return lambda client, now: self._dead.add_into(client, unit.payload, now, reason=reason)
+
     def _add_error_fields(self, msg: dict, exc: BaseException, queue: str, now: float) -> None:
-        msg["queue"] = msg.get("retry_queue") or queue
+        retry_queue = msg.get("retry_queue")
+        msg["queue"] = retry_queue if type(retry_queue) is str and retry_queue else queue
         msg["error_message"] = error_message(exc)
         msg["error_class"] = error_class_name(exc)
         if "retry_count" in msg and type(msg["retry_count"]) is int:
@@ -181,32 +225,57 @@ class RetryPolicy:
             lines = backtrace_lines(exc)
             msg["error_backtrace"] = encode_backtrace(lines if limit is True else lines[:_ruby_to_i(limit)])
 
-    @staticmethod
-    def _custom_delay(instance: Any, count: int, exc: BaseException) -> int | str | None:
+    def _custom_delay(self, instance: Any, count: int, exc: BaseException) -> int | str | None:
         hook = getattr(instance, "retry_in", None)
         if hook is None:
             return None
         try:
             choice = hook(count, exc)
-        except Exception:
+        except BaseException:
+            self._forks.check("retry_in", 1)
             log.exception("retry_in of %s raised; using the default delay", type(instance).__qualname__)
             return None
-        if choice in ("discard", "kill") or (type(choice) is int and choice > 0):
+        self._forks.check("retry_in")
+        if type(choice) is str and choice in ("discard", "kill") or (type(choice) is int and choice > 0):
             return choice
         return None
 
-    def _commit(self, unit: UnitOfWork, write: Callable | None, persist: Persist) -> None:
-        def attempt() -> None:
-            pipe = self._redis.pipeline(transaction=True)
-            if write is not None:
-                write(pipe, self._clock())
-            self._ack_into(pipe, unit)
-            pipe.execute()
-        persist(attempt)
+    def _commit(self, unit: UnitOfWork, write: Callable | None, persist: Persist, stubborn: bool = False) -> None:
+        """Record the outcome (`write`, if any), then acknowledge the job, each through `persist`.
+
+        Not one MULTI: Redis runs the rest of a MULTI when one command in it fails (a key of another type, a
+        script error), which would acknowledge a job whose record failed. A process that dies between the two
+        steps leaves the job in both places, to run again; never in neither. Both steps are idempotent, so
+        `persist` may repeat them. `stubborn`: any refusal counts as an outage (retried with backoff, logged
+        once), since there is no place left to fall back to.
+        """
+        self._forks.check("a hook of the job")  # no forked child of a job ever writes
+        if write is not None:
+            persist(lambda: self._record(write, stubborn))
+        persist(lambda: self._acknowledge(unit))
+
+    def _record(self, write: Callable, stubborn: bool) -> None:
+        try:
+            write(self._redis, self._clock())
+        except redis.RedisError as exc:
+            if stubborn and not isinstance(exc, OUTAGE_ERRORS):
+                raise RedisRefused(str(exc)) from exc
+            raise
+
+    def _acknowledge(self, unit: UnitOfWork) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        self._ack_into(pipe, unit)
+        pipe.execute()  # nothing is sent when the fetch needs no acknowledgement (basic fetch)
 
     def _run_death_handlers(self, msg: dict, exc: BaseException) -> None:
         for handler in self._death_handlers:
             try:
                 handler(msg, exc)
-            except Exception:
+            except BaseException:
+                self._forks.check("a death handler", 1)
                 log.exception("death handler %r raised", handler)
+            self._forks.check("a death handler")
+
+
+def _describe(problem: BaseException) -> str:
+    return f"{error_class_name(problem)}: {error_message(problem)}"
