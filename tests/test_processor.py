@@ -424,3 +424,9 @@ def test_dead_set_reasons_are_kept_with_their_member_and_trimmed_with_it(r):
     dead.add_into(pipe, b'{"class":"C"}', 1200.0)            # in a MULTI; everything else is too old now
     pipe.execute()
     assert r.zrange("dead", 0, -1) == [b'{"class":"C"}'] and not r.exists("sidepunch:dead-reasons")
+
+
+def test_a_reasons_key_of_another_type_never_stops_a_job_reaching_the_dead_set(r):
+    r.set("sidepunch:dead-reasons", "hostile")
+    DeadSet(max_jobs=3, timeout=100).add_into(r, b"{bad", 1000.0, reason="unreadable")
+    assert r.zrange("dead", 0, -1) == [b"{bad"] and r.get("sidepunch:dead-reasons") == b"hostile"

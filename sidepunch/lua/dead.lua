@@ -2,14 +2,17 @@
 -- KEYS[1] = dead, KEYS[2] = sidepunch:dead-reasons
 -- ARGV[1] = the member (exact bytes), ARGV[2] = now (its score), ARGV[3] = cutoff score (older entries go),
 -- ARGV[4] = size limit, ARGV[5] = why it is dead, or "" when its payload carries error fields of its own.
--- The reasons of trimmed members are deleted with them, so the hash never outgrows the set.
+-- The reasons of trimmed members are deleted with them, so the hash never outgrows the set. Reasons are
+-- information beside the job: a reasons key of another type is left alone rather than fail the job's move.
 local dead, reasons = KEYS[1], KEYS[2]
 local member, now, cutoff, limit, reason = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 redis.call("ZADD", dead, now, member)
-if reason ~= "" then
+local kind = redis.call("TYPE", reasons)["ok"]
+if reason ~= "" and (kind == "hash" or kind == "none") then
   redis.call("HSET", reasons, member, reason)
+  kind = "hash"
 end
-if redis.call("EXISTS", reasons) == 1 then
+if kind == "hash" then
   for _, old in ipairs(redis.call("ZRANGEBYSCORE", dead, "-inf", cutoff)) do
     redis.call("HDEL", reasons, old)
   end
