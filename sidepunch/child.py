@@ -279,7 +279,9 @@ class Child:
     def handle_status_pipe_lost(self) -> None:
         log.error("worker %d: its status pipe to the master was closed under it (did a job close the process's "
                   "file descriptors?); stopping, so that the master replaces it", self.number)
-        self.handle_term()
+        # The master no longer hears this process, and murders it after --worker-timeout: finish well before,
+        # so running jobs are requeued by this process rather than recovered as interrupted.
+        self.state.stop(time.monotonic() + min(self.config.timeout, self.config.worker_timeout / 4))
 
     def thread_dump(self) -> str:
         running = self.ctx.work.snapshot() if hasattr(self, "ctx") else {}

@@ -31,7 +31,7 @@ from .connection import OUTAGE_ERRORS, Outage, make_client
 from .exitcodes import ExitCode
 from .heartbeat import hostname
 from .logs import enable_faulthandler
-from .recoverer import Reaped, Recoverer
+from .recoverer import Reaped, RecovererProcess
 from .recovery import RecoveryPolicy
 from .systemd import Notifier
 
@@ -81,6 +81,7 @@ class Master:
         self.exit_code = ExitCode.OK
         self.crashes: dict[int, int] = {}
         self.not_before: dict[int, float] = {}
+        self.recoverer_not_before = 0.0
         self.policy = RecoveryPolicy(config.max_interruptions, config.dead_max_jobs, config.dead_timeout)
         self.queue_names = [q.name for q in config.queues]
 
@@ -95,7 +96,7 @@ class Master:
             signal.signal(getattr(signal, name), lambda signum, frame: self.signals.put(signal.Signals(signum).name))
         self.redis = make_client(self.config.redis_url, max_connections=4)
         self.outage = Outage(self.config.redis_url, log)
-        self.recoverer = Recoverer(self.config.redis_url, self.policy, self.queue_names, self.config.threads)
+        self.recoverer: RecovererProcess | None = None
         self.next_sweep = time.monotonic() + random.uniform(*SWEEP_EVERY)
         self._set_title()
         if not self._wait_for_redis():
@@ -105,7 +106,8 @@ class Master:
                  self.config.workers, self.config.threads, ",".join(self.queue_names), self.config.fetch)
         self._warn_unlistened_queues()
         if self.config.fetch == "reliable":
-            self.recoverer.start()
+            self.recoverer = RecovererProcess(self.config.redis_url, self.policy, tuple(self.queue_names),
+                                              self.config.threads)
         while not (self.stopping and not self.children):
             self._wait(min(TICK, self.notifier.seconds_to_next_ping() + 0.001))
             self.reap()
@@ -113,8 +115,7 @@ class Master:
             if not self.stopping:
                 self.manage()
                 self._maybe_sweep()
-        if not self.recoverer.stop(self.config.grace):
-            log.error("the last recoveries did not finish within --grace; the orphan sweep will finish them")
+        self._finish_recoverer()
         log.info("master %d stopped", os.getpid())
         return int(self.exit_code)
 
@@ -289,6 +290,9 @@ class Master:
                 return
             if pid == 0:
                 return
+            if self.recoverer is not None and pid == self.recoverer.pid:
+                self._recoverer_exited(status)
+                continue
             record = self.children.pop(pid, None)
             if record is not None:
                 os.close(record.status_fd)
@@ -319,8 +323,8 @@ class Master:
                      f" (replaced: {record.reason})" if record.reason else "", recovered)
 
     def _recover(self, pid: int, record: ChildRecord, interrupted: bool, reason: str) -> str:
-        """Hand the worker's jobs to the recoverer thread: no Redis I/O in the master's loop."""
-        if self.config.fetch != "reliable":
+        """Hand the worker's jobs to the recoverer process: no Redis I/O in the master's loop."""
+        if self.recoverer is None:
             return "basic fetch: nothing to recover"
         self.recoverer.recover(Reaped(record.number, pid, record.identity(pid), interrupted, reason))
         return "putting its jobs back"
@@ -392,10 +396,45 @@ class Master:
                 f"{processed} jobs processed by the current workers")
 
     def _maybe_sweep(self) -> None:
-        if self.config.fetch != "reliable" or time.monotonic() < self.next_sweep:
+        if self.recoverer is None:
+            return
+        self.recoverer.flush()
+        if self.recoverer.pid is None and time.monotonic() >= self.recoverer_not_before:
+            self.recoverer.spawn(self._fork, (self._wake_r, *self.lifeline, *self._status_fds()))
+        if time.monotonic() < self.next_sweep:
             return
         self.next_sweep = time.monotonic() + random.uniform(*SWEEP_EVERY)
         self.recoverer.sweep(exclude={r.identity(pid) for pid, r in self.children.items()})
+
+    def _recoverer_exited(self, status: int) -> None:
+        assert self.recoverer is not None
+        self.recoverer.pid = None
+        if not self.stopping:
+            log.error("the recoverer process exited (status %d); starting another", status)
+            self.recoverer_not_before = time.monotonic() + 1.0
+
+    def _finish_recoverer(self) -> None:
+        """Let the recoverer do what is queued (the last workers' jobs) within --grace, then kill it."""
+        if self.recoverer is None or self.recoverer.pid is None:
+            return
+        self.recoverer.finish()
+        deadline = time.monotonic() + self.config.grace
+        while time.monotonic() < deadline:
+            if os.waitpid(self.recoverer.pid, os.WNOHANG)[0]:
+                return
+            time.sleep(0.05)
+        log.error("the recoverer did not finish within --grace; the orphan sweep will put back what is left")
+        self._kill(self.recoverer.pid, signal.SIGKILL)
+        os.waitpid(self.recoverer.pid, 0)
+
+    def _status_fds(self) -> tuple[int, ...]:
+        return tuple(r.status_fd for r in self.children.values())
+
+    def _fds_to_close(self) -> tuple[int, ...]:
+        """The master's pipe ends a forked worker must not hold (it closes the lifeline's write end itself):
+        a copy of the recoverer's task pipe would keep the recoverer from seeing end of file at stop."""
+        own = self.recoverer.fds if self.recoverer is not None else ()
+        return (self._wake_r, *own, *self._status_fds())
 
     # -- process operations --------------------------------------------------------------------------------
     def spawn(self, number: int) -> None:
@@ -405,7 +444,7 @@ class Master:
         if pid == 0:
             try:
                 signal.set_wakeup_fd(-1)
-                inherited = (status_r, self._wake_r, *(r.status_fd for r in self.children.values()))
+                inherited = (status_r, *self._fds_to_close())
                 Child(self.config, number, nonce, self.lifeline, status_w, inherited, self.generation,
                       quiet=self.quiet).run()
             finally:
@@ -416,22 +455,10 @@ class Master:
 
     @staticmethod
     def _fork() -> int:
-        """fork() while holding every log handler's lock: the recoverer thread logs too, and a child must not
-        inherit a stream lock held by a thread that does not exist in it (CPython gh-84579). logging
-        re-creates the handler locks in the child itself."""
-        handlers = list(logging.getLogger().handlers)
-        for handler in handlers:
-            handler.acquire()
-        pid = -1
-        try:
-            for handler in handlers:
-                handler.flush()
-            pid = os.fork()
-        finally:
-            if pid != 0:
-                for handler in handlers:
-                    handler.release()
-        return pid
+        """The master is single-threaded (see recoverer.py), so a forked child inherits no held lock."""
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        return os.fork()
 
     def _retire(self, pid: int, record: ChildRecord, grace: float, reason: str, signum: int) -> None:
         if record.kill_at is None or signum == signal.SIGQUIT:

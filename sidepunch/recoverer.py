@@ -1,30 +1,37 @@
-"""Recoverer: the master's Redis work, done in one thread so that the master's loop never waits on the network.
+"""Recoverer: the master's Redis work, done in a process of its own so that the master's loop does no network I/O.
 
 Duties: put a reaped worker's jobs back (recovery.recover_identity) and sweep the working lists of processes
-whose heartbeat expired (recovery.OrphanSweeper), with its own Redis client, retrying a reaped worker's
-recovery through outages with backoff. The master only hands it work, so a hung or SIGSTOPped Redis delays
-recovery, never reaping, murdering, the watchdog ping or signal handling. At stop the master gives it a
-bounded time to finish; whatever is left then is found by the next sweep of any daemon on the same Redis.
+whose heartbeat expired (recovery.OrphanSweeper), retrying a worker's recovery through outages with backoff.
+The master hands it tasks as JSON lines on a pipe and never waits for it, so a hung or SIGSTOPped Redis
+delays recovery, never reaping, murdering, the watchdog ping or signal handling.
 
-It logs from its own thread: Master.spawn holds every logging handler's lock across fork() so that a forked
-worker never inherits a stream lock this thread was holding. Imports nothing of the worker process.
+Why a process and not a thread: the master forks workers, and a fork copies a thread's held locks (module
+import locks, stream locks) into a child where no thread will ever release them (CPython gh-84579); a worker
+then hangs at boot. The master stays single-threaded; this process never forks.
+
+The master keeps both ends of the task pipe, so tasks a crashed recoverer had not read survive it for the
+next one. At stop the master closes its write end; the recoverer finishes what is queued and exits at end of
+file, within --grace, or is killed and leaves the rest to the next sweep. Imports nothing of the workers.
 """
 from __future__ import annotations
 
+import json
 import logging
-import queue
-import threading
+import os
+import signal
 import time
-from dataclasses import dataclass, field
-from typing import AbstractSet as Set, Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterator
 
-import redis
+import setproctitle
 
 from . import keys
 from .connection import OUTAGE_ERRORS, Outage, make_client
+from .exitcodes import ExitCode
 from .recovery import OrphanSweeper, Recovered, RecoveryPolicy, recover_identity
 
 log = logging.getLogger("sidepunch.recoverer")
+TITLE = "sidepunchd recoverer"
 
 
 @dataclass(frozen=True)
@@ -37,76 +44,108 @@ class Reaped:
     reason: str
 
 
-@dataclass(frozen=True)
-class Sweep:
-    exclude: Set[str] = field(default_factory=frozenset)
+class RecovererProcess:
+    """Master side: the pipe, the pid, a backlog for when the pipe is full. No call here blocks."""
 
+    def __init__(self, url: str, policy: RecoveryPolicy, queue_names: tuple[str, ...], threads: int) -> None:
+        self._args = (url, policy, queue_names, threads)
+        self.pid: int | None = None
+        self._backlog = b""
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.write_fd, False)
 
-_STOP = object()
+    @property
+    def fds(self) -> tuple[int, int]:
+        """What a worker forked by the master must close."""
+        return self.read_fd, self.write_fd
+
+    def spawn(self, fork: Callable[[], int], inherited: tuple[int, ...]) -> None:
+        pid = fork()
+        if pid == 0:
+            code = ExitCode.CRASH
+            try:
+                signal.set_wakeup_fd(-1)
+                for fd in (self.write_fd, *inherited):
+                    os.close(fd)
+                code = Recoverer(*self._args).run(self.read_fd)
+            except BaseException:
+                log.exception("the recoverer crashed")
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.pid = pid
+
+    def recover(self, reaped: Reaped) -> None:
+        self._send({"recover": asdict(reaped)})
+
+    def sweep(self, exclude: set[str]) -> None:
+        """Ask for a sweep, unless the recoverer is behind (the pipe is full): it will sweep again later."""
+        if self._backlog:
+            return
+        self._send({"sweep": sorted(exclude)})
+
+    def _send(self, task: dict[str, Any]) -> None:
+        self._backlog += json.dumps(task).encode() + b"\n"
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what the pipe takes now; the rest waits for the next tick."""
+        while self._backlog and self.write_fd >= 0:
+            try:
+                sent = os.write(self.write_fd, self._backlog)
+            except BlockingIOError:
+                return
+            self._backlog = self._backlog[sent:]
+
+    def finish(self) -> None:
+        """No more tasks: the recoverer exits once it has done the queued ones."""
+        self.flush()
+        if self._backlog:
+            log.error("%d recovery task(s) could not be handed over; the orphan sweep will do them",
+                      self._backlog.count(b"\n"))
+        os.close(self.write_fd)
+        self.write_fd = -1
 
 
 class Recoverer:
-    def __init__(self, url: str, policy: RecoveryPolicy, queue_names: Sequence[str], threads: int,
-                 client_factory: Callable[[str], redis.Redis] = lambda url: make_client(url, max_connections=2)) -> None:
+    """Recoverer side: reads tasks until end of file and does each with its own Redis client."""
+
+    def __init__(self, url: str, policy: RecoveryPolicy, queue_names: tuple[str, ...], threads: int) -> None:
         self._url = url
         self._policy = policy
-        self._queue_names = tuple(queue_names)
+        self._queue_names = queue_names
         self._threads = threads
-        self._client_factory = client_factory
-        self._tasks: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._sweep_queued = threading.Event()
-        self._deadline: float | None = None   # monotonic; set by stop()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._redis = self._client_factory(self._url)
+    def run(self, read_fd: int) -> int:
+        setproctitle.setproctitle(TITLE)
+        # Signals are the master's to handle; this process ends when the master closes the pipe (or dies).
+        for name in ("SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR1", "SIGTSTP", "SIGHUP", "SIGTTIN"):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+        self._redis = make_client(self._url, max_connections=2)
         self._outage = Outage(self._url, log)
         self._sweeper = OrphanSweeper(self._redis, self._policy)
-        self._thread = threading.Thread(target=self._run, name="recoverer", daemon=True)
-        self._thread.start()
+        for task in _lines(read_fd):
+            self._do(task)
+        return ExitCode.OK
 
-    def recover(self, reaped: Reaped) -> None:
-        self._tasks.put(reaped)
-
-    def sweep(self, exclude: Set[str]) -> None:
-        """Queue one sweep unless one is already waiting (a slow Redis must not pile them up)."""
-        if not self._sweep_queued.is_set():
-            self._sweep_queued.set()
-            self._tasks.put(Sweep(frozenset(exclude)))
-
-    def stop(self, timeout: float) -> bool:
-        """Finish the queued recoveries within `timeout` seconds; True if everything was done."""
-        if self._thread is None:
-            return True
-        self._deadline = time.monotonic() + timeout
-        self._tasks.put(_STOP)
-        self._thread.join(timeout + 1.0)
-        return not self._thread.is_alive()
-
-    def _run(self) -> None:
-        while True:
-            task = self._tasks.get()
-            if task is _STOP:
+    def _do(self, line: bytes) -> None:
+        try:
+            task = json.loads(line)
+            if "sweep" in task:
+                self._attempt(lambda: self._sweeper.sweep(exclude=frozenset(task["sweep"])), retry=False)
                 return
-            try:
-                self._do(task)
-            except BaseException:  # the thread's outermost frame: one task's failure must not end recovery
-                log.exception("recovery task %r failed; its jobs are left for the orphan sweep", task)
-
-    def _do(self, task: object) -> None:
-        if isinstance(task, Sweep):
-            self._sweep_queued.clear()
-            if self._deadline is None:
-                self._attempt(lambda: self._sweeper.sweep(exclude=task.exclude), retry=False)
+            reaped = Reaped(**task["recover"])
+        except Exception as exc:  # our own pipe, but one bad task must not stop the others
+            log.error("recovery task %.200r failed (%s: %s)", line, type(exc).__name__, exc)
             return
-        assert isinstance(task, Reaped)
-        found = self._attempt(lambda: recover_identity(self._redis, task.identity, self._queue_names,
-                                                       self._threads, self._policy, task.interrupted,
-                                                       task.reason), retry=True)
-        self._report(task, found)
+        found = self._attempt(lambda: recover_identity(self._redis, reaped.identity, self._queue_names,
+                                                       self._threads, self._policy, reaped.interrupted,
+                                                       reaped.reason), retry=True)
+        _report(reaped, found)
 
     def _attempt(self, work: Callable[[], Recovered], retry: bool) -> Recovered | None:
-        """Run `work`; through an outage, again with backoff (if `retry`) until it lands or the stop deadline."""
+        """Run `work`; through an outage, again with backoff if `retry` (until it lands, or the master's grace
+        at stop runs out and it kills this process)."""
         while True:
             try:
                 result = work()
@@ -114,21 +153,34 @@ class Recoverer:
                 return result
             except OUTAGE_ERRORS as exc:
                 pause = self._outage.failed(exc)
-            except redis.RedisError as exc:  # refused for a reason of its own: a later sweep tries again
-                log.error("Redis refused a recovery step (%s: %s)", type(exc).__name__, exc)
+            except Exception as exc:  # one job's or key's data: a later sweep tries again
+                log.error("a recovery step failed (%s: %s)", type(exc).__name__, exc)
                 return None
-            if not retry or (self._deadline is not None and time.monotonic() + pause > self._deadline):
+            if not retry:
                 return None
             time.sleep(pause)
 
-    @staticmethod
-    def _report(task: Reaped, found: Recovered | None) -> None:
-        who = f"worker {task.number} (pid {task.pid})"
-        if found is None:
-            log.error("%s: its jobs could not be put back now; the orphan sweep will recover them", who)
+
+def _lines(fd: int) -> Iterator[bytes]:
+    buffer = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        if not chunk:
             return
-        for key, why in found.failed:
-            log.error("%s: the jobs in %s were left where they are: %s", who, keys.printable(key), why)
-        dead = f", {found.killed} moved to the dead set" if found.killed else ""
-        if found.requeued or found.killed or task.interrupted:
-            log.info("%s: requeued %d job(s)%s", who, found.requeued, dead)
+        *lines, buffer = (buffer + chunk).split(b"\n")
+        yield from lines
+
+
+def _report(task: Reaped, found: Recovered | None) -> None:
+    who = f"worker {task.number} (pid {task.pid})"
+    if found is None:
+        log.error("%s: its jobs could not be put back now; the orphan sweep will recover them", who)
+        return
+    for key, why in found.failed:
+        log.error("%s: the jobs in %s were left where they are: %s", who, keys.printable(key), why)
+    dead = f", {found.killed} moved to the dead set" if found.killed else ""
+    if found.requeued or found.killed or task.interrupted:
+        log.info("%s: requeued %d job(s)%s", who, found.requeued, dead)
