@@ -36,7 +36,7 @@ def _die_with_parent() -> None:
 
 def sidepunchd_command() -> list[str]:
     script = Path(sys.executable).parent / "sidepunchd"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "sidepunch.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "sidepunch.server.cli"]
 
 
 def stop_process(proc: subprocess.Popen, timeout: float, extra: list[psutil.Process] = (),

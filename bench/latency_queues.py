@@ -39,7 +39,7 @@ def measure(url: str, fetch: str, queues: list[str], jobs: int, rate: float) -> 
     r = redis.Redis.from_url(url)
     r.flushall()
     env = dict(os.environ, REDIS_URL=url, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent)]))
-    args = [sys.executable, "-m", "sidepunch.cli", "--workers", "2", "--threads", "10", "--fetch", fetch,
+    args = [sys.executable, "-m", "sidepunch.server.cli", "--workers", "2", "--threads", "10", "--fetch", fetch,
             "-r", "latency_jobs", "--log-level", "warning", *sum((["-q", q] for q in queues), [])]
     daemon = subprocess.Popen(args, env=env, cwd=HERE, start_new_session=True, stdout=subprocess.DEVNULL)
     try:

@@ -5,10 +5,10 @@ API is sidepunch.api. Importing this package connects to nothing and reads no en
 """
 __version__ = "0.1.0"
 
-from .client import Client, configure, default_client  # noqa: E402
-from .errors import JobTimeout  # noqa: E402
-from .job import Job, JobSetter, job  # noqa: E402
-from .payload import PayloadError  # noqa: E402
+from .client.push import Client, configure, default_client  # noqa: E402
+from .core.errors import JobTimeout  # noqa: E402
+from .client.job import Job, JobSetter, job  # noqa: E402
+from .core.payload import PayloadError  # noqa: E402
 
 __all__ = ["Client", "Job", "JobSetter", "JobTimeout", "PayloadError", "configure", "default_client", "job",
            "__version__"]

@@ -70,7 +70,7 @@ class Daemon:
         full_env.pop("REDIS_PROVIDER", None)
         full_env.update(env or {})
         with open(self.logfile, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "sidepunch.cli", *args], cwd=APPS, env=full_env,
+            self.proc = subprocess.Popen([sys.executable, "-m", "sidepunch.server.cli", *args], cwd=APPS, env=full_env,
                                          stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
         self.pid = self.proc.pid

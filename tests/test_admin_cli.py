@@ -10,15 +10,17 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 
-from sidepunch import admin, api, keys
-from sidepunch.connection import Outage
+from sidepunch import api
+from sidepunch.admin import command as admin
+from sidepunch.core import keys
+from sidepunch.core.connection import Outage
 from sidepunch.embedded import free_port
-from sidepunch.fetch import UnitOfWork
-from sidepunch.heartbeat import Heartbeat, add_counts
-from sidepunch.payload import encode
-from sidepunch.retry import DeadSet as DeadWriter
-from sidepunch.retry import RetryPolicy
-from sidepunch.state import ChildContext, LifecycleState
+from sidepunch.server.fetch import UnitOfWork
+from sidepunch.server.heartbeat import Heartbeat, add_counts
+from sidepunch.core.payload import encode
+from sidepunch.server.retry import DeadSet as DeadWriter
+from sidepunch.server.retry import RetryPolicy
+from sidepunch.server.state import ChildContext, LifecycleState
 
 ROOT = Path(__file__).resolve().parent.parent
 

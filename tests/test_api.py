@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from sidepunch import api, keys
-from sidepunch.connection import Outage
-from sidepunch.fetch import UnitOfWork
-from sidepunch.heartbeat import Heartbeat, add_counts
-from sidepunch.payload import PayloadError, encode
-from sidepunch.retry import DeadSet as DeadWriter
-from sidepunch.retry import RetryPolicy, encode_backtrace
-from sidepunch.state import ChildContext, LifecycleState
+from sidepunch import api
+from sidepunch.core import keys
+from sidepunch.core.connection import Outage
+from sidepunch.server.fetch import UnitOfWork
+from sidepunch.server.heartbeat import Heartbeat, add_counts
+from sidepunch.core.payload import PayloadError, encode
+from sidepunch.server.retry import DeadSet as DeadWriter
+from sidepunch.server.retry import RetryPolicy, encode_backtrace
+from sidepunch.server.state import ChildContext, LifecycleState
 
 NOW = 1_795_380_000.0
 RUBY_RETRY = (b'{"retry":true,"queue":"critical","class":"HardWorker","args":[1,"a/b"],'

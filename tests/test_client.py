@@ -175,7 +175,7 @@ def test_client_connects_lazily_from_url():
 
 
 def test_bulk_template_bytes_equal_whole_job_encoding(fake):
-    from sidepunch.payload import encode
+    from sidepunch.core.payload import encode
     r, client = fake
     rows = [["é/<>", 2 ** 70, 1.5, None, True, {"k": [1, {"x": "\n"}]}], [1e15, -1e-7], []]
     jids = client.push_bulk({"class": Email, "args": rows, "custom": {"kept": 1}, "queue": "bulkq"})

@@ -1,7 +1,7 @@
 """Settings: precedence, validation, file loading, generated docs."""
 import pytest
 
-from sidepunch.config import SETTINGS, ConfigError, QueueSpec, build_config, option_table
+from sidepunch.server.config import SETTINGS, ConfigError, QueueSpec, build_config, option_table
 
 
 def test_defaults():

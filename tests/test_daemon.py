@@ -210,7 +210,7 @@ def test_unreachable_redis_one_line_then_retry(daemon, r):
 
 
 def test_bad_flags_exit_2_with_one_line():
-    proc = subprocess.run([sys.executable, "-m", "sidepunch.cli", "--threads", "lots"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "sidepunch.server.cli", "--threads", "lots"], capture_output=True,
                           text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=30)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "--threads" in proc.stderr and "Traceback" not in proc.stderr

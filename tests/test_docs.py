@@ -2,7 +2,7 @@
 import re
 from pathlib import Path
 
-from sidepunch.config import option_table
+from sidepunch.server.config import option_table
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

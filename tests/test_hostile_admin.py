@@ -19,8 +19,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from sidepunch import admin, api, keys
-from sidepunch.connection import mask_url, parse_sentinel_url, scrub
+from sidepunch import api
+from sidepunch.admin import command as admin
+from sidepunch.core import keys
+from sidepunch.core.connection import mask_url, parse_sentinel_url, scrub
 from sidepunch.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,7 +194,7 @@ def test_the_installed_command_survives_hostile_data_in_an_ascii_locale(redis_se
     env.pop("REDIS_PROVIDER", None)
     for argv in (["dead", "--limit", "1000"], ["retries", "--json"], ["jobs", os.fsdecode(b"\xff")], ["queues"],
                  ["stats"], ["processes"], ["workers", "--json"]):
-        proc = subprocess.run([sys.executable, "-m", "sidepunch.admin", *argv], env=env, capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "sidepunch.admin.command", *argv], env=env, capture_output=True,
                               timeout=60)
         assert proc.returncode == 0 and b"Traceback" not in proc.stderr, (argv, proc.stderr[-500:])
         if "--json" in argv:

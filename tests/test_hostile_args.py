@@ -18,7 +18,7 @@ import pytest
 
 import sidepunch
 from sidepunch import Job
-from sidepunch.payload import MAX_DEPTH, decode, encode
+from sidepunch.core.payload import MAX_DEPTH, decode, encode
 
 
 class Hard(Job):

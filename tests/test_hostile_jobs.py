@@ -15,13 +15,13 @@ import psutil
 import pytest
 
 import sidepunch
-from sidepunch.config import build_config
-from sidepunch.connection import Outage
-from sidepunch.fetch import BasicFetch, ReliableFetch
-from sidepunch.processor import Processor
-from sidepunch.resolver import JobResolver
-from sidepunch.retry import DeadSet, RetryPolicy
-from sidepunch.state import ChildContext, LifecycleState
+from sidepunch.server.config import build_config
+from sidepunch.core.connection import Outage
+from sidepunch.server.fetch import BasicFetch, ReliableFetch
+from sidepunch.server.processor import Processor
+from sidepunch.server.resolver import JobResolver
+from sidepunch.server.retry import DeadSet, RetryPolicy
+from sidepunch.server.state import ChildContext, LifecycleState
 from conftest import APPS, wait_for
 
 sys.path.insert(0, str(APPS))

@@ -12,9 +12,9 @@ import subprocess
 
 import pytest
 
-from sidepunch import keys
-from sidepunch.payload import decode
-from sidepunch.recovery import OrphanSweeper, RecoveryPolicy, recover_identity
+from sidepunch.core import keys
+from sidepunch.core.payload import decode
+from sidepunch.server.recovery import OrphanSweeper, RecoveryPolicy, recover_identity
 from conftest import wait_for
 import hostile
 
@@ -106,7 +106,7 @@ def test_a_queue_key_of_another_type_sends_its_jobs_to_dead_with_a_reason(r):
 
 def test_two_recoveries_of_one_list_move_each_job_once(r, monkeypatch):
     """The reaping master and another master's sweep may meet on one list: each job still moves once."""
-    import sidepunch.recovery as recovery
+    import sidepunch.server.recovery as recovery
     cases = hostile.cases(13) + hostile.cases(14, prefix="U") + hostile.cases(15, prefix="V")
     assert len(cases) > recovery.BATCH
     fill(r, keys.working("default", IDENTITY, 0), cases)

@@ -10,15 +10,15 @@ import signal
 
 import pytest
 
-from sidepunch import keys
-from sidepunch.config import build_config
-from sidepunch.connection import Outage
-from sidepunch.payload import decode
-from sidepunch.resolver import JobResolver
-from sidepunch.retry import DeadSet, RetryPolicy
-from sidepunch.fetch import ReliableFetch
-from sidepunch.scheduler import BATCH, Poller
-from sidepunch.state import ChildContext, LifecycleState
+from sidepunch.core import keys
+from sidepunch.server.config import build_config
+from sidepunch.core.connection import Outage
+from sidepunch.core.payload import decode
+from sidepunch.server.resolver import JobResolver
+from sidepunch.server.retry import DeadSet, RetryPolicy
+from sidepunch.server.fetch import ReliableFetch
+from sidepunch.server.poller import BATCH, Poller
+from sidepunch.server.state import ChildContext, LifecycleState
 from conftest import wait_for
 import hostile
 

@@ -2,7 +2,7 @@
 config file alike; every bad value, file type, pidfile or logfile ends with exit 2 and one line.
 
 The bulk runs `build_config` in-process over generated bad values; a representative subset runs the real
-`sidepunchd` (python -m sidepunch.cli) as a subprocess, which must exit 2 before it forks anything.
+`sidepunchd` (python -m sidepunch.server.cli) as a subprocess, which must exit 2 before it forks anything.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sidepunch.config import MAX_WEIGHT, SETTINGS, ConfigError, QueueSpec, build_config, make_parser, option_table
+from sidepunch.server.config import MAX_WEIGHT, SETTINGS, ConfigError, QueueSpec, build_config, make_parser, option_table
 from sidepunch.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,7 +176,7 @@ def run_daemon(args, env=None, cwd=None, timeout=30):
     for name in [k for k in full_env if k.startswith("SIDEPUNCH_")] + ["REDIS_PROVIDER"]:
         full_env.pop(name, None)
     full_env.update(env or {})
-    proc = subprocess.Popen([sys.executable, "-m", "sidepunch.cli", *args], env=full_env, cwd=cwd,
+    proc = subprocess.Popen([sys.executable, "-m", "sidepunch.server.cli", *args], env=full_env, cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -251,7 +251,7 @@ def test_the_logfile_takes_text_that_utf8_cannot_encode(tmp_path, log_format, ca
     """Job data may carry lone surrogates into a log line; the file handler must not turn it into a
     "--- Logging error ---" traceback."""
     import logging
-    from sidepunch.logs import setup_logging
+    from sidepunch.server.logs import setup_logging
     path = tmp_path / "sidepunchd.log"
     root = logging.getLogger()
     saved = root.handlers[:], root.level

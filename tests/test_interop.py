@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 
 import sidepunch
-from sidepunch.fetch import BasicFetch, UnitOfWork
-from sidepunch.payload import encode
-from sidepunch.retry import DeadSet, RetryPolicy, backtrace_lines, decode_backtrace, encode_backtrace
-from sidepunch.scheduler import requeue_payload
+from sidepunch.server.fetch import BasicFetch, UnitOfWork
+from sidepunch.core.payload import encode
+from sidepunch.server.retry import DeadSet, RetryPolicy, backtrace_lines, decode_backtrace, encode_backtrace
+from sidepunch.server.poller import requeue_payload
 from conftest import APPS, wait_for
 
 sys.path.insert(0, str(APPS))

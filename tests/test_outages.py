@@ -15,14 +15,14 @@ import pytest
 import redis
 
 import sidepunch
-from sidepunch.config import build_config
-from sidepunch.connection import OUTAGE_ERRORS, Outage, RedisRefused, describe_outage, make_client
+from sidepunch.server.config import build_config
+from sidepunch.core.connection import OUTAGE_ERRORS, Outage, RedisRefused, describe_outage, make_client
 from sidepunch.embedded import RedisServer
-from sidepunch.fetch import ReliableFetch
-from sidepunch.processor import Processor
-from sidepunch.resolver import JobResolver
-from sidepunch.retry import DeadSet, RetryPolicy
-from sidepunch.state import ChildContext, LifecycleState
+from sidepunch.server.fetch import ReliableFetch
+from sidepunch.server.processor import Processor
+from sidepunch.server.resolver import JobResolver
+from sidepunch.server.retry import DeadSet, RetryPolicy
+from sidepunch.server.state import ChildContext, LifecycleState
 from conftest import APPS, wait_for
 
 sys.path.insert(0, str(APPS))

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from sidepunch.payload import MAX_DEPTH, PayloadError, decode, depth, encode, new_jid, ruby_float
-from sidepunch.validate import check_json_native, check_queue_name, normalize, unfit
+from sidepunch.core.payload import MAX_DEPTH, PayloadError, decode, depth, encode, new_jid, ruby_float
+from sidepunch.client.validate import check_json_native, check_queue_name, normalize, unfit
 
 
 def test_jid_is_24_lowercase_hex():

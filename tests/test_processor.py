@@ -9,15 +9,15 @@ import pytest
 import redis
 
 import sidepunch
-from sidepunch import fetch
-from sidepunch.config import QueueSpec, build_config
-from sidepunch.connection import Outage
-from sidepunch.fetch import BasicFetch, QueueOrder, ReliableFetch, UnitOfWork
-from sidepunch.processor import Processor
-from sidepunch.resolver import JobResolver, UnknownJobClass
-from sidepunch.retry import DeadSet, RetryPolicy, decode_backtrace, retry_delay
-from sidepunch.scheduler import Poller
-from sidepunch.state import ChildContext, LifecycleState
+from sidepunch.server import fetch
+from sidepunch.server.config import QueueSpec, build_config
+from sidepunch.core.connection import Outage
+from sidepunch.server.fetch import BasicFetch, QueueOrder, ReliableFetch, UnitOfWork
+from sidepunch.server.processor import Processor
+from sidepunch.server.resolver import JobResolver, UnknownJobClass
+from sidepunch.server.retry import DeadSet, RetryPolicy, decode_backtrace, retry_delay
+from sidepunch.server.poller import Poller
+from sidepunch.server.state import ChildContext, LifecycleState
 
 sys.path.insert(0, str(Path(__file__).parent / "apps"))
 import testjobs  # noqa: E402
@@ -352,7 +352,7 @@ def test_job_fetched_as_the_connection_dropped_is_reclaimed(r, client):
 
 
 def test_working_keys_carry_the_thread_and_parse_back():
-    from sidepunch import keys
+    from sidepunch.core import keys
     key = keys.working("mail:low", "host.example:42:abcdef012345", 7)
     assert key == "working:queue:mail:low:host.example:42:abcdef012345.7"
     assert keys.parse_working(key) == ("mail:low", "host.example:42:abcdef012345")

@@ -4,8 +4,8 @@ import unicodedata
 
 import pytest
 
-from sidepunch.config import ConfigError, QueueSpec, build_config, parse_queue
-from sidepunch.validate import MAX_QUEUE_BYTES, check_queue_name
+from sidepunch.server.config import ConfigError, QueueSpec, build_config, parse_queue
+from sidepunch.client.validate import MAX_QUEUE_BYTES, check_queue_name
 
 
 @pytest.mark.parametrize("text, spec", [

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from sidepunch.config import SETTINGS, build_config
-from sidepunch.connection import SOCKET_TIMEOUT
-from sidepunch.exitcodes import ExitCode
-from sidepunch.heartbeat import BEAT_INTERVAL
+from sidepunch.server.config import SETTINGS, build_config
+from sidepunch.core.connection import SOCKET_TIMEOUT
+from sidepunch.core.exitcodes import ExitCode
+from sidepunch.server.heartbeat import BEAT_INTERVAL
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "sidepunchd.service"

@@ -38,7 +38,7 @@ import redis  # noqa: E402
 
 import sidepunch  # noqa: E402
 from counters.jobs import Decrement, Increment  # noqa: E402
-from sidepunch import keys  # noqa: E402
+from sidepunch.core import keys  # noqa: E402
 from sidepunch.embedded import NoRedisServer, RedisServer, free_port  # noqa: E402
 
 NAMES = ("apples", "pears", "plums")
@@ -131,7 +131,7 @@ class Stack:
         self.service = self._spawn("service", ["counters.service", "--port", port, "--delay", str(self.args.delay)])
         wait_until(lambda: self.counts() is not None, BOOT_TIMEOUT, "the counters service", self.check_alive)
         self.daemon = self._spawn("sidepunchd", [
-            "sidepunch.cli", "--workers", str(self.args.workers), "--threads", str(self.args.threads),
+            "sidepunch.server.cli", "--workers", str(self.args.workers), "--threads", str(self.args.threads),
             "-r", "counters.jobs", "--redis-url", self.redis.url,
             "--timeout", str(DAEMON_TIMEOUT), "--grace", str(DAEMON_GRACE), "--log-format", "text"])
         # A worker registers in `processes` with its first heartbeat, before it fetches anything.

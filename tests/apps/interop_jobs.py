@@ -3,7 +3,7 @@ Ruby scripts in tests/ruby/ push, and they report to Redis (REDIS_URL) so the te
 import time
 
 import sidepunch
-from sidepunch.payload import encode
+from sidepunch.core.payload import encode
 
 
 def _redis():

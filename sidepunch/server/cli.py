@@ -11,8 +11,8 @@ import sys
 from typing import Any, Sequence
 
 from .config import ConfigError, build_config
-from .connection import check_url, mask_url
-from .exitcodes import ExitCode
+from ..core.connection import check_url, mask_url
+from ..core.exitcodes import ExitCode
 from .logs import setup_logging
 
 

@@ -27,9 +27,9 @@ from typing import AbstractSet as Set, Any, Iterable, Sequence
 
 import redis
 
-from . import keys, scripts
-from .connection import OUTAGE_ERRORS
-from .payload import PayloadError, decode
+from ..core import keys, scripts
+from ..core.connection import OUTAGE_ERRORS
+from ..core.payload import PayloadError, decode
 
 log = logging.getLogger("sidepunch.recovery")
 BATCH = 100

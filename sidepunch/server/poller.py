@@ -20,9 +20,10 @@ import time
 
 import redis
 
-from . import keys, scripts
-from .connection import OUTAGE_ERRORS
-from .payload import PayloadError, decode, encode
+from ..core import keys, scripts
+from ..core.connection import OUTAGE_ERRORS
+from ..core.jobsets import requeue_payload  # noqa: F401  (re-exported)
+from ..core.payload import PayloadError, decode, encode
 from .retry import DeadSet
 from .state import ChildContext
 
@@ -31,14 +32,6 @@ log = logging.getLogger("sidepunch.scheduler")
 SETS = (keys.RETRY, keys.SCHEDULE)
 BATCH = 100
 PER_PROCESS_INTERVAL = 5.0
-
-
-def requeue_payload(job: dict, now: float) -> dict:
-    """The payload Client.push would write for a job read back from a sorted set."""
-    out = {"retry": job.get("retry", True), "queue": job.get("queue") or "default"}
-    out.update(job)
-    out["enqueued_at"] = now
-    return out
 
 
 def prepare(member: bytes, now: float) -> tuple[bytes, str]:

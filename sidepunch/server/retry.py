@@ -11,23 +11,22 @@ an outage, it goes to the dead set with its bytes as fetched and a reason beside
 """
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import random
 import re
 import time
 import traceback
-import zlib
 from typing import Any, Callable, Sequence
 
 import redis
 
-from . import keys, scripts
-from .connection import OUTAGE_ERRORS, RedisRefused
+from ..core import keys
+from ..core.connection import OUTAGE_ERRORS, RedisRefused
 from .fetch import UnitOfWork
 from .forks import ForkGuard
-from .payload import PayloadError, decode, encode
+from ..core.jobsets import DeadSet, encode_backtrace
+from ..core.jobsets import decode_backtrace  # noqa: F401  (tests import it from here too)
+from ..core.payload import PayloadError, decode, encode
 
 log = logging.getLogger("sidepunch.retry")
 
@@ -63,18 +62,6 @@ def error_message(exc: BaseException) -> str:
         return "!!! ERROR MESSAGE THREW AN ERROR !!!"
 
 
-def encode_backtrace(lines: Sequence[str]) -> str:
-    """Sidekiq's error_backtrace: JSON, zlib-deflated, MIME Base64 with a newline every 60 characters."""
-    raw = base64.b64encode(zlib.compress(encode(list(lines)))).decode("ascii")
-    return "".join(raw[i:i + 60] + "\n" for i in range(0, len(raw), 60))
-
-
-def decode_backtrace(value: str | list) -> list[str]:
-    if isinstance(value, list):
-        return value
-    return json.loads(zlib.decompress(base64.b64decode(value)))
-
-
 def backtrace_lines(exc: BaseException) -> list[str]:
     return [_utf8(f"{f.filename}:{f.lineno}:in `{f.name}'") for f in reversed(traceback.extract_tb(exc.__traceback__))]
 
@@ -89,24 +76,6 @@ def _ruby_to_i(value: Any) -> int:
 
 def retry_delay(count: int, rng: random.Random, base: int | None = None) -> float:
     return (count ** 4 + 15 if base is None else base) + rng.randrange(10) * (count + 1)
-
-
-class DeadSet:
-    """Writes to the dead set, trimmed by age and size in the same step (lua/dead.lua).
-
-    `reason` is for a payload kept byte for byte (it cannot carry error fields): it goes to keys.DEAD_REASONS,
-    and leaves that hash again when the entry is trimmed.
-    """
-
-    def __init__(self, max_jobs: int, timeout: float) -> None:
-        self.max_jobs = max_jobs
-        self.timeout = timeout
-        self._script = scripts.unbound("dead")
-
-    def add_into(self, pipe: redis.client.Pipeline | redis.Redis, payload: bytes, now: float,
-                 reason: str | None = None) -> None:
-        self._script(keys=[keys.DEAD, keys.DEAD_REASONS],
-                     args=[payload, now, now - self.timeout, self.max_jobs, reason or ""], client=pipe)
 
 
 class RetryPolicy:

@@ -14,8 +14,8 @@ from typing import Any, Iterator
 
 import redis
 
-from . import keys
-from .api_records import JobRecord, finite, jsonable, loads, name_key, name_of
+from ..core import keys
+from .records import JobRecord, finite, jsonable, loads, name_key, name_of
 
 SIGNAL_TTL = 60
 _FIELDS = ("info", "busy", "beat", "quiet", "rss", "rtt_us")

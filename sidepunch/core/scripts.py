@@ -12,7 +12,7 @@ def _source(name: str, uses: Sequence[str] = ()) -> str:
     """The script's text. Each name in `uses` is another script file, made callable from this one as
     `local function <name>(KEYS, ARGV)`: the file runs unchanged with the tables it is given, so scripts share
     Lua (e.g. dead.lua's add-and-trim) instead of repeating it."""
-    own = resources.files("sidepunch").joinpath("lua", f"{name}.lua").read_text()
+    own = resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()
     shared = "".join(f"local function {lib}(KEYS, ARGV)\n{_source(lib)}\nend\n" for lib in uses)
     return shared + own
 

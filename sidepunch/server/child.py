@@ -23,17 +23,17 @@ from typing import Any, NoReturn
 import redis
 import setproctitle
 
-from . import keys
-from .connection import OUTAGE_ERRORS, Outage, make_client
-from .errors import JobTimeout
-from .exitcodes import ExitCode
+from ..core import keys
+from ..core.connection import OUTAGE_ERRORS, Outage, make_client
+from ..core.errors import JobTimeout
+from ..core.exitcodes import ExitCode
 from .fetch import BasicFetch, ReliableFetch
 from .heartbeat import Heartbeat, hostname
 from .logs import enable_faulthandler
 from .processor import Processor
 from .resolver import JobResolver
 from .retry import DeadSet, RetryPolicy, error_message
-from .scheduler import Poller
+from .poller import Poller
 from .state import ChildContext, LifecycleState
 
 log = logging.getLogger("sidepunch.child")

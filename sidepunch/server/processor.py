@@ -16,11 +16,11 @@ from typing import Any, Callable
 
 import redis
 
-from .connection import OUTAGE_ERRORS
+from ..core.connection import OUTAGE_ERRORS
 from .fetch import UnitOfWork
 from .forks import ForkGuard
-from .middleware import run_server_chain
-from .payload import decode
+from ..core.middleware import run_server_chain
+from ..core.payload import decode
 from .retry import error_class_name, error_message
 from .state import ChildContext
 

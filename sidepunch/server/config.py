@@ -16,9 +16,9 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from . import __version__
-from .connection import hide_urls, resolve_url
-from .validate import check_queue_name
+from .. import __version__
+from ..core.connection import hide_urls, resolve_url
+from ..client.validate import check_queue_name
 
 
 class ConfigError(ValueError):

@@ -17,10 +17,10 @@ from typing import Iterator
 
 import redis
 
-from . import keys
-from .api_processes import Process, ProcessSet, Work, Workers
-from .api_records import JobRecord, name_key, name_of
-from .api_sets import DEFAULT_DEAD, BulkResult, Clock, DeadSet, JobSet, RetrySet, ScheduledSet, SortedEntry
+from ..core import keys
+from .processes import Process, ProcessSet, Work, Workers
+from .records import JobRecord, name_key, name_of
+from .sets import DEFAULT_DEAD, BulkResult, Clock, DeadSet, JobSet, RetrySet, ScheduledSet, SortedEntry
 
 __all__ = ["DEFAULT_DEAD", "BulkResult", "DayStats", "DeadSet", "JobRecord", "JobSet", "Process", "ProcessSet",
            "Queue", "RetrySet", "ScheduledSet", "SortedEntry", "Stats", "Work", "Workers"]

@@ -6,9 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-import redis
 
-from .connection import Outage
+from ..core.connection import Outage
 from .resolver import JobResolver
 from .retry import RetryPolicy
 from .stats import Counters, WorkTable

@@ -11,7 +11,7 @@ import re
 import time
 from typing import Any, Callable, Sequence
 
-from .api_records import jsonable, printable
+from ..api.records import jsonable, printable
 
 #: C0 and C1 controls, and the invisible format characters that reorder or hide text (bidi overrides).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")

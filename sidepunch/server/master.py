@@ -25,10 +25,10 @@ import psutil
 import redis
 import setproctitle
 
-from . import keys
+from ..core import keys
 from .child import Child
-from .connection import OUTAGE_ERRORS, Outage, make_client
-from .exitcodes import ExitCode
+from ..core.connection import OUTAGE_ERRORS, Outage, make_client
+from ..core.exitcodes import ExitCode
 from .heartbeat import hostname
 from .logs import enable_faulthandler
 from .recoverer import Reaped, RecovererProcess

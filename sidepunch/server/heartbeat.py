@@ -18,8 +18,8 @@ from typing import Callable
 import psutil
 import redis
 
-from . import keys
-from .connection import OUTAGE_ERRORS
+from ..core import keys
+from ..core.connection import OUTAGE_ERRORS
 from .state import ChildContext
 
 log = logging.getLogger("sidepunch.heartbeat")

@@ -25,9 +25,9 @@ from typing import Any, Callable, Iterator
 
 import setproctitle
 
-from . import keys
-from .connection import OUTAGE_ERRORS, Outage, make_client
-from .exitcodes import ExitCode
+from ..core import keys
+from ..core.connection import OUTAGE_ERRORS, Outage, make_client
+from ..core.exitcodes import ExitCode
 from .recovery import OrphanSweeper, Recovered, RecoveryPolicy, recover_identity
 
 log = logging.getLogger("sidepunch.recoverer")

@@ -21,9 +21,9 @@ from typing import Sequence
 
 import redis
 
-from . import keys, scripts
+from ..core import keys, scripts
 from .config import QueueSpec
-from .connection import FailoverError, refusal_or_error
+from ..core.connection import FailoverError, refusal_or_error
 
 FETCH_TIMEOUT = 2.0
 #: Most jobs one reliable fetch takes from a deep queue (see fetch.lua for the fair-share cap).

@@ -39,6 +39,7 @@ class Job:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _check_class_options(cls)
+        cls.__sidepunch_job__ = cls  # how client.push knows a job class without importing this module
 
     def perform(self, *args: Any) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__} must define perform()")
@@ -98,7 +99,7 @@ class JobSetter:
         return JobSetter(self._job_class, merged)
 
     def _push(self, item: dict[str, Any]) -> str | None:
-        from .client import default_client
+        from .push import default_client
         client = self._client or default_client()
         return client.push({"class": self._job_class, **self._options, **item})
 
@@ -123,7 +124,7 @@ class JobSetter:
 
     def perform_bulk(self, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
         """One push_bulk per `batch_size` jobs; every batch is checked before the first is written."""
-        from .client import default_client
+        from .push import default_client
         client = self._client or default_client()
         if type(batch_size) is not int or batch_size < 1:
             raise ValueError(f"perform_bulk batch_size must be a positive int, got {describe(batch_size)}")
@@ -138,6 +139,7 @@ class JobFunction:
     def __init__(self, func: Callable[..., Any], job_class: type[Job]) -> None:
         functools.update_wrapper(self, func)
         self.job_class = job_class
+        self.__sidepunch_job__ = job_class
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.__wrapped__(*args, **kwargs)  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ import importlib
 import sys
 from typing import Iterator, Sequence
 
-from .job import Job, job_class_of
+from ..client.job import Job, job_class_of
 
 
 class UnknownJobClass(Exception):

@@ -25,12 +25,12 @@ from typing import Any, Callable, Sequence
 
 import redis
 
-from . import api
-from .admin_output import Output, escape, table, when
-from .api_records import loads
-from .client import Client
-from .connection import OUTAGE_ERRORS, check_url, hide_urls, make_client, mask_url, resolve_url, scrub
-from .payload import PayloadError
+from .. import api
+from .output import Output, escape, table, when
+from ..api.records import loads
+from ..client.push import Client
+from ..core.connection import OUTAGE_ERRORS, check_url, hide_urls, make_client, mask_url, resolve_url, scrub
+from ..core.payload import PayloadError
 
 SETS = {"retry": api.RetrySet, "retries": api.RetrySet, "scheduled": api.ScheduledSet,
         "schedule": api.ScheduledSet, "dead": api.DeadSet, "morgue": api.DeadSet}

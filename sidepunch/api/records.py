@@ -17,9 +17,9 @@ from typing import Any
 
 import redis
 
-from . import keys
-from .payload import MAX_DEPTH, PayloadError, decode, parse
-from .retry import decode_backtrace
+from ..core import keys
+from ..core.payload import MAX_DEPTH, PayloadError, decode, parse
+from ..core.jobsets import decode_backtrace
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 

@@ -16,11 +16,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import redis as redis_lib
 
-from . import keys
-from .connection import make_client, resolve_url
-from .job import job_class_of
-from .middleware import ClientMiddleware, run_client_chain
-from .payload import encode, encode_value, new_jid
+from ..core import keys
+from ..core.connection import make_client, resolve_url
+from ..core.middleware import ClientMiddleware, run_client_chain
+from ..core.payload import encode, encode_value, new_jid
 from .validate import check_args, check_at, check_job, describe, normalize, unfit
 
 _SIDEKIQ_DEFAULTS = {"retry": True, "queue": "default"}
@@ -193,7 +192,7 @@ class Client:
             missing = "class" if "class" not in item else "args"
             raise TypeError(f"a job item must be a dict with 'class' and 'args'; it has no {missing!r}")
         klass = item["class"]
-        job_class = job_class_of(klass)
+        job_class = _job_class(klass)
         if job_class is not None:
             return normalize(item, job_class.job_options(), job_class.job_name())
         if isinstance(klass, str) and klass:
@@ -266,6 +265,15 @@ class Client:
 
 _default: Client | None = None
 _default_lock = threading.Lock()
+
+
+def _job_class(klass: Any) -> Any:
+    """The Job class behind a Job class or a @job function, else None. client.job marks both with
+    `__sidepunch_job__`, so this module never imports job.py (which imports this one for the default client)."""
+    target = getattr(klass, "__sidepunch_job__", None)
+    if target is not None and (klass is target or getattr(klass, "job_class", None) is target):
+        return target
+    return None
 
 
 def configure(redis_url: str | None = None, *, redis: redis_lib.Redis | None = None,

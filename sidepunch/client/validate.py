@@ -15,8 +15,8 @@ import time
 from decimal import Decimal
 from typing import Any, Iterable, Mapping
 
-from .keys import MAX_QUEUE_BYTES, queue_name_problem
-from .payload import MAX_DEPTH, new_jid
+from ..core.keys import MAX_QUEUE_BYTES, queue_name_problem
+from ..core.payload import MAX_DEPTH, new_jid
 
 #: Ints below this have at most 640 digits, the least sys.set_int_max_str_digits() allows, so json can always
 #: write them; only bigger ones are counted exactly.

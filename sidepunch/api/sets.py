@@ -15,11 +15,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 import redis
 
-from . import keys, scripts
-from .api_records import JobRecord, jsonable, name_key, raw_id
-from .payload import PayloadError, encode
-from .retry import DeadSet as DeadWriter
-from .scheduler import requeue_payload
+from ..core import keys, scripts
+from .records import JobRecord, jsonable, name_key, raw_id
+from ..core.payload import PayloadError, encode
+from ..core.jobsets import DeadSet as DeadWriter
+from ..core.jobsets import requeue_payload
 
 Clock = Callable[[], float]
 BATCH = 100

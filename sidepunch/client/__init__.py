@@ -1,0 +1,4 @@
+"""Enqueueing: Job, @job, Client and its one write seam.
+
+Imports core only; never the server, api or admin.
+"""
