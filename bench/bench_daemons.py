@@ -150,8 +150,20 @@ class SidepunchDaemon(Daemon):
             return []
 
     def processes(self) -> dict[str, list[psutil.Process]]:
+        """The recoverer (the master's helper process for Redis work, which runs no jobs) is counted with
+        the master: together they are what the daemon costs beside its workers."""
         master = psutil.Process(self.procs[0].pid)
-        return {"master": [master], "workers": sorted(master.children(), key=lambda p: p.pid)}
+        children = master.children()
+        helpers = [p for p in children if _is_recoverer(p)]
+        workers = [p for p in children if p not in helpers]
+        return {"master": [master, *helpers], "workers": sorted(workers, key=lambda p: p.pid)}
+
+
+def _is_recoverer(process: psutil.Process) -> bool:
+    try:
+        return "recoverer" in " ".join(process.cmdline())
+    except psutil.Error:
+        return False
 
 
 class SidekiqDaemon(Daemon):
