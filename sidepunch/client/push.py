@@ -13,11 +13,13 @@ Imports only sidepunch.core.
 """
 from __future__ import annotations
 
+import itertools
+import operator
 import os
 import secrets
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import redis as redis_lib
 
@@ -33,15 +35,11 @@ _SIDEKIQ_DEFAULTS = {"retry": True, "queue": "default"}
 RETRY_FOR = 10.0
 
 
-class Entry(NamedTuple):
-    """One encoded job as the write seam gets it: `at` is its due time (the schedule), or None (its queue)."""
-
-    queue: str
-    at: float | None
-    payload: bytes
-
-
+#: One encoded job as the write seam gets it: (queue, at, payload), `at` its due time (it goes to the schedule)
+#: or None (to its queue now). A plain tuple: a bulk push makes one per job, and a named one costs ten times more.
+Entry = tuple[str, "float | None", bytes]
 Writer = Callable[[Sequence[Entry]], Any]
+_QUEUE, _AT, _PAYLOAD = (operator.itemgetter(i) for i in range(3))
 
 
 def _in_job(index: int, check: Callable[..., Any], *args: Any) -> Any:
@@ -125,8 +123,9 @@ class Client:
     def write(self, entries: Sequence[Entry]) -> Any:
         """THE WRITE SEAM: the one method through which every push reaches Redis, in one round trip.
 
-        `entries` are the encoded jobs of one atomic push (one push, or one batch of a bulk push), each with
-        its queue and its due time (None: enqueue now). Testing modes replace this method and nothing else.
+        `entries` are the encoded jobs of one atomic push (one push, or one batch of a bulk push), each a tuple
+        (queue, at, payload): `at` is its due time, or None to enqueue it now; `payload` the JSON bytes as
+        Redis would store them. Testing modes replace this method and nothing else.
         """
         return self._send(_commands(entries))
 
@@ -215,8 +214,8 @@ class Client:
             except UnicodeEncodeError:
                 raise unfit(args, f"args[{first + i}]") from None
         queue = template["queue"]
-        scores = at if isinstance(at, list) else [at] * len(rows)
-        return [Entry(queue, score, payload) for score, payload in zip(scores, payloads)], jids
+        scores = at if isinstance(at, list) else itertools.repeat(at)
+        return list(zip(itertools.repeat(queue), scores, payloads)), jids
 
     @staticmethod
     def _normalize(item: Any) -> tuple[dict[str, Any], bool]:
@@ -259,7 +258,7 @@ class Client:
             except UnicodeEncodeError:  # a lone surrogate, which UTF-8 refuses: say where it is
                 error = unfit(job, "", 1)
                 raise error if number is None else type(error)(f"push_bulk job {number}: {error}") from None
-            entries.append(Entry(job["queue"], at, payload))
+            entries.append((job["queue"], at, payload))
         return entries
 
     def _send(self, commands: Sequence[tuple]) -> list[Any]:
@@ -293,6 +292,14 @@ class Client:
 def _commands(entries: Sequence[Entry]) -> list[tuple]:
     """Redis commands for one atomic push: one ZADD schedule for the due jobs, then per queue (in first-seen
     order) SADD queues and one LPUSH of its jobs in the order given."""
+    if len(entries) > 1:  # a bulk push, mostly of one kind: sorted out by C-level passes, not a loop per job
+        due = list(map(_AT, entries))
+        queues = set(map(_QUEUE, entries))
+        if len(queues) == 1 and due.count(None) == len(due):
+            queue = queues.pop()
+            return [("SADD", keys.QUEUES, queue), ("LPUSH", keys.queue(queue), *map(_PAYLOAD, entries))]
+        if None not in due:
+            return [("ZADD", keys.SCHEDULE, *itertools.chain.from_iterable(zip(due, map(_PAYLOAD, entries))))]
     scheduled: list[Any] = []
     queued: dict[str, list[bytes]] = {}
     for queue, at, payload in entries:
