@@ -255,10 +255,11 @@ def test_load_middleware_from_config_covers_both_sides(r):
     ("--middleware", "testjobs.time", "is not a function"),
     ("--middleware", "nosuchmodule.mw", "No module named 'nosuchmodule'"),
     ("--death-handler", "no_dots", "is not a dotted path"),
+    ("--middleware", "testjobs.Record", "must be a sidepunch.Middleware subclass or a function"),
 ])
 def test_load_middleware_names_what_is_missing(flag, path, message):
     config = build_config(["-r", "testjobs", flag, path], {"REDIS_URL": "redis://unused"})
-    with pytest.raises((ImportError, AttributeError), match=message):
+    with pytest.raises((ImportError, AttributeError, TypeError), match=message):
         load_middleware(config)
 
 
@@ -283,3 +284,44 @@ def test_a_middleware_class_by_dotted_path_in_a_real_daemon(daemon, r, client):
     wait_for(lambda: r.get("stat:processed") == b"5", 15, message="stats")  # the reschedule counts
     assert r.get("stat:failed") == b"1"  # only Dies
     d.wait_log(f"reschedule middleware_app.Record jid={later} queue=default", 5)
+
+
+def test_a_middleware_that_cannot_be_built_is_a_boot_error(daemon, r):
+    d = daemon("--workers", "1", "-r", "middleware_app", "--middleware", "middleware_app.Broken")
+    assert d.wait(30) == 3
+    assert "cannot load the app: RuntimeError: no limits configured" in d.log() and "Traceback" not in d.log()
+
+
+def hostile_values(rng, depth=0):
+    """A random JSON value of the kinds hostile payloads carry: odd numbers, unicode, escapes, nesting."""
+    kind = rng.randrange(9 if depth < 20 else 6)
+    return [lambda: None, lambda: rng.choice([True, False]), lambda: rng.randrange(-10 ** 30, 10 ** 30),
+            lambda: rng.choice([1e308, -0.0, 5e-324, 0.1]), lambda: rng.choice(["", "é\u2028\n\"", "\u0000",
+                                                                                   "<script>", "😀" * 3]),
+            lambda: "x" * rng.randrange(1000),
+            lambda: [hostile_values(rng, depth + 1) for _ in range(rng.randrange(3))],
+            lambda: {rng.choice(["a", "retry", "at", "enqueued_at", "é"]): hostile_values(rng, depth + 1)},
+            lambda: [[[hostile_values(rng, depth + 3)]]]][kind]()
+
+
+def test_property_any_payload_rescheduled_lands_once_as_fetched(r, client):
+    """Many generated payloads, each rescheduled by a middleware: each is in the schedule exactly once with its
+    bytes as fetched (twins included), nothing stays in a queue or working list, and a good job still runs."""
+    rng = random.Random(10)
+    proc = make_processor(r, middleware=[lambda instance, job, queue, call_next: Reschedule(rng.randrange(100))])
+    raws = []
+    for n in range(150):
+        job = {"class": "testjobs.Noop", "args": [hostile_values(rng) for _ in range(rng.randrange(4))],
+               "jid": f"j{n % 120}", **{f"k{i}": hostile_values(rng) for i in range(rng.randrange(3))}}
+        raws.append(json.dumps(job, ensure_ascii=rng.random() < 0.5).encode())
+    raws += raws[:10]  # byte-identical twins
+    r.lpush("queue:default", *raws)
+    outcomes = [run_next(proc)[1] for _ in raws]
+    assert outcomes == [Outcome.RESCHEDULED] * len(raws)
+    members = r.zrange("schedule", 0, -1)
+    assert len(members) == len(raws) and set(raws) <= set(members)
+    assert sorted(json.loads(m)["jid"] for m in members) == sorted(json.loads(x)["jid"] for x in raws)
+    assert r.llen("queue:default") == 0 and working_lists_empty(r) and proc.ctx.counters.take() == (len(raws), 0)
+    proc.ctx.server_middleware = ()
+    client.push({"class": testjobs.Record, "args": ["still flowing"]})
+    assert run_next(proc)[1] is Outcome.DONE and r.lrange("done", 0, -1) == [b"still flowing"]

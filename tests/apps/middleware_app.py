@@ -34,6 +34,13 @@ class InCode(sidepunch.Middleware):
         return call_next()
 
 
+class Broken(sidepunch.Middleware):
+    """Cannot be built: a worker given it by --middleware does not boot."""
+
+    def __init__(self, context):
+        raise RuntimeError("no limits configured")
+
+
 sidepunch.configure(middleware=[InCode])
 
 
