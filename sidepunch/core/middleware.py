@@ -49,8 +49,10 @@ class Outcome(str, enum.Enum):
 class Reschedule(BaseException):
     """Raise (or return) from a server middleware to end the job with "run it again in `seconds`", not a retry.
 
-    The payload goes back to the `schedule` set unchanged (no retry_count, no error fields), the job counts as
-    processed, and no death hook runs. A BaseException, so that a middleware's `except Exception` lets it through.
+    The payload goes back to the `schedule` set as it was fetched (no retry_count, no error fields; the poller
+    gives it a fresh enqueued_at when it is due), the job counts as processed, and no death hook runs. Raise it
+    before `call_next()`: raised after, the job has run and runs again. A job's perform may raise it too. A
+    BaseException, so that a middleware's `except Exception` lets it through.
     """
 
     def __init__(self, seconds: float) -> None:
