@@ -250,6 +250,16 @@ def test_load_middleware_from_config_covers_both_sides(r):
     assert json.loads(r.lindex("queue:default", 0))["tenant"] == "acme"
 
 
+def test_a_class_registered_both_ways_runs_once_on_each_side(r):
+    config = build_config(["-r", "testjobs", "--middleware", "test_middleware.Everything"],
+                          {"REDIS_URL": "redis://unused"})
+    in_code = sidepunch.configure(redis=r, middleware=[Everything]).middleware[0]
+    perform, deaths = load_middleware(config)
+    client = sidepunch.default_client()
+    assert client.middleware == (in_code,) and len(perform) == 1 and len(deaths) == 1
+    assert perform[0].__self__.context.config is config  # the daemon's instance, built with its config
+
+
 @pytest.mark.parametrize("flag, path, message", [
     ("--middleware", "testjobs.no_such_thing", "testjobs.no_such_thing is not a function in module testjobs"),
     ("--middleware", "testjobs.time", "is not a function"),
