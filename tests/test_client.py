@@ -399,3 +399,15 @@ def test_the_seam_is_not_reached_by_bad_input_or_stopped_pushes():
     with pytest.raises(TypeError):
         client.push_bulk([{"class": "X", "args": [1]}, {"class": "X", "args": "nope"}])
     assert client.push_bulk({"class": "X", "args": [["stop"]]}) == [] and written == []
+
+
+def test_configure_takes_a_writer_for_the_default_client(fake):
+    written = []
+    sidepunch.configure(writer=written.extend)
+    try:
+        jid = Email.perform_async("a", 1)
+        ping.perform_in(60, 3)
+    finally:
+        sidepunch.configure(redis=fake[0])
+    assert [json.loads(p)["jid"] for _, _, p in written][:1] == [jid] and len(written) == 2
+    assert written[1][0] == "fast" and written[1][1] is not None and fake[0].keys("*") == []
