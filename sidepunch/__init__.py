@@ -7,8 +7,9 @@ __version__ = "0.1.0"
 
 from .client.push import Client, configure, default_client  # noqa: E402
 from .core.errors import JobTimeout  # noqa: E402
+from .core.middleware import Middleware, MiddlewareContext, Outcome, Reschedule  # noqa: E402
 from .client.job import Job, JobSetter, job  # noqa: E402
 from .core.payload import PayloadError  # noqa: E402
 
-__all__ = ["Client", "Job", "JobSetter", "JobTimeout", "PayloadError", "configure", "default_client", "job",
-           "__version__"]
+__all__ = ["Client", "Job", "JobSetter", "JobTimeout", "Middleware", "MiddlewareContext", "Outcome", "PayloadError",
+           "Reschedule", "configure", "default_client", "job", "__version__"]

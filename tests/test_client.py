@@ -324,3 +324,90 @@ def test_bad_items_say_what_is_wrong(fake):
         client.push({"class": int, "args": []})
     with pytest.raises(TypeError, match="push_bulk takes Sidekiq's bulk item"):
         client.push_bulk(42)
+
+
+class Capturing(Client):
+    """A testing mode in miniature: replaces the write seam and nothing else."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.written = []
+
+    def write(self, entries):
+        self.written.append(list(entries))
+
+
+def every_kind_of_push(client):
+    """One push of each kind; returns the jids they gave."""
+    now = time.time()
+    jids = [client.push({"class": Email, "args": ["a", 1]}),
+            client.push({"class": "X", "args": [], "at": now + 60}),
+            *client.push_bulk({"class": "X", "args": [[1], [2]]}),
+            *client.push_bulk({"class": "X", "args": [[3], [4]], "at": [now + 1, now + 2]}),
+            *client.push_bulk([{"class": "X", "args": [5]}, {"class": "X", "args": [6], "at": now + 3}]),
+            *client.push_batches([{"class": "X", "args": [[7]]}, [{"class": "X", "args": [8]}]]),
+            Email.set(client=client).perform_async("b", 2),
+            Email.set(client=client).perform_in(30, "c", 3),
+            *Email.set(client=client).perform_bulk([["d", 4], ["e", 5]], batch_size=1)]
+    return jids
+
+
+@pytest.mark.parametrize("how", ["subclass", "writer"])
+def test_every_push_passes_the_write_seam_and_nothing_else_writes(how):
+    r = fakeredis.FakeRedis()
+    written = []
+    if how == "subclass":
+        client = Capturing(redis=r)
+        written = client.written
+    else:
+        client = Client(redis=r, writer=lambda entries: written.append(list(entries)))
+    jids = every_kind_of_push(client)
+    assert r.keys("*") == []  # nothing reached Redis
+    entries = [e for call in written for e in call]
+    assert sorted(json.loads(payload)["jid"] for _, _, payload in entries) == sorted(jids) and len(jids) == 14
+    scheduled = [payload for _, at, payload in entries if at is not None]
+    assert len(scheduled) == 5 and all("enqueued_at" not in json.loads(p) for p in scheduled)
+    assert all("enqueued_at" in json.loads(payload) for _, at, payload in entries if at is None)
+    assert {queue for queue, _, payload in entries} == {"mail", "default"}
+    assert all(json.loads(payload)["queue"] == queue for queue, _, payload in entries)
+    assert len(written) == 11  # one call per atomic push: each push, each bulk batch
+
+
+def test_the_seam_writes_what_a_plain_client_writes():
+    """Wrapping the seam sees exactly the payloads that land in Redis, scheduled and queued."""
+    r = fakeredis.FakeRedis()
+
+    class Recording(Client):
+        seen = []
+
+        def write(self, entries):
+            self.seen.extend(entries)
+            return super().write(entries)
+    client = Recording(redis=r)
+    every_kind_of_push(client)
+    queued = {p for key in r.keys("queue:*") for p in r.lrange(key, 0, -1)}
+    assert queued == {payload for _, at, payload in client.seen if at is None} and len(queued) == 9
+    assert dict(r.zrange("schedule", 0, -1, withscores=True)) == {p: at for _, at, p in client.seen if at}
+    assert r.smembers("queues") == {b"mail", b"default"}
+
+
+def test_the_seam_is_not_reached_by_bad_input_or_stopped_pushes():
+    written = []
+    client = Client(redis=fakeredis.FakeRedis(), writer=written.append,
+                    middleware=[lambda job, call_next: None if job["args"] == ["stop"] else call_next(job)])
+    assert client.push({"class": "X", "args": ["stop"]}) is None
+    with pytest.raises(TypeError):
+        client.push_bulk([{"class": "X", "args": [1]}, {"class": "X", "args": "nope"}])
+    assert client.push_bulk({"class": "X", "args": [["stop"]]}) == [] and written == []
+
+
+def test_configure_takes_a_writer_for_the_default_client(fake):
+    written = []
+    sidepunch.configure(writer=written.extend)
+    try:
+        jid = Email.perform_async("a", 1)
+        ping.perform_in(60, 3)
+    finally:
+        sidepunch.configure(redis=fake[0])
+    assert [json.loads(p)["jid"] for _, _, p in written][:1] == [jid] and len(written) == 2
+    assert written[1][0] == "fast" and written[1][1] is not None and fake[0].keys("*") == []

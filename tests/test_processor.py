@@ -12,6 +12,7 @@ import sidepunch
 from sidepunch.server import fetch
 from sidepunch.server.config import QueueSpec, build_config
 from sidepunch.core.connection import Outage
+from sidepunch.core.middleware import Outcome
 from sidepunch.server.fetch import BasicFetch, QueueOrder, ReliableFetch, UnitOfWork
 from sidepunch.server.processor import Processor
 from sidepunch.server.resolver import JobResolver, UnknownJobClass
@@ -115,7 +116,7 @@ def run_next(proc):
 def test_success_is_acknowledged_and_counted(r, client):
     proc = make_processor(r)
     client.push({"class": testjobs.Record, "args": ["a"]})
-    assert run_next(proc) == "done"
+    assert run_next(proc) == Outcome.DONE
     assert r.lrange("done", 0, -1) == [b"a"]
     proc.fetcher.release()
     assert r.keys("working:*") == []
@@ -143,7 +144,7 @@ def test_ack_rides_on_the_next_fetch(r, client, fast_means_under_half_a_second):
 def test_failure_goes_to_retry_with_sidekiq_fields(r, client):
     proc = make_processor(r)
     jid = client.push({"class": Flaky, "args": [1], "custom_key": {"kept": True}})
-    assert run_next(proc) == "retry"
+    assert run_next(proc) == Outcome.RETRY
     (member, score), = r.zrange("retry", 0, -1, withscores=True)
     job = json.loads(member)
     assert job["jid"] == jid and job["custom_key"] == {"kept": True}
@@ -175,7 +176,7 @@ def test_retry_zero_goes_straight_to_dead_and_runs_hooks(r, client):
     deaths = []
     proc = make_processor(r, deaths=[lambda job, exc: deaths.append(job["jid"])])
     jid = client.push({"class": Once, "args": []})
-    assert run_next(proc) == "dead"
+    assert run_next(proc) == Outcome.DEAD
     assert r.zcard("dead") == 1 and r.zcard("retry") == 0
     assert Once.exhausted[-1] == (jid, "nope") and deaths == [jid]
 
@@ -185,7 +186,7 @@ def test_dead_false_and_retry_false(r, client):
     proc = make_processor(r, deaths=[lambda job, exc: deaths.append(job["class"])])
     client.push({"class": NoDead, "args": []})
     client.push({"class": Discard, "args": []})
-    assert sorted([run_next(proc), run_next(proc)]) == ["dead", "discarded"]
+    assert sorted([run_next(proc), run_next(proc)]) == [Outcome.DEAD, Outcome.DISCARDED]
     assert r.zcard("dead") == 0 and r.zcard("retry") == 0 and len(deaths) == 2
 
 
@@ -209,7 +210,7 @@ def test_retry_queue_option(r, client):
 def test_unparseable_payload_goes_to_dead_with_its_bytes(r):
     proc = make_processor(r)
     r.lpush("queue:default", b"\xff{not json")
-    assert run_next(proc) == "dead"
+    assert run_next(proc) == Outcome.DEAD
     assert r.zrange("dead", 0, -1) == [b"\xff{not json"]
     assert r.keys("working:*") == []
 
@@ -223,7 +224,7 @@ def test_unparseable_payload_goes_to_dead_with_its_bytes(r):
 def test_jobs_that_cannot_run_are_retried_with_a_clear_message(r, payload, words):
     proc = make_processor(r)
     r.lpush("queue:default", json.dumps(payload))
-    assert run_next(proc) == "retry"
+    assert run_next(proc) == Outcome.RETRY
     job = json.loads(r.zrange("retry", 0, 0)[0])
     assert words in job["error_message"]
 
@@ -238,7 +239,7 @@ def test_unknown_class_without_retry_key_is_kept_not_dropped(r):
 def test_wire_name_alias_runs_ruby_named_jobs(r):
     proc = make_processor(r)
     r.lpush("queue:default", json.dumps({"class": "HardWorker", "args": [1, "two"], "jid": "j" * 24}))
-    assert run_next(proc) == "done"
+    assert run_next(proc) == Outcome.DONE
     assert json.loads(r.lpop("done")) == [1, "two"]
 
 
@@ -347,7 +348,7 @@ def test_job_fetched_as_the_connection_dropped_is_reclaimed(r, client):
     proc.fetcher._fetch = real_script
     unit = proc.fetcher.fetch()
     assert json.loads(unit.payload)["args"] == ["first"]
-    assert proc.process(unit) == "done"
+    assert proc.process(unit) == Outcome.DONE
     assert json.loads(proc.fetcher.fetch().payload)["args"] == ["second"]
 
 
@@ -409,7 +410,7 @@ class Exits(sidepunch.Job):
 def test_a_job_calling_sys_exit_is_a_failure_not_a_dead_thread(r, client):
     proc = make_processor(r)
     client.push({"class": Exits, "args": []})
-    assert run_next(proc) == "retry"
+    assert run_next(proc) == Outcome.RETRY
     assert json.loads(r.zrange("retry", 0, 0)[0])["error_class"] == "SystemExit"
 
 def test_dead_set_reasons_are_kept_with_their_member_and_trimmed_with_it(r):

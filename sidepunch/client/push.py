@@ -3,11 +3,18 @@
 `Client.push` and `Client.push_bulk` take Sidekiq's item dict, normalise and validate it (payload.py), run
 client middleware, and write in one round trip: SADD queues + LPUSH queue:<q>, or ZADD schedule for jobs
 with `at`. Every job of a call is validated and encoded before anything is sent, so bad input raises
-TypeError or ValueError naming the field or argument and writes nothing. `_send` is the one place commands
-leave the client. The only module-global state in the package is the default client that `configure()` sets.
+TypeError or ValueError naming the field or argument and writes nothing.
+
+The write seam: every push (single, bulk in both forms, push_batches, scheduled or not) reaches Redis through
+`Client.write(entries)` and nothing else, with the encoded jobs of one atomic push. Testing modes replace that
+one method (subclass and override it, or pass `writer=`), so validation and middleware still run as in
+production. The only module-global state in the package is the default client that `configure()` sets.
+Imports only sidepunch.core.
 """
 from __future__ import annotations
 
+import itertools
+import operator
 import os
 import secrets
 import threading
@@ -18,7 +25,7 @@ import redis as redis_lib
 
 from ..core import keys
 from ..core.connection import make_client, resolve_url
-from ..core.middleware import ClientMiddleware, run_client_chain
+from ..core.middleware import Middleware, MiddlewareContext, build, hooks, run_client_chain
 from ..core.payload import encode, encode_value, new_jid
 from .validate import check_args, check_at, check_job, describe, normalize, unfit
 
@@ -26,6 +33,13 @@ _SIDEKIQ_DEFAULTS = {"retry": True, "queue": "default"}
 #: Seconds a push keeps retrying through a Redis restart or failover before it raises. A retried push whose
 #: first attempt did land gives a duplicate job, never a lost one.
 RETRY_FOR = 10.0
+
+
+#: One encoded job as the write seam gets it: (queue, at, payload), `at` its due time (it goes to the schedule)
+#: or None (to its queue now). A plain tuple: a bulk push makes one per job, and a named one costs ten times more.
+Entry = tuple[str, "float | None", bytes]
+Writer = Callable[[Sequence[Entry]], Any]
+_QUEUE, _AT, _PAYLOAD = (operator.itemgetter(i) for i in range(3))
 
 
 def _in_job(index: int, check: Callable[..., Any], *args: Any) -> Any:
@@ -41,11 +55,23 @@ class Client:
     """Pushes jobs. Thread-safe; one per process is plenty. Connects on first use, not when built."""
 
     def __init__(self, redis_url: str | None = None, *, redis: redis_lib.Redis | None = None,
-                 middleware: Sequence[ClientMiddleware] = ()) -> None:
+                 middleware: Sequence[Any] = (), writer: Writer | None = None) -> None:
+        """`middleware`: Middleware subclasses (built here, with this client's context), Middleware instances,
+        or functions `mw(job, call_next)`. `writer`: a function that replaces the write seam (see `write`)."""
         self._url = redis_url
         self._redis = redis
         self._lock = threading.Lock()
-        self.middleware = tuple(middleware)
+        context = MiddlewareContext(lambda: self.redis)
+        self.middleware: tuple[Middleware, ...] = tuple(build(m, context, "around_push") for m in middleware)
+        self._chain = hooks(self.middleware, "around_push")
+        if writer is not None:
+            self.write = writer  # type: ignore[method-assign]
+
+    def install(self, middleware: Sequence[Middleware]) -> None:
+        """Add built middleware outermost (a worker adds the daemon's, so pushes from jobs pass through them)."""
+        with self._lock:
+            self.middleware = (*middleware, *self.middleware)
+            self._chain = hooks(self.middleware, "around_push")
 
     @property
     def redis(self) -> redis_lib.Redis:
@@ -61,12 +87,12 @@ class Client:
         Bad input raises TypeError or ValueError naming the field or argument, and nothing is written.
         """
         job, odd = self._normalize(item)
-        if self.middleware:
+        if self._chain:
             job = self._through_middleware(job)
             if job is None:
                 return None
             odd = check_job(job)
-        self._send(self._commands([(None, job, odd)]))
+        self.write(self._entries([(None, job, odd)]))
         return job["jid"]
 
     def push_bulk(self, items: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[str]:
@@ -88,19 +114,28 @@ class Client:
             prepared.append(self._prepare_bulk(batch, first))
             first += prepared[-1][2]
         jids: list[str] = []
-        for commands, batch_jids, _ in prepared:
-            if commands:
-                self._send(commands)
+        for entries, batch_jids, _ in prepared:
+            if entries:
+                self.write(entries)
             jids.extend(batch_jids)
         return jids
 
-    def _prepare_bulk(self, items: Any, first: int) -> tuple[list[tuple], list[str], int]:
-        """(commands, jids, jobs given) for one push_bulk call whose first job is number `first`."""
+    def write(self, entries: Sequence[Entry]) -> Any:
+        """THE WRITE SEAM: the one method through which every push reaches Redis, in one round trip.
+
+        `entries` are the encoded jobs of one atomic push (one push, or one batch of a bulk push), each a tuple
+        (queue, at, payload): `at` is its due time, or None to enqueue it now; `payload` the JSON bytes as
+        Redis would store them. Testing modes replace this method and nothing else.
+        """
+        return self._send(_commands(entries))
+
+    def _prepare_bulk(self, items: Any, first: int) -> tuple[list[Entry], list[str], int]:
+        """(entries, jids, jobs given) for one push_bulk call whose first job is number `first`."""
         if isinstance(items, Mapping):
             rows, at, base = self._bulk_parts(items, first)
             if not rows:
                 return [], [], 0
-            prepared = None if self.middleware else self._bulk_template(rows, at, base, first)
+            prepared = None if self._chain else self._bulk_template(rows, at, base, first)
             if prepared is not None:
                 return (*prepared, len(rows))
             items = self._expand_bulk(rows, at, base)
@@ -111,13 +146,13 @@ class Client:
         for count, item in enumerate(items, 1):
             number = first + count - 1
             job, odd = _in_job(number, self._normalize, item)
-            if self.middleware:
+            if self._chain:
                 job = self._through_middleware(job)
                 if job is None:
                     continue
                 odd = _in_job(number, check_job, job)
             jobs.append((number, job, odd))
-        return self._commands(jobs), [job["jid"] for _, job, _ in jobs], count
+        return self._entries(jobs), [job["jid"] for _, job, _ in jobs], count
 
     @staticmethod
     def _bulk_parts(item: Mapping[str, Any], first: int) -> tuple[list, Any, dict[str, Any]]:
@@ -153,7 +188,7 @@ class Client:
         return out
 
     def _bulk_template(self, rows: list, at: Any, base: dict[str, Any],
-                       first: int) -> tuple[list[tuple], list[str]] | None:
+                       first: int) -> tuple[list[Entry], list[str]] | None:
         """Every job shares all but `args` and `jid`, so the shared JSON is encoded once and each job's
         arguments and jid are spliced in. The bytes are the same as encoding each job whole (tests check
         this). Returns None if the template cannot be split, and the caller takes the general path."""
@@ -179,10 +214,8 @@ class Client:
             except UnicodeEncodeError:
                 raise unfit(args, f"args[{first + i}]") from None
         queue = template["queue"]
-        if at is None:
-            return [("SADD", keys.QUEUES, queue), ("LPUSH", keys.queue(queue), *payloads)], jids
-        scores = at if isinstance(at, list) else [at] * len(rows)
-        return [("ZADD", keys.SCHEDULE, *(x for pair in zip(scores, payloads) for x in pair))], jids
+        scores = at if isinstance(at, list) else itertools.repeat(at)
+        return list(zip(itertools.repeat(queue), scores, payloads)), jids
 
     @staticmethod
     def _normalize(item: Any) -> tuple[dict[str, Any], bool]:
@@ -202,7 +235,7 @@ class Client:
         raise TypeError(f"'class' must be a Job class, a @job function or a class name, got {what}")
 
     def _through_middleware(self, job: dict[str, Any]) -> dict[str, Any] | None:
-        result = run_client_chain(self.middleware, job, lambda j: j)
+        result = run_client_chain(self._chain, job, lambda j: j)
         if result is None or result is False:
             return None
         if type(result) is not dict:
@@ -211,12 +244,11 @@ class Client:
         return result
 
     @staticmethod
-    def _commands(jobs: list[tuple[int | None, dict[str, Any], bool]]) -> list[tuple]:
-        """The commands of one atomic push: every job's, sent in one round trip. A job's number, if it has
-        one, names it in an error."""
+    def _entries(jobs: list[tuple[int | None, dict[str, Any], bool]]) -> list[Entry]:
+        """The entries of one atomic push, every job encoded. A job's number, if it has one, names it in an
+        error."""
         now = time.time()
-        commands: list[tuple] = []
-        queued: dict[str, list[bytes]] = {}
+        entries: list[Entry] = []
         for number, job, odd in jobs:
             at = job.pop("at", None)
             if at is None:
@@ -226,14 +258,8 @@ class Client:
             except UnicodeEncodeError:  # a lone surrogate, which UTF-8 refuses: say where it is
                 error = unfit(job, "", 1)
                 raise error if number is None else type(error)(f"push_bulk job {number}: {error}") from None
-            if at is not None:
-                commands.append(("ZADD", keys.SCHEDULE, at, payload))
-            else:
-                queued.setdefault(job["queue"], []).append(payload)
-        for queue, payloads in queued.items():
-            commands.append(("SADD", keys.QUEUES, queue))
-            commands.append(("LPUSH", keys.queue(queue), *payloads))
-        return commands
+            entries.append((job["queue"], at, payload))
+        return entries
 
     def _send(self, commands: Sequence[tuple]) -> list[Any]:
         """Send commands pipelined on one pooled connection and read every reply.
@@ -263,6 +289,31 @@ class Client:
         return replies
 
 
+def _commands(entries: Sequence[Entry]) -> list[tuple]:
+    """Redis commands for one atomic push: one ZADD schedule for the due jobs, then per queue (in first-seen
+    order) SADD queues and one LPUSH of its jobs in the order given."""
+    if len(entries) > 1:  # a bulk push, mostly of one kind: sorted out by C-level passes, not a loop per job
+        due = list(map(_AT, entries))
+        queues = set(map(_QUEUE, entries))
+        if len(queues) == 1 and due.count(None) == len(due):
+            queue = queues.pop()
+            return [("SADD", keys.QUEUES, queue), ("LPUSH", keys.queue(queue), *map(_PAYLOAD, entries))]
+        if None not in due:
+            return [("ZADD", keys.SCHEDULE, *itertools.chain.from_iterable(zip(due, map(_PAYLOAD, entries))))]
+    scheduled: list[Any] = []
+    queued: dict[str, list[bytes]] = {}
+    for queue, at, payload in entries:
+        if at is not None:
+            scheduled += (at, payload)
+        else:
+            queued.setdefault(queue, []).append(payload)
+    commands: list[tuple] = [("ZADD", keys.SCHEDULE, *scheduled)] if scheduled else []
+    for queue, payloads in queued.items():
+        commands.append(("SADD", keys.QUEUES, queue))
+        commands.append(("LPUSH", keys.queue(queue), *payloads))
+    return commands
+
+
 _default: Client | None = None
 _default_lock = threading.Lock()
 
@@ -277,11 +328,12 @@ def _job_class(klass: Any) -> Any:
 
 
 def configure(redis_url: str | None = None, *, redis: redis_lib.Redis | None = None,
-              middleware: Sequence[ClientMiddleware] = ()) -> Client:
-    """Set the client that `Job.perform_async` and friends use in this process."""
+              middleware: Sequence[Any] = (), writer: Writer | None = None) -> Client:
+    """Set the client that `Job.perform_async` and friends use in this process. Middleware registered here is
+    built once; in a worker, its around_perform and on_death hooks run too."""
     global _default
     with _default_lock:
-        _default = Client(redis_url, redis=redis, middleware=middleware)
+        _default = Client(redis_url, redis=redis, middleware=middleware, writer=writer)
     return _default
 
 

@@ -1,15 +1,159 @@
-"""Middleware chains for the client (around every push) and the server (around every perform).
+"""Middleware: the `Middleware` base class, its context, the chains that run its hooks, and job outcomes.
 
-A client middleware is `mw(job: dict, call_next) -> result`; it may change the job dict before calling
-`call_next(job)`, or return None without calling it to stop the push. A server middleware is
-`mw(instance, job: dict, queue: str, call_next) -> None` and must call `call_next()` for the job to run.
+A middleware is a class with up to three optional hooks, built once per process with a `MiddlewareContext`
+(a Redis client, a clock, the daemon's config or None on the client side):
+
+- `around_push(job, call_next)` runs around every push; it may change the job dict before `call_next(job)`,
+  or return None without calling it to stop the push;
+- `around_perform(instance, job, queue, call_next)` runs around every perform in the daemon; it must call
+  `call_next()` for the job to run, and may end the job another way by raising (or returning) `Reschedule(n)`;
+- `on_death(job, exc)` runs when a job dies or is discarded.
+
+Plain functions keep working and are adapted into the class: a client function `mw(job, call_next)`, a server
+function `mw(instance, job, queue, call_next)`, a death handler `handler(job, exc)`. A chain holds each hook
+itself (a bound method, or the function as given), so running it costs what running the functions did, and a
+middleware that does not override a hook is not in that hook's chain at all.
+
+Imports nothing of ours: the client and the server both build on it.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import enum
+import importlib
+import threading
+import time
+from typing import Any, Callable, Iterable, Sequence
 
 ClientMiddleware = Callable[[dict, Callable[[dict], Any]], Any]
 ServerMiddleware = Callable[[Any, dict, str, Callable[[], Any]], Any]
+DeathHandler = Callable[[dict, BaseException], Any]
+#: The longest delay a Reschedule takes (about 31 years): further means never, and the score must stay a float.
+MAX_DELAY = 10 ** 9
+HOOKS = ("around_push", "around_perform", "on_death")
+
+
+class Outcome(str, enum.Enum):
+    """How a fetched job ended. A str, so it logs and compares as its value ("done" == Outcome.DONE)."""
+
+    DONE = "done"                # ran; acknowledged
+    RETRY = "retry"              # failed; in the retry set
+    DEAD = "dead"                # failed for good, or unreadable; in the dead set
+    DISCARDED = "discarded"      # failed with retry off, or the job chose to discard; nowhere, by design
+    ABANDONED = "abandoned"      # its worker took it away (timeout, shutdown); recorded by whoever took it
+    RESCHEDULED = "rescheduled"  # a server middleware put it back in the schedule; not a failure
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Reschedule(BaseException):
+    """Raise (or return) from a server middleware to end the job with "run it again in `seconds`", not a retry.
+
+    The payload goes back to the `schedule` set as it was fetched (no retry_count, no error fields; the poller
+    gives it a fresh enqueued_at when it is due), the job counts as processed, and no death hook runs. Raise it
+    before `call_next()`: raised after, the job has run and runs again. A job's perform may raise it too. A
+    BaseException, so that a middleware's `except Exception` lets it through.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = check_delay(seconds)
+        super().__init__(f"reschedule in {self.seconds:g}s")
+
+
+def check_delay(seconds: Any) -> float:
+    """`seconds` as a float from 0 to MAX_DELAY; TypeError or ValueError saying what is wrong otherwise."""
+    if type(seconds) not in (int, float):
+        raise TypeError(f"Reschedule takes a number of seconds, got {type(seconds).__name__}")
+    if not (0 <= seconds <= MAX_DELAY):  # NaN fails this too
+        raise ValueError(f"Reschedule takes 0 to {MAX_DELAY} seconds, got {seconds!r}")
+    return float(seconds)
+
+
+class MiddlewareContext:
+    """What a middleware is built with: `redis` (made on first use), `clock()` (epoch seconds), and `config`
+    (the daemon's settings; None in a process that only pushes)."""
+
+    def __init__(self, redis: Any, *, clock: Callable[[], float] = time.time, config: Any = None) -> None:
+        self._redis = redis
+        self._lock = threading.Lock()
+        self.clock = clock
+        self.config = config
+
+    @property
+    def redis(self) -> Any:
+        """The Redis client; `redis` may be given as a function that makes it, called once, on first use."""
+        if callable(self._redis):
+            with self._lock:
+                if callable(self._redis):
+                    self._redis = self._redis()
+        return self._redis
+
+
+class Middleware:
+    """Subclass and override any of the hooks; the defaults only pass the job on. Register the class (or its
+    dotted path): each process builds one instance with its context, available as `self.context`."""
+
+    def __init__(self, context: MiddlewareContext | None) -> None:
+        self.context = context
+
+    def around_push(self, job: dict, call_next: Callable[[dict], Any]) -> Any:
+        return call_next(job)
+
+    def around_perform(self, instance: Any, job: dict, queue: str, call_next: Callable[[], Any]) -> Any:
+        return call_next()
+
+    def on_death(self, job: dict, exc: BaseException) -> None:
+        return None
+
+
+class FunctionMiddleware(Middleware):
+    """A function registered as one hook: the function itself is the hook, with no wrapper around each call."""
+
+    def __init__(self, hook: str, function: Callable[..., Any]) -> None:
+        super().__init__(None)
+        if hook not in HOOKS:
+            raise ValueError(f"unknown middleware hook {hook!r}")
+        if not callable(function):
+            raise TypeError(f"a middleware function must be callable, got {type(function).__name__}")
+        self.hook = hook
+        self.function = function
+        setattr(self, hook, function)
+
+    def __repr__(self) -> str:
+        return f"FunctionMiddleware({self.hook}, {self.function!r})"
+
+
+def build(spec: Any, context: MiddlewareContext | None, hook: str) -> Middleware:
+    """One registered middleware as an instance: a Middleware subclass is built with `context`, an instance is
+    kept, and a plain function becomes the `hook` it was registered for (its documented form)."""
+    if isinstance(spec, type) and issubclass(spec, Middleware):
+        return spec(context)
+    if isinstance(spec, Middleware):
+        return spec
+    if isinstance(spec, type) or not callable(spec):
+        raise TypeError(f"a middleware must be a sidepunch.Middleware subclass or a function, got {spec!r}")
+    return FunctionMiddleware(hook, spec)
+
+
+def hooks(middleware: Iterable[Middleware], hook: str) -> tuple[Callable[..., Any], ...]:
+    """The chain of one hook: each middleware that defines it, in order (outermost first)."""
+    default = getattr(Middleware, hook)
+    chain = []
+    for mw in middleware:
+        if hook in vars(mw) or getattr(type(mw), hook) is not default:
+            chain.append(getattr(mw, hook))
+    return tuple(chain)
+
+
+def load_dotted(path: str) -> Any:
+    """`package.module.name` -> the function or class; ImportError or AttributeError names what is missing."""
+    module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        raise ImportError(f"{path!r} is not a dotted path like myapp.hooks.notify")
+    target = getattr(importlib.import_module(module_name), attr, None)
+    if not callable(target):
+        raise AttributeError(f"{path} is not a function in module {module_name}")
+    return target
 
 
 def run_client_chain(chain: Sequence[ClientMiddleware], job: dict, final: Callable[[dict], Any]) -> Any:
@@ -27,3 +171,7 @@ def run_server_chain(chain: Sequence[ServerMiddleware], instance: Any, job: dict
             return final()
         return chain[index](instance, job, queue, lambda: step(index + 1))
     return step(0)
+
+
+__all__ = ["Middleware", "MiddlewareContext", "FunctionMiddleware", "Outcome", "Reschedule", "build", "hooks",
+           "load_dotted", "run_client_chain", "run_server_chain", "check_delay", "MAX_DELAY"]

@@ -29,6 +29,7 @@ from ..core.errors import JobTimeout
 from ..core.exitcodes import ExitCode
 from .fetch import BasicFetch, ReliableFetch
 from .heartbeat import Heartbeat, hostname
+from .hooks import load_middleware
 from .logs import enable_faulthandler
 from .processor import Processor
 from .resolver import JobResolver
@@ -104,8 +105,7 @@ class Child:
         self._set_title()
         try:
             load_app(self.config.require)
-            self.middleware = tuple(load_callable(p) for p in self.config.middleware)
-            self.death_handlers = tuple(load_callable(p) for p in self.config.death_handlers)
+            self.middleware, self.death_handlers = load_middleware(self.config)
         except BaseException as exc:  # SystemExit too: an app that exits while imported cannot run jobs
             log.error("worker %d cannot load the app: %s: %s", self.number, type(exc).__name__, error_message(exc))
             return ExitCode.BOOT_ERROR

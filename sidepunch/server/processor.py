@@ -3,7 +3,8 @@
 `process(unit)` is synchronous so tests can call it against a real Redis. Whatever the job raises (any
 BaseException: SystemExit, CancelledError, GeneratorExit...) is a failure and goes to RetryPolicy, unless the
 worker itself took the job away (timeout, shutdown: `abandon`); a payload that cannot be parsed goes to the dead
-set untouched. A write that fails because Redis is down or refusing commands is retried until it lands or the
+set untouched. A server middleware may end a job with `Reschedule(seconds)` (raised or returned): the job goes back
+to the schedule, unchanged, and counts as processed, not failed. Every path returns an `Outcome`. A write that fails because Redis is down or refusing commands is retried until it lands or the
 child's hard deadline passes (reliable fetch then still holds the job).
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import redis
 from ..core.connection import OUTAGE_ERRORS
 from .fetch import UnitOfWork
 from .forks import ForkGuard
-from ..core.middleware import run_server_chain
+from ..core.middleware import Outcome, Reschedule, check_delay, run_server_chain
 from ..core.payload import decode
 from .retry import error_class_name, error_message
 from .state import ChildContext
@@ -108,8 +109,8 @@ class Processor:
             self.current, self.deadline = None, None
             return True
 
-    def process(self, unit: UnitOfWork) -> str:
-        """Run one job; returns "done", "retry", "dead", "discarded" or "abandoned" (timed out)."""
+    def process(self, unit: UnitOfWork) -> Outcome:
+        """Run one job; returns how it ended (ABANDONED: the worker took it away, e.g. it timed out)."""
         ctx = self.ctx
         self.current, self.instance = unit, None
         ctx.work.start(self.tid, unit.queue, unit.payload)
@@ -120,7 +121,7 @@ class Processor:
             except BaseException as problem:  # PayloadError, or MemoryError for a huge one: never rerun it
                 self._release(unit)
                 ctx.retry.kill_unparseable(unit, problem, persist=lambda w: self._persist(w, "dead-set write"))
-                return "dead"
+                return Outcome.DEAD
             try:
                 self._arm_timeout(job, started)
                 if job_log.isEnabledFor(logging.INFO):
@@ -131,16 +132,18 @@ class Processor:
             except BaseException as exc:  # whatever it raised, SystemExit and CancelledError included, it failed
                 self._forks.check("a job", 1)
                 if not self._release(unit):
-                    return "abandoned"  # the worker took it away (timeout, shutdown), not the exception's class
+                    return Outcome.ABANDONED  # the worker took it away (timeout, shutdown), not the exception
+                if isinstance(exc, Reschedule):
+                    return self._reschedule(unit, job, exc, started)
                 return self._fail(unit, job, exc, started)
             self._forks.check("a job")
             if not self._release(unit):
-                return "abandoned"
+                return Outcome.ABANDONED
             return self._done(unit, job, started)
         finally:
             ctx.work.finish(self.tid)
 
-    def _done(self, unit: UnitOfWork, job: dict, started: float) -> str:
+    def _done(self, unit: UnitOfWork, job: dict, started: float) -> Outcome:
         ctx = self.ctx
         ctx.counters.record(failed=False)
         elapsed = time.monotonic() - started
@@ -150,9 +153,24 @@ class Processor:
             ctx.state.go_quiet()  # the child asks the master for its replacement on its next tick
         if job_log.isEnabledFor(logging.INFO):
             job_log.info("done %.200s jid=%.100s queue=%s %.3fs", job["class"], job.get("jid"), unit.queue, elapsed)
-        return "done"
+        return Outcome.DONE
 
-    def _fail(self, unit: UnitOfWork, job: dict, exc: BaseException, started: float) -> str:
+    def _reschedule(self, unit: UnitOfWork, job: dict, exc: Reschedule, started: float) -> Outcome:
+        """Back to the schedule, not a failure; a Reschedule whose delay was tampered with is a failure."""
+        try:
+            seconds = check_delay(exc.seconds)
+        except BaseException as bad:
+            return self._fail(unit, job, bad, started)
+        outcome = self.ctx.retry.reschedule(unit, seconds, exc,
+                                            persist=lambda write: self._persist(write, "schedule write"))
+        self.ctx.counters.record(failed=outcome is not Outcome.RESCHEDULED)
+        if self.ctx.config.max_jobs and self.ctx.counters.total_processed >= self.ctx.config.max_jobs:
+            self.ctx.state.go_quiet()
+        job_log.info("reschedule %.200s jid=%.100s queue=%s %.3fs in %gs -> %s", job["class"], job.get("jid"),
+                     unit.queue, time.monotonic() - started, seconds, outcome)
+        return outcome
+
+    def _fail(self, unit: UnitOfWork, job: dict, exc: BaseException, started: float) -> Outcome:
         self.ctx.counters.record(failed=True)
         outcome = self.ctx.retry.handle(unit, self.instance, exc,
                                         persist=lambda write: self._persist(write, "retry-set write"))
@@ -165,8 +183,10 @@ class Processor:
         if type(args) is not list:
             raise BadJob(f"job args must be a JSON array, got {type(args).__name__}")
         if self.ctx.server_middleware:
-            run_server_chain(self.ctx.server_middleware, instance, job, queue,
-                             lambda: _ran(instance.perform(*args)))
+            result = run_server_chain(self.ctx.server_middleware, instance, job, queue,
+                                      lambda: _ran(instance.perform(*args)))
+            if isinstance(result, Reschedule):
+                raise result
         else:
             result = instance.perform(*args)
             if result is not None:

@@ -1,4 +1,5 @@
-"""What happens to a job that failed: the retry set, the dead set, or (retry=False) nothing but the handlers.
+"""What happens to a job that failed: the retry set, the dead set, or (retry=False) nothing but the handlers;
+and to a job a middleware rescheduled (`reschedule`): back to the schedule, as fetched, not a failure.
 
 Follows Sidekiq 6.4.1 (SIDEKIQ_WIRE.md sections 6 and 7): the decision starts from the payload as it was
 fetched, error fields are added in Sidekiq's key order, unknown keys survive, and the delay is
@@ -12,6 +13,7 @@ an outage, it goes to the dead set with its bytes as fetched and a reason beside
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 import time
@@ -26,11 +28,11 @@ from .fetch import UnitOfWork
 from .forks import ForkGuard
 from ..core.jobsets import DeadSet, encode_backtrace
 from ..core.jobsets import decode_backtrace  # noqa: F401  (tests import it from here too)
+from ..core.middleware import DeathHandler, Outcome
 from ..core.payload import PayloadError, decode, encode
 
 log = logging.getLogger("sidepunch.retry")
 
-DeathHandler = Callable[[dict, BaseException], Any]
 Persist = Callable[[Callable[[], Any]], Any]
 
 
@@ -99,8 +101,8 @@ class RetryPolicy:
                   unit.payload)
         self._commit(unit, self._untouched(unit, f"unreadable: {problem}"), persist)
 
-    def handle(self, unit: UnitOfWork, instance: Any, exc: BaseException, persist: Persist = _once) -> str:
-        """Record the failure of `unit`; returns "retry", "dead" or "discarded".
+    def handle(self, unit: UnitOfWork, instance: Any, exc: BaseException, persist: Persist = _once) -> Outcome:
+        """Record the failure of `unit`; returns Outcome.RETRY, DEAD or DISCARDED.
 
         The decision (and any hook) runs once; `persist` retries only the Redis write, e.g. through an outage.
         Raises only what `persist` lets through (an outage it gave up on); the job then stays in its working list.
@@ -109,7 +111,7 @@ class RetryPolicy:
             msg = decode(unit.payload)
         except PayloadError as problem:
             self.kill_unparseable(unit, problem, persist)
-            return "dead"
+            return Outcome.DEAD
         try:
             outcome, write, mourn = self._decide(unit, instance, msg, exc)
         except BaseException as problem:  # a hook, an error message, a number out of range: the job still lands
@@ -125,8 +127,22 @@ class RetryPolicy:
             self._run_death_handlers(msg, exc)
         return outcome
 
+    def reschedule(self, unit: UnitOfWork, seconds: float, cause: BaseException,
+                   persist: Persist = _once) -> Outcome:
+        """Put `unit` back in the schedule, due `seconds` from now, with its payload as fetched (no retry count,
+        no error fields: the poller gives it a fresh enqueued_at), then acknowledge it; Outcome.RESCHEDULED.
+        If Redis refuses the entry for a reason other than an outage, the job goes to the dead set as fetched."""
+        score = self._clock() + seconds
+        try:
+            self._commit(unit, lambda client, now: _schedule_into(client, unit.payload, score, now), persist)
+        except OUTAGE_ERRORS:
+            raise
+        except redis.RedisError as problem:  # e.g. `schedule` holds another type
+            return self._bury(unit, cause, f"Redis refused its schedule entry ({_describe(problem)})", persist)
+        return Outcome.RESCHEDULED
+
     def _decide(self, unit: UnitOfWork, instance: Any, msg: dict,
-                exc: BaseException) -> tuple[str, Callable | None, bool]:
+                exc: BaseException) -> tuple[Outcome, Callable | None, bool]:
         """(outcome, the write that records it or None, whether death handlers run): runs the job's hooks."""
         # Unlike Sidekiq, which drops it, a job whose class never loaded and that has no `retry` key is kept.
         retry = msg.get("retry", True if instance is None else None)
@@ -137,23 +153,23 @@ class RetryPolicy:
             if retry is not False and retry is not None:
                 msg["retry"] = retry
         if retry is False or retry is None:
-            return "discarded", None, True
+            return Outcome.DISCARDED, None, True
         now = self._clock()
         self._add_error_fields(msg, exc, unit.queue, now)
         count = msg["retry_count"]
         limit = retry if type(retry) is int else self._max_retries
         choice = self._custom_delay(instance, count, exc)
         if choice == "discard":
-            return "discarded", None, False
+            return Outcome.DISCARDED, None, False
         if choice != "kill" and count < limit:
             # Scored and encoded once, here: a retried write cannot add a second member, and a delay out of a
             # float's range fails now, into the dead set, rather than in the write.
             score = now + retry_delay(count, self._rng, choice if isinstance(choice, int) else None)
             payload = encode(msg)
-            return "retry", lambda client, now: client.zadd(keys.RETRY, {payload: score}), False
+            return Outcome.RETRY, lambda client, now: client.zadd(keys.RETRY, {payload: score}), False
         return self._exhaust(instance, msg, exc)
 
-    def _exhaust(self, instance: Any, msg: dict, exc: BaseException) -> tuple[str, Callable | None, bool]:
+    def _exhaust(self, instance: Any, msg: dict, exc: BaseException) -> tuple[Outcome, Callable | None, bool]:
         hook = getattr(instance, "retries_exhausted", None)
         if hook is not None:
             try:
@@ -163,17 +179,17 @@ class RetryPolicy:
                 log.exception("retries_exhausted hook of %s raised", msg.get("class"))
             self._forks.check("retries_exhausted")
         if msg.get("dead") is False:
-            return "dead", None, True
+            return Outcome.DEAD, None, True
         payload = encode(msg)
-        return "dead", lambda client, now: self._dead.add_into(client, payload, now), True
+        return Outcome.DEAD, lambda client, now: self._dead.add_into(client, payload, now), True
 
-    def _bury(self, unit: UnitOfWork, exc: BaseException, why: str, persist: Persist) -> str:
+    def _bury(self, unit: UnitOfWork, exc: BaseException, why: str, persist: Persist) -> Outcome:
         """The last resort: the dead set, bytes as fetched, with `why` as its reason. Any refusal is retried."""
         reason = f"{why}; it had failed with {error_class_name(exc)}: {error_message(exc)}"
         log.error("job from queue %s moved to the dead set as fetched: %.500s", unit.queue, reason)
         self._commit(unit, self._untouched(unit, reason), persist, stubborn=True)
         self._run_death_handlers(decode(unit.payload), exc)
-        return "dead"
+        return Outcome.DEAD
 
     def _untouched(self, unit: UnitOfWork, reason: str) -> Callable:
         return lambda client, now: self._dead.add_into(client, unit.payload, now, reason=reason)
@@ -216,16 +232,18 @@ class RetryPolicy:
         script error), which would acknowledge a job whose record failed. A process that dies between the two
         steps leaves the job in both places, to run again; never in neither. Both steps are idempotent, so
         `persist` may repeat them. `stubborn`: any refusal counts as an outage (retried with backoff, logged
-        once), since there is no place left to fall back to.
+        once), since there is no place left to fall back to. If `persist` gave up on the record (it returns
+        None at the shutdown deadline), the job is not acknowledged: it stays in its working list, to recover.
         """
         self._forks.check("a hook of the job")  # no forked child of a job ever writes
-        if write is not None:
-            persist(lambda: self._record(write, stubborn))
+        if write is not None and persist(lambda: self._record(write, stubborn)) is not True:
+            return
         persist(lambda: self._acknowledge(unit))
 
-    def _record(self, write: Callable, stubborn: bool) -> None:
+    def _record(self, write: Callable, stubborn: bool) -> bool:
         try:
             write(self._redis, self._clock())
+            return True
         except redis.RedisError as exc:
             if stubborn and not isinstance(exc, OUTAGE_ERRORS):
                 raise RedisRefused(str(exc)) from exc
@@ -244,6 +262,19 @@ class RetryPolicy:
                 self._forks.check("a death handler", 1)
                 log.exception("death handler %r raised", handler)
             self._forks.check("a death handler")
+
+
+def _schedule_into(client: Any, payload: bytes, score: float, now: float) -> None:
+    """ZADD `payload` to the schedule, never onto a byte-identical member already there (two copies of one job
+    would become one): such a twin gets its own member, with `enqueued_at` set to a time no other copy has."""
+    if client.zadd(keys.SCHEDULE, {payload: score}, nx=True):
+        return
+    msg, stamp = decode(payload), now
+    while True:
+        msg["enqueued_at"] = stamp
+        if client.zadd(keys.SCHEDULE, {encode(msg): score}, nx=True):
+            return
+        stamp = math.nextafter(stamp, math.inf)
 
 
 def _describe(problem: BaseException) -> str:
