@@ -145,7 +145,7 @@ class Stats:
         """Set the all-time counters (both, or the ones named) to 0; the day keys are kept, as in Sidekiq."""
         chosen = [s for s in STATS if s in stats] if stats else list(STATS)
         if chosen:
-            self.redis.mset({f"stat:{s}": 0 for s in chosen})
+            self.redis.mset({keys.stat(s): 0 for s in chosen})
 
 
 class Queue:

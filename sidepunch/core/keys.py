@@ -45,8 +45,9 @@ SCHEDULE = "schedule"
 RETRY = "retry"
 DEAD = "dead"
 PROCESSES = "processes"
-STAT_PROCESSED = "stat:processed"
-STAT_FAILED = "stat:failed"
+STAT_PREFIX = "stat:"
+STAT_PROCESSED = STAT_PREFIX + "processed"
+STAT_FAILED = STAT_PREFIX + "failed"
 RECOVERY_LOCK = "sidepunch:recovery-lock"
 #: Why a member of `dead` is there when its bytes could not carry error fields (unreadable or unwritable JSON).
 DEAD_REASONS = "sidepunch:dead-reasons"
@@ -72,8 +73,18 @@ def queue_name(key: str | bytes) -> str:
     return key[len("queue:"):] if key.startswith("queue:") else key
 
 
+def stat(name: str) -> str:
+    """`stat:<name>`: an all-time counter (processed, failed)."""
+    return f"{STAT_PREFIX}{name}"
+
+
 def daily_stat(stat_key: str, date: str) -> str:
     return f"{stat_key}:{date}"
+
+
+def process(identity: str | bytes) -> str | bytes:
+    """The process hash is keyed by the bare identity (Sidekiq's layout); named here so every key is built here."""
+    return identity
 
 
 def workers(identity: str | bytes) -> str | bytes:
