@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import redis
 
 from ..client.push import Client
+from ..core import keys
 from . import Queue  # sidepunch.api itself; it does not import this module, so there is no cycle
 from .processes import ProcessSet
 from .sets import DeadSet, JobSet, RetrySet, ScheduledSet, SortedEntry
@@ -124,7 +125,7 @@ class AdminOps:
         if target in SETS:
             jobset = SETS[target](self.redis)
             return Cleared("set", jobset.name, jobset.clear())
-        queue = Queue(target.removeprefix("queue:"), self.redis)
+        queue = Queue(keys.queue_name(target), self.redis)
         if queue.size == 0 and not queue.known:
             raise NotFound(f"no queue named {queue.name!r}; to clear a set, say retry, scheduled or dead")
         return Cleared("queue", queue.name, queue.clear())
