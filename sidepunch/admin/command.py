@@ -27,7 +27,8 @@ import redis
 from .. import api
 from ..api.ops import AdminOps, BadRequest, OpError
 from ..api.records import loads
-from ..core.connection import OUTAGE_ERRORS, check_url, hide_urls, make_client, mask_url, resolve_url, scrub
+from ..core.connection import OUTAGE_ERRORS, check_url, make_client
+from ..core.urls import hide_urls, mask_url, resolve_url, scrub
 from ..core.payload import PayloadError
 from .output import Output, escape, table, when
 from .parser import Failure, Status, build_parser

@@ -12,7 +12,7 @@ from enum import IntEnum
 from typing import Any, Callable, Sequence
 
 from .. import api
-from ..core.connection import hide_urls
+from ..core.urls import hide_urls
 
 
 class Status(IntEnum):
