@@ -34,7 +34,8 @@ had none, `failed_at`.
 
 Key names read back from Redis (SCAN, `queues`, `processes`) are hostile input: they may be any bytes. The
 functions below take `bytes` as well as `str` and then answer in bytes, so such a name is used as it is, never
-decoded; `printable` shows one in a log line.
+decoded; `printable` shows one in a log line. The process identity inside these names is built by identity.py.
+Imports nothing of sidepunch's.
 """
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ Per beat (SIDEKIQ_WIRE.md section 9): counters to stat:* and the UTC day keys; t
 the process hash (info, busy, beat, quiet, rss, rtt_us) with TTL 60; our own short-lived liveness key for
 orphan recovery; and at most one remote signal popped from <identity>-signals, which is handed to the
 caller's `on_signal` (the child passes it to the master, since the daemon stops and quiets as one).
+The identity it writes under is built by core/identity.py. Imports core and server modules only (never api,
+admin or the client).
 """
 from __future__ import annotations
 
