@@ -1,8 +1,9 @@
 """`sidepunch`: the admin command line, a thin layer over sidepunch.api.
 
-Owns argument parsing, output (aligned tables, or `--json` for scripts) and turning failures into one line
-on stderr with an exit status, never a traceback. It holds no Redis logic of its own: every read and move
-is an api.py call, so the CLI and the API cannot disagree.
+Owns running each command and turning failures into one line on stderr with an exit status, never a
+traceback; flags are parsed in parser.py and printed through output.py. It holds no Redis logic of its own:
+every read is a sidepunch.api call and every change an api.ops call, so the CLI and a dashboard cannot
+disagree. Imports core, client and api only (never server).
 
 Whatever is in Redis is hostile input: names that are not UTF-8, payloads that are not JSON or hold NaN,
 times of 1e300. Every cell is escaped so job data cannot drive the terminal, and `--json` output is always
@@ -17,51 +18,22 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import re
 import sys
 import time
-from enum import IntEnum
 from typing import Any, Callable, Sequence
 
 import redis
 
 from .. import api
-from .output import Output, escape, table, when
+from ..api.ops import AdminOps, BadRequest, OpError
 from ..api.records import loads
-from ..client.push import Client
-from ..core.connection import OUTAGE_ERRORS, check_url, hide_urls, make_client, mask_url, resolve_url, scrub
+from ..core.connection import OUTAGE_ERRORS, check_url, make_client
+from ..core.urls import hide_urls, mask_url, resolve_url, scrub
 from ..core.payload import PayloadError
+from .output import Output, escape, table, when
+from .parser import Failure, Status, build_parser
 
-SETS = {"retry": api.RetrySet, "retries": api.RetrySet, "scheduled": api.ScheduledSet,
-        "schedule": api.ScheduledSet, "dead": api.DeadSet, "morgue": api.DeadSet}
-
-
-class Status(IntEnum):
-    OK = 0
-    NOT_FOUND = 1
-    USAGE = 2
-    NO_REDIS = 3
-    BUG = 4
-
-
-class Failure(Exception):
-    """A one-line error for the user, with the exit status to end with."""
-
-    def __init__(self, message: str, status: Status = Status.NOT_FOUND) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class _Parser(argparse.ArgumentParser):
-    _argv: Sequence[str] = ()
-
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
-        self._argv = list(sys.argv[1:] if args is None else args)
-        return super().parse_known_args(args, namespace)
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        # A Redis URL given in the wrong place is echoed by argparse; its password must not be.
-        raise Failure(f"{self.prog}: {hide_urls(message, self._argv)} (see --help)", Status.USAGE)
+__all__ = ["COMMANDS", "Failure", "Status", "build_parser", "main"]
 
 
 # -------------------------------------------------------------------------------------------- commands
@@ -157,14 +129,6 @@ def _error(e: api.SortedEntry) -> str:
     return f"{e.error_class}: {e.error_message or ''}"[:60]
 
 
-def _find(r: redis.Redis, ident: str, names: Sequence[str]) -> list[api.SortedEntry]:
-    """Entries named by a jid or a `raw:` id (the JID column shows one for entries without a jid)."""
-    found = [e for name in names for e in SETS[name](r).find(ident)]
-    if not found:
-        raise Failure(f"no job with jid {ident!r} in the {' or '.join(names)} set")
-    return found
-
-
 def _one_or_all(args: argparse.Namespace, what: str) -> None:
     given = getattr(args, what)
     if bool(given) == bool(args.all):
@@ -176,16 +140,14 @@ def cmd_retry(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
     if args.all:
         _retry_all(r, out)
         return
-    entry = _find(r, args.jid, ["retry", "dead"])[0]
-    if not entry.retry():
-        raise Failure(f"job {args.jid} left the {entry.jobset.name} set before it could be retried")
-    out.emit({"retried": 1, "jid": args.jid, "from": entry.jobset.name, "queue": entry.queue},
-             lambda: f"enqueued {args.jid} on queue {entry.queue} (from the {entry.jobset.name} set)")
+    done = AdminOps(r).retry(args.jid)
+    out.emit({"retried": 1, "jid": done.jid, "from": done.source, "queue": done.queue},
+             lambda: f"enqueued {done.jid} on queue {done.queue} (from the {done.source} set)")
 
 
 def _retry_all(r: redis.Redis, out: Output) -> None:
-    result = api.RetrySet(r).retry_each()
-    left = [{"id": e.id, "why": why} for e, why in result.left]
+    result = AdminOps(r).retry_all()
+    left = [{"id": ident, "why": why} for ident, why in result.left]
     out.emit({"retried": result.done, "left": left}, lambda: "\n".join(
         [f"enqueued {result.done} job(s) from the retry set"] +
         [f"left {item['id']} in the retry set: {item['why']}" for item in left]))
@@ -195,36 +157,23 @@ def _retry_all(r: redis.Redis, out: Output) -> None:
 
 
 def cmd_delete(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
-    entries = _find(r, args.jid, ["retry", "scheduled", "dead"])
-    gone = [e.jobset.name for e in entries if e.delete()]
-    if not gone:
-        raise Failure(f"job {args.jid} was removed by someone else before it could be deleted")
-    out.emit({"deleted": len(gone), "jid": args.jid, "from": gone},
-             lambda: f"deleted {args.jid} from the {', '.join(gone)} set")
+    done = AdminOps(r).delete(args.jid)
+    out.emit({"deleted": len(done.sets), "jid": done.jid, "from": done.sets},
+             lambda: f"deleted {done.jid} from the {', '.join(done.sets)} set")
 
 
 def cmd_kill(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
-    entries = _find(r, args.jid, ["retry", "scheduled"])
-    moved = [e.jobset.name for e in entries if e.kill()]
-    if not moved:
-        raise Failure(f"job {args.jid} left the {entries[0].jobset.name} set before it could be killed")
-    sets = ", ".join(dict.fromkeys(moved))
-    out.emit({"killed": len(moved), "jid": args.jid, "from": sets if len(moved) == 1 else moved},
-             lambda: f"moved {args.jid} from the {sets} set to the dead set"
+    done = AdminOps(r).kill(args.jid)
+    moved, sets = done.sets, ", ".join(dict.fromkeys(done.sets))
+    out.emit({"killed": len(moved), "jid": done.jid, "from": sets if len(moved) == 1 else moved},
+             lambda: f"moved {done.jid} from the {sets} set to the dead set"
              + (f" ({len(moved)} copies)" if len(moved) > 1 else ""))
 
 
 def cmd_clear(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
-    target = args.target
-    if target in SETS:
-        jobset = SETS[target](r)
-        count, what = jobset.clear(), f"the {jobset.name} set"
-    else:
-        queue = api.Queue(target.removeprefix("queue:"), r)
-        if queue.size == 0 and not queue.known:
-            raise Failure(f"no queue named {queue.name!r}; to clear a set, say retry, scheduled or dead")
-        count, what = queue.clear(), f"queue {queue.name}"
-    out.emit({"cleared": what, "removed": count}, lambda: f"removed {count} job(s) from {what}")
+    done = AdminOps(r).clear(args.target)
+    what = f"the {done.name} set" if done.kind == "set" else f"queue {done.name}"
+    out.emit({"cleared": what, "removed": done.removed}, lambda: f"removed {done.removed} job(s) from {what}")
 
 
 def cmd_enqueue(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
@@ -234,16 +183,9 @@ def cmd_enqueue(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
         raise Failure(f"sidepunch enqueue: ARGS_JSON is not valid JSON ({exc})", Status.USAGE) from None
     if type(job_args) is not list:
         raise Failure("sidepunch enqueue: ARGS_JSON must be a JSON array, like '[1, \"two\"]'", Status.USAGE)
-    item: dict[str, Any] = {"class": args.job_class, "args": job_args}
-    if args.queue is not None:
-        item["queue"] = args.queue
-    try:
-        jid = Client(redis=r).push(item)
-    except (TypeError, ValueError) as exc:
-        raise Failure(f"sidepunch enqueue: {exc}", Status.USAGE) from None
-    queue = "default" if args.queue is None else args.queue
-    out.emit({"jid": jid, "queue": queue, "class": args.job_class},
-             lambda: f"enqueued {args.job_class} as {jid} on queue {queue}")
+    done = AdminOps(r).enqueue(args.job_class, job_args, args.queue)
+    out.emit({"jid": done.jid, "queue": done.queue, "class": done.job_class},
+             lambda: f"enqueued {done.job_class} as {done.jid} on queue {done.queue}")
 
 
 def cmd_processes(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
@@ -266,16 +208,10 @@ def cmd_workers(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
 
 def _signal(r: redis.Redis, args: argparse.Namespace, out: Output, action: str) -> None:
     _one_or_all(args, "id")
-    processes = api.ProcessSet(r)
     try:
-        targets = list(processes) if args.all else [processes.find(args.id)]
-    except LookupError as exc:
-        raise Failure(f"sidepunch {action}: {exc.args[0]}") from None
-    if not targets:
-        raise Failure(f"sidepunch {action}: no live processes")
-    for p in targets:
-        getattr(p, action)()
-    names = [p.identity for p in targets]
+        names = AdminOps(r).signal(action, None if args.all else args.id)
+    except OpError as exc:
+        raise Failure(f"sidepunch {action}: {exc}") from None
     out.emit({"signal": action, "processes": names},
              lambda: "\n".join(f"asked {n} to {action} (at its next heartbeat)" for n in names))
 
@@ -289,76 +225,6 @@ COMMANDS: dict[str, Callable[[redis.Redis, argparse.Namespace, Output], None]] =
     "processes": cmd_processes, "workers": cmd_workers,
     "quiet": lambda r, a, o: _signal(r, a, o, "quiet"), "stop": lambda r, a, o: _signal(r, a, o, "stop"),
 }
-
-
-# ---------------------------------------------------------------------------------------------- parser
-
-def _whole(text: str, low: int, high: int) -> int:
-    if not re.fullmatch(r"\s*[+-]?[0-9]{1,30}\s*", text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
-    value = int(text)
-    if value < low:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least {low}")
-    if value > high:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at most {high:,}")
-    return value
-
-
-def _positive(text: str) -> int:
-    return _whole(text, 1, 1_000_000)
-
-
-def _days(text: str) -> int:
-    return _whole(text, 0, api.MAX_HISTORY_DAYS)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    # The shared options work before or after the command; SUPPRESS keeps a subparser from resetting them.
-    common = _Parser(add_help=False)
-    common.add_argument("--redis-url", default=argparse.SUPPRESS, metavar="URL",
-                        help="Redis to inspect (default: $REDIS_PROVIDER / $REDIS_URL, else localhost)")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print JSON for scripts instead of tables")
-    parser = _Parser(prog="sidepunch", parents=[common],
-                     description="Inspect and manage Sidepunch/Sidekiq queues, sets and processes.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def add(name: str, text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=text, description=text)
-
-    def paged(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--limit", type=_positive, default=25, help="jobs per page (default 25)")
-        p.add_argument("--page", type=_positive, default=1, help="page number, from 1")
-
-    add("stats", "counters, set sizes and latency").add_argument(
-        "--days", type=_days, default=0,
-        help=f"also show per-day counts for the last N days (UTC), at most {api.MAX_HISTORY_DAYS}")
-    add("queues", "queues with size and latency")
-    p = add("jobs", "jobs waiting in a queue (newest first)")
-    p.add_argument("queue", metavar="QUEUE")
-    p.add_argument("--oldest-first", action="store_true", help="list in the order the jobs will run")
-    paged(p)
-    for name, text in (("retries", "the retry set, soonest first"), ("scheduled", "scheduled jobs, soonest first"),
-                       ("dead", "the dead set, most recent first")):
-        paged(add(name, text))
-    p = add("retry", "enqueue a job from the retry (or dead) set now")
-    p.add_argument("jid", nargs="?", metavar="JID")
-    p.add_argument("--all", action="store_true", help="retry every job in the retry set")
-    add("delete", "delete a job from the retry, scheduled or dead set").add_argument("jid", metavar="JID")
-    add("kill", "move a job from the retry or scheduled set to the dead set").add_argument("jid", metavar="JID")
-    add("clear", "empty a queue, or the retry, scheduled or dead set").add_argument(
-        "target", metavar="QUEUE|retry|scheduled|dead", help="a set name, else a queue (queue:NAME forces a queue)")
-    p = add("enqueue", "push a job")
-    p.add_argument("job_class", metavar="CLASS")
-    p.add_argument("args_json", metavar="ARGS_JSON", nargs="?", default="[]", help="a JSON array (default [])")
-    p.add_argument("--queue", "-q", help="queue name (default: default)")
-    add("processes", "live processes")
-    add("workers", "jobs running right now")
-    for name, text in (("quiet", "ask a process to stop fetching jobs"), ("stop", "ask a process to shut down")):
-        p = add(name, text)
-        p.add_argument("id", nargs="?", metavar="ID", help="identity, a unique prefix of it, or a pid")
-        p.add_argument("--all", action="store_true", help="every live process")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -397,6 +263,10 @@ def _run(argv: list[str]) -> int:
         COMMANDS[args.command](client, args, Output(getattr(args, "json", False)))
     except (Failure, BrokenPipeError):
         raise
+    except BadRequest as exc:
+        raise Failure(f"sidepunch {args.command}: {exc}", Status.USAGE) from None
+    except OpError as exc:  # nothing matched, or the entry left meanwhile
+        raise Failure(str(exc)) from None
     except OUTAGE_ERRORS as exc:
         # redis-py's sentinel errors repr every client they tried: keep the line short.
         detail = str(exc).split(" : <", 1)[0][:300]

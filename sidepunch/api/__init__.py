@@ -1,9 +1,11 @@
 """The admin/inspection API over Sidekiq's data layout, modeled on Sidekiq's api.rb.
 
 Owns reading and changing what the admin sees: `Stats`, `Queue` (here), the sorted sets and `JobRecord`
-(api_sets.py), `ProcessSet` and `Workers` (api_processes.py); all are importable from this module. Every
-class takes a redis-py client explicitly and connects to nothing on its own. Reading never changes data,
-except that iterating `ProcessSet` prunes dead identities as Sidekiq does. Server code never imports this.
+(sets.py), `ProcessSet` and `Workers` (processes.py); all are importable from this module. The operations an
+admin runs by jid, queue or process (retry, delete, kill, clear, enqueue, quiet, stop) are `ops.AdminOps`, shared
+by the `sidepunch` command and any dashboard. Every class takes a redis-py client explicitly and connects to
+nothing on its own. Reading never changes data, except that iterating `ProcessSet` prunes dead identities as
+Sidekiq does. Imports core and client only; server code never imports this.
 
 Orders: a queue is listed newest first (the left of the list, as Sidekiq's Queue#each); `retry` and
 `schedule` soonest first; `dead` most recent death first.
@@ -145,7 +147,7 @@ class Stats:
         """Set the all-time counters (both, or the ones named) to 0; the day keys are kept, as in Sidekiq."""
         chosen = [s for s in STATS if s in stats] if stats else list(STATS)
         if chosen:
-            self.redis.mset({f"stat:{s}": 0 for s in chosen})
+            self.redis.mset({keys.stat(s): 0 for s in chosen})
 
 
 class Queue:

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import redis
 
+from ..core import identity as identities
 from ..core import keys
 from .records import JobRecord, finite, jsonable, loads, name_key, name_of
 
@@ -73,7 +74,11 @@ class Process:
 
     @property
     def hostname(self) -> str:
-        return _text(self.info.get("hostname", ""))
+        """From the record, else from the identity (a record written without one)."""
+        if "hostname" not in self.info:
+            parsed = identities.parse(self.identity)
+            return parsed.hostname if parsed else ""
+        return _text(self.info["hostname"])
 
     @property
     def tag(self) -> str:
@@ -90,7 +95,11 @@ class Process:
 
     @property
     def pid(self) -> int | None:
+        """From the record, else from the identity (a record written without one)."""
         pid = self.info.get("pid")
+        if "pid" not in self.info:
+            parsed = identities.parse(self.identity)
+            return parsed.pid if parsed else None
         return pid if type(pid) is int else None
 
     @property
@@ -154,7 +163,7 @@ class ProcessSet:
         members = sorted(self.redis.smembers(keys.PROCESSES))
         pipe = self.redis.pipeline(transaction=False)
         for identity in members:
-            pipe.hget(identity, "info")
+            pipe.hget(keys.process(identity), "info")
         # A member whose key is not a hash (an error reply) has no record either.
         stale = [m for m, info in zip(members, pipe.execute(raise_on_error=False)) if not isinstance(info, bytes)]
         return int(self.redis.srem(keys.PROCESSES, *stale)) if stale else 0
@@ -164,7 +173,7 @@ class ProcessSet:
         members = sorted(name_of(m) for m in self.redis.smembers(keys.PROCESSES))
         pipe = self.redis.pipeline(transaction=False)
         for identity in members:
-            pipe.hmget(name_key(identity), _FIELDS)
+            pipe.hmget(name_key(keys.process(identity)), _FIELDS)
         for identity, row in zip(members, pipe.execute()):
             process = self._build(identity, row)
             if process is not None:
@@ -227,7 +236,7 @@ class Workers:
         members = self.redis.smembers(keys.PROCESSES)
         pipe = self.redis.pipeline(transaction=False)
         for identity in members:
-            pipe.hget(identity, "busy")
+            pipe.hget(keys.process(identity), "busy")
         return sum(_int(busy) for busy in pipe.execute(raise_on_error=False) if isinstance(busy, bytes))
 
     def __len__(self) -> int:
@@ -237,7 +246,7 @@ class Workers:
         members = sorted(name_of(m) for m in self.redis.smembers(keys.PROCESSES))
         pipe = self.redis.pipeline(transaction=False)
         for identity in members:
-            pipe.exists(name_key(identity))
+            pipe.exists(name_key(keys.process(identity)))
             pipe.hgetall(name_key(keys.workers(identity)))
         replies = pipe.execute(raise_on_error=False)
         works = []

@@ -34,7 +34,8 @@ had none, `failed_at`.
 
 Key names read back from Redis (SCAN, `queues`, `processes`) are hostile input: they may be any bytes. The
 functions below take `bytes` as well as `str` and then answer in bytes, so such a name is used as it is, never
-decoded; `printable` shows one in a log line.
+decoded; `printable` shows one in a log line. The process identity inside these names is built by identity.py.
+Imports nothing of sidepunch's.
 """
 from __future__ import annotations
 
@@ -45,8 +46,9 @@ SCHEDULE = "schedule"
 RETRY = "retry"
 DEAD = "dead"
 PROCESSES = "processes"
-STAT_PROCESSED = "stat:processed"
-STAT_FAILED = "stat:failed"
+STAT_PREFIX = "stat:"
+STAT_PROCESSED = STAT_PREFIX + "processed"
+STAT_FAILED = STAT_PREFIX + "failed"
 RECOVERY_LOCK = "sidepunch:recovery-lock"
 #: Why a member of `dead` is there when its bytes could not carry error fields (unreadable or unwritable JSON).
 DEAD_REASONS = "sidepunch:dead-reasons"
@@ -72,8 +74,18 @@ def queue_name(key: str | bytes) -> str:
     return key[len("queue:"):] if key.startswith("queue:") else key
 
 
+def stat(name: str) -> str:
+    """`stat:<name>`: an all-time counter (processed, failed)."""
+    return f"{STAT_PREFIX}{name}"
+
+
 def daily_stat(stat_key: str, date: str) -> str:
     return f"{stat_key}:{date}"
+
+
+def process(identity: str | bytes) -> str | bytes:
+    """The process hash is keyed by the bare identity (Sidekiq's layout); named here so every key is built here."""
+    return identity
 
 
 def workers(identity: str | bytes) -> str | bytes:

@@ -4,12 +4,13 @@ Per beat (SIDEKIQ_WIRE.md section 9): counters to stat:* and the UTC day keys; t
 the process hash (info, busy, beat, quiet, rss, rtt_us) with TTL 60; our own short-lived liveness key for
 orphan recovery; and at most one remote signal popped from <identity>-signals, which is handed to the
 caller's `on_signal` (the child passes it to the master, since the daemon stops and quiets as one).
+The identity it writes under is built by core/identity.py. Imports core and server modules only (never api,
+admin or the client).
 """
 from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 from datetime import datetime, timezone
@@ -19,6 +20,7 @@ import psutil
 import redis
 
 from ..core import keys
+from ..core.identity import hostname  # noqa: F401  # child.py and master.py import it from here
 from ..core.connection import OUTAGE_ERRORS
 from .state import ChildContext
 
@@ -29,10 +31,6 @@ TICK = 1.0
 PROCESS_TTL = 60
 ALIVE_TTL = 20  # orphan recovery treats a working list as abandoned once this expires
 DAY_TTL = 157_680_000
-
-
-def hostname(environ: dict | None = None) -> str:
-    return (environ or {}).get("DYNO") or socket.gethostname()
 
 
 def rss_kb() -> int:
@@ -118,10 +116,10 @@ class Heartbeat:
         rtt_us = int((time.perf_counter() - started) * 1e6)
         pipe = r.pipeline(transaction=True)
         pipe.sadd(keys.PROCESSES, identity)
-        pipe.hset(identity, mapping={"info": self.info, "busy": len(running), "beat": time.time(),
+        pipe.hset(keys.process(identity), mapping={"info": self.info, "busy": len(running), "beat": time.time(),
                                      "quiet": "true" if self.ctx.state.quiet else "false",
                                      "rss": rss_kb(), "rtt_us": rtt_us})
-        pipe.expire(identity, PROCESS_TTL)
+        pipe.expire(keys.process(identity), PROCESS_TTL)
         pipe.set(keys.alive(identity), 1, ex=ALIVE_TTL)
         pipe.rpop(keys.signals(identity))
         signal_name = pipe.execute()[-1]

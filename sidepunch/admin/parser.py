@@ -1,0 +1,132 @@
+"""Argument parsing of the `sidepunch` command, and how it fails: `Status` (exit statuses) and `Failure`.
+
+Owns the commands' flags and arguments and checking their values (whole numbers in range), and keeping a Redis
+URL given in the wrong place out of the usage error argparse echoes. Imports core and api only (never server).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from enum import IntEnum
+from typing import Any, Callable, Sequence
+
+from .. import api
+from ..core.urls import hide_urls
+
+
+class Status(IntEnum):
+    OK = 0
+    NOT_FOUND = 1
+    USAGE = 2
+    NO_REDIS = 3
+    BUG = 4
+
+
+class Failure(Exception):
+    """A one-line error for the user, with the exit status to end with."""
+
+    def __init__(self, message: str, status: Status = Status.NOT_FOUND) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    _argv: Sequence[str] = ()
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # A Redis URL given in the wrong place is echoed by argparse; its password must not be.
+        raise Failure(f"{self.prog}: {hide_urls(message, self._argv)} (see --help)", Status.USAGE)
+
+
+def _whole(text: str, low: int, high: int) -> int:
+    if not re.fullmatch(r"\s*[+-]?[0-9]{1,30}\s*", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    value = int(text)
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least {low}")
+    if value > high:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at most {high:,}")
+    return value
+
+
+def _positive(text: str) -> int:
+    return _whole(text, 1, 1_000_000)
+
+
+def _days(text: str) -> int:
+    return _whole(text, 0, api.MAX_HISTORY_DAYS)
+
+
+def _common_options() -> argparse.ArgumentParser:
+    # The shared options work before or after the command; SUPPRESS keeps a subparser from resetting them.
+    common = _Parser(add_help=False)
+    common.add_argument("--redis-url", default=argparse.SUPPRESS, metavar="URL",
+                        help="Redis to inspect (default: $REDIS_PROVIDER / $REDIS_URL, else localhost)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print JSON for scripts instead of tables")
+    return common
+
+
+Add = Callable[[str, str], argparse.ArgumentParser]
+
+
+def _paged(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--limit", type=_positive, default=25, help="jobs per page (default 25)")
+    p.add_argument("--page", type=_positive, default=1, help="page number, from 1")
+
+
+def _add_listings(add: Add) -> None:
+    add("stats", "counters, set sizes and latency").add_argument(
+        "--days", type=_days, default=0,
+        help=f"also show per-day counts for the last N days (UTC), at most {api.MAX_HISTORY_DAYS}")
+    add("queues", "queues with size and latency")
+    p = add("jobs", "jobs waiting in a queue (newest first)")
+    p.add_argument("queue", metavar="QUEUE")
+    p.add_argument("--oldest-first", action="store_true", help="list in the order the jobs will run")
+    _paged(p)
+    for name, text in (("retries", "the retry set, soonest first"), ("scheduled", "scheduled jobs, soonest first"),
+                       ("dead", "the dead set, most recent first")):
+        _paged(add(name, text))
+
+
+def _add_actions(add: Add) -> None:
+    p = add("retry", "enqueue a job from the retry (or dead) set now")
+    p.add_argument("jid", nargs="?", metavar="JID")
+    p.add_argument("--all", action="store_true", help="retry every job in the retry set")
+    add("delete", "delete a job from the retry, scheduled or dead set").add_argument("jid", metavar="JID")
+    add("kill", "move a job from the retry or scheduled set to the dead set").add_argument("jid", metavar="JID")
+    add("clear", "empty a queue, or the retry, scheduled or dead set").add_argument(
+        "target", metavar="QUEUE|retry|scheduled|dead", help="a set name, else a queue (queue:NAME forces a queue)")
+    p = add("enqueue", "push a job")
+    p.add_argument("job_class", metavar="CLASS")
+    p.add_argument("args_json", metavar="ARGS_JSON", nargs="?", default="[]", help="a JSON array (default [])")
+    p.add_argument("--queue", "-q", help="queue name (default: default)")
+
+
+def _add_processes(add: Add) -> None:
+    add("processes", "live processes")
+    add("workers", "jobs running right now")
+    for name, text in (("quiet", "ask a process to stop fetching jobs"), ("stop", "ask a process to shut down")):
+        p = add(name, text)
+        p.add_argument("id", nargs="?", metavar="ID", help="identity, a unique prefix of it, or a pid")
+        p.add_argument("--all", action="store_true", help="every live process")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = _Parser(prog="sidepunch", parents=[common],
+                     description="Inspect and manage Sidepunch/Sidekiq queues, sets and processes.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=text, description=text)
+
+    _add_listings(add)
+    _add_actions(add)
+    _add_processes(add)
+    return parser
