@@ -18,7 +18,6 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
@@ -26,10 +25,12 @@ import redis
 import setproctitle
 
 from ..core import keys
-from .child import Child
 from ..core.connection import OUTAGE_ERRORS, Outage, make_client
 from ..core.exitcodes import ExitCode
+from .children import MASTER_SIGNALS, ChildRecord, fork
 from .heartbeat import hostname
+from .fetch import fetcher_class
+from .launcher import Launcher
 from .logs import enable_faulthandler
 from .recoverer import Reaped, RecovererProcess
 from .recovery import RecoveryPolicy
@@ -37,7 +38,6 @@ from .systemd import Notifier
 
 log = logging.getLogger("sidepunch.master")
 
-SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGTSTP", "SIGCONT", "SIGHUP", "SIGTTIN", "SIGCHLD")
 TICK = 0.5
 QUIT_GRACE = 5.0
 ABORT_GRACE = 5.0        # after SIGABRT (stack dump), SIGKILL
@@ -46,25 +46,6 @@ MAX_BACKOFF = 10.0
 SWEEP_EVERY = (10.0, 20.0)
 STATUS_EVERY = 5.0       # seconds between STATUS= updates to systemd
 UNLISTENED_SHOWN = 10    # queue names in the start-up warning about queues no -q names
-
-
-@dataclass
-class ChildRecord:
-    number: int
-    nonce: str
-    generation: int
-    started: float
-    status_fd: int
-    ready: bool = False
-    last_beat: float = 0.0          # monotonic; 0 until the first beat
-    busy: int = 0
-    processed: int = 0
-    kill_at: float | None = None    # set once the child was told to stop
-    reason: str = ""                # why it is being retired, for the log
-    buffer: bytes = field(default=b"", repr=False)
-
-    def identity(self, pid: int) -> str:
-        return f"{hostname(dict(os.environ))}:{pid}:{self.nonce}"
 
 
 class Master:
@@ -92,8 +73,8 @@ class Master:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        for name in SIGNALS:
-            signal.signal(getattr(signal, name), lambda signum, frame: self.signals.put(signal.Signals(signum).name))
+        for signum in MASTER_SIGNALS:
+            signal.signal(signum, lambda signum, frame: self.signals.put(signal.Signals(signum).name))
         self.redis = make_client(self.config.redis_url, max_connections=4)
         self.outage = Outage(self.config.redis_url, log)
         self.recoverer: RecovererProcess | None = None
@@ -105,7 +86,7 @@ class Master:
         log.info("master %d starting %d worker(s) x %d threads on queues %s (%s fetch)", os.getpid(),
                  self.config.workers, self.config.threads, ",".join(self.queue_names), self.config.fetch)
         self._warn_unlistened_queues()
-        if self.config.fetch == "reliable":
+        if fetcher_class(self.config).recovers_on_death:
             self.recoverer = RecovererProcess(self.config.redis_url, self.policy, tuple(self.queue_names),
                                               self.config.threads)
         while not (self.stopping and not self.children):
@@ -325,8 +306,8 @@ class Master:
     def _recover(self, pid: int, record: ChildRecord, interrupted: bool, reason: str) -> str:
         """Hand the worker's jobs to the recoverer process: no Redis I/O in the master's loop."""
         if self.recoverer is None:
-            return "basic fetch: nothing to recover"
-        self.recoverer.recover(Reaped(record.number, pid, record.identity(pid), interrupted, reason))
+            return f"{self.config.fetch} fetch: nothing to recover"
+        self.recoverer.recover(Reaped(record.number, pid, record.identity, interrupted, reason))
         return "putting its jobs back"
 
     def murder(self) -> None:
@@ -400,11 +381,11 @@ class Master:
             return
         self.recoverer.flush()
         if self.recoverer.pid is None and time.monotonic() >= self.recoverer_not_before:
-            self.recoverer.spawn(self._fork, (self._wake_r, *self.lifeline, *self._status_fds()))
+            self.recoverer.spawn(fork, (self._wake_r, *self.lifeline, *self._status_fds()))
         if time.monotonic() < self.next_sweep:
             return
         self.next_sweep = time.monotonic() + random.uniform(*SWEEP_EVERY)
-        self.recoverer.sweep(exclude={r.identity(pid) for pid, r in self.children.items()})
+        self.recoverer.sweep(exclude={r.identity for r in self.children.values()})
 
     def _recoverer_exited(self, status: int) -> None:
         assert self.recoverer is not None
@@ -440,25 +421,18 @@ class Master:
     def spawn(self, number: int) -> None:
         nonce = secrets.token_hex(6)
         status_r, status_w = os.pipe()
-        pid = self._fork()
+        pid = fork()
         if pid == 0:
             try:
                 signal.set_wakeup_fd(-1)
                 inherited = (status_r, *self._fds_to_close())
-                Child(self.config, number, nonce, self.lifeline, status_w, inherited, self.generation,
-                      quiet=self.quiet).run()
+                Launcher(self.config, number, nonce, self.lifeline, status_w, inherited, quiet=self.quiet).run()
             finally:
                 os._exit(ExitCode.CRASH)
         os.close(status_w)
         os.set_blocking(status_r, False)
-        self.children[pid] = ChildRecord(number, nonce, self.generation, time.monotonic(), status_r)
-
-    @staticmethod
-    def _fork() -> int:
-        """The master is single-threaded (see recoverer.py), so a forked child inherits no held lock."""
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        return os.fork()
+        identity = f"{hostname(dict(os.environ))}:{pid}:{nonce}"
+        self.children[pid] = ChildRecord(number, nonce, self.generation, time.monotonic(), status_r, identity)
 
     def _retire(self, pid: int, record: ChildRecord, grace: float, reason: str, signum: int) -> None:
         if record.kill_at is None or signum == signal.SIGQUIT:
