@@ -1,0 +1,89 @@
+"""Signals sent to a worker in the instant after fork(), before it installed its own handlers, are not lost.
+
+The master blocks its signals across fork() and the worker unblocks them once its handlers are in place
+(server/children.py). To hit that instant every time, the daemon runs with a sitecustomize that makes each new
+worker wait a moment before `Launcher.run` (i.e. before it installs anything); the test TERMs each new worker as
+soon as it appears among the master's children. Without the mask, the master's own handler, copied by fork(),
+takes the TERM into the master's copied state and the worker runs on, deaf to it.
+"""
+import re
+import signal
+import sys
+import textwrap
+import time
+
+import psutil
+
+from conftest import APPS, ROOT, wait_for
+
+sys.path.insert(0, str(APPS))
+import testjobs  # noqa: E402
+
+BOOT_DELAY = 0.5
+ROUNDS = 5
+
+HOOK = textwrap.dedent(f"""
+    import time
+    from sidepunch.server import launcher
+
+    _run = launcher.Launcher.run
+
+    def run(self):
+        time.sleep({BOOT_DELAY})  # still the master's handlers and, with the fix, its blocked mask
+        _run(self)
+
+    launcher.Launcher.run = run
+""")
+
+
+def children_of(pid):
+    try:
+        return {p.pid for p in psutil.Process(pid).children()}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def term_the_next_new_child(master, known, timeout=20.0):
+    """Poll the master's children fast; TERM the first one not in `known` the moment it shows up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fresh = children_of(master) - known
+        if fresh:
+            pid = min(fresh)
+            psutil.Process(pid).send_signal(signal.SIGTERM)
+            return pid
+        time.sleep(0.002)
+    raise AssertionError("no new worker was forked")
+
+
+def test_term_sent_right_after_fork_stops_the_worker_gracefully(daemon, r, client, tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOOK)
+    tokens = [f"t{i}" for i in range(60)]
+    client.push_bulk({"class": testjobs.Sleep, "args": [[t, 0.2] for t in tokens]})
+    d = daemon("--workers", "2", "--threads", "2", "--timeout", "1", "-r", "testjobs",
+               env={"PYTHONPATH": ":".join([str(hook), str(APPS), str(ROOT)])})
+    d.wait_children(2, timeout=30)
+    wait_for(lambda: r.scard("processes") == 2, 15, message="both workers booted and registered")
+    wait_for(lambda: "recoverer" in " ".join(" ".join(p.cmdline()) for p in psutil.Process(d.pid).children()),
+             10, message="the recoverer")
+    known = children_of(d.pid)
+    psutil.Process(min(d.children(), key=lambda p: p.pid).pid).send_signal(signal.SIGTERM)  # first replacement
+    targets = []
+    for _ in range(ROUNDS):
+        pid = term_the_next_new_child(d.pid, known)
+        known.add(pid)
+        targets.append(pid)
+        wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 15,
+                 message=f"worker {pid}, sent TERM right after its fork, to stop")
+    for pid in targets:
+        d.wait_log(f"(pid {pid}) exited with status 0", 10)
+        assert re.search(rf"^\S+ \S+ {pid} INFO sidepunch.child: worker \d+ stopping: finishing", d.log(), re.M)
+        assert not re.search(rf"\(pid {pid}\) killed by", d.log())
+    wait_for(lambda: set(tokens) <= {t.decode() for t in r.lrange("done", 0, -1)}, 60,
+             message="every job to run (nothing lost to the stopped workers)")
+    d.signal(signal.SIGTERM)
+    assert d.wait(60) == 0
+    assert r.zcard("retry") == 0 and r.zcard("dead") == 0 and r.llen("queue:default") == 0
+    assert r.keys("working:*") == []
