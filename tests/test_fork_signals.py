@@ -4,8 +4,10 @@ The master blocks its signals across fork() and the worker unblocks them once it
 (server/children.py). To hit that instant every time, the daemon runs with a sitecustomize that makes each new
 worker wait a moment before `Launcher.run` (i.e. before it installs anything); the test TERMs each new worker as
 soon as it appears among the master's children. Without the mask, the master's own handler, copied by fork(),
-takes the TERM into the master's copied state and the worker runs on, deaf to it.
+takes the TERM into the master's copied state and the worker runs on, deaf to it. Also: the mask itself, in a
+plain fork, and the master's reading of its workers' status lines (children.py).
 """
+import os
 import re
 import signal
 import sys
@@ -15,6 +17,7 @@ import time
 import psutil
 
 from conftest import APPS, ROOT, wait_for
+from sidepunch.server.children import MASTER_SIGNALS, ChildRecord, fork, unblock_after_fork
 
 sys.path.insert(0, str(APPS))
 import testjobs  # noqa: E402
@@ -87,3 +90,24 @@ def test_term_sent_right_after_fork_stops_the_worker_gracefully(daemon, r, clien
     assert d.wait(60) == 0
     assert r.zcard("retry") == 0 and r.zcard("dead") == 0 and r.llen("queue:default") == 0
     assert r.keys("working:*") == []
+
+
+def test_fork_blocks_the_masters_signals_in_the_child_only_until_it_unblocks():
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    pid = fork()
+    if pid == 0:  # the child: report through the exit status, touch nothing else
+        blocked = set(MASTER_SIGNALS) <= signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        unblock_after_fork()
+        cleared = not set(MASTER_SIGNALS) & signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        os._exit(0 if blocked and cleared else 1)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before  # the parent's mask is restored at once
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_a_child_record_hears_its_workers_lines_even_split_across_reads():
+    record = ChildRecord(1, "abc", 0, 0.0, -1, "host:1:abc")
+    assert record.hear(b"ready\nbeat 3 4", now=5.0) == []
+    assert record.ready and record.last_beat == 5.0 and record.busy == 0
+    assert record.hear(b"2\nretire over --max-jobs 10\n", now=6.0) == ["over --max-jobs 10"]
+    assert (record.busy, record.processed, record.last_beat) == (3, 42, 6.0) and record.buffer == b""
