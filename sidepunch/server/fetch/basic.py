@@ -4,7 +4,7 @@ Must not import the worker's process code (launcher, pool)."""
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import redis
 
@@ -16,7 +16,7 @@ from ..config import QueueSpec
 class BasicFetch:
     """BRPOP across the queues; a fetched job is gone from Redis until it is requeued."""
 
-    recovers_on_death = False
+    recovers_on_death: ClassVar[bool] = False
 
     def __init__(self, client: redis.Redis, specs: Sequence[QueueSpec], rng: random.Random) -> None:
         self._redis = client

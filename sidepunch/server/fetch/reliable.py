@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import redis
 
@@ -37,7 +37,7 @@ class ReliableFetch:
     round trip; from a deep queue a fetch takes several jobs at once (each stays in the working list, so
     nothing is lost if the process dies), never more than its share of the queue."""
 
-    recovers_on_death = True
+    recovers_on_death: ClassVar[bool] = True
 
     def __init__(self, client: redis.Redis, specs: Sequence[QueueSpec], rng: random.Random, identity: str,
                  thread: int, home: int, batch: int = BATCH, share: int = 1) -> None:
