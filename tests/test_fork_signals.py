@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import sys
-import textwrap
 import time
 
 import psutil
@@ -22,21 +21,23 @@ from sidepunch.server.children import MASTER_SIGNALS, ChildRecord, fork, unblock
 sys.path.insert(0, str(APPS))
 import testjobs  # noqa: E402
 
-BOOT_DELAY = 0.5
+BOOT_DELAY = 1.0
 ROUNDS = 5
 
-HOOK = textwrap.dedent(f"""
-    import time
-    from sidepunch.server import launcher
+HOOK = """
+import os, signal, time
+from sidepunch.server import launcher
 
-    _run = launcher.Launcher.run
+_run = launcher.Launcher.run
 
-    def run(self):
-        time.sleep({BOOT_DELAY})  # still the master's handlers and, with the fix, its blocked mask
-        _run(self)
+def run(self):
+    time.sleep(BOOT_DELAY)  # still the master's handlers and, with the fix, its blocked mask
+    if signal.SIGTERM in signal.sigpending():  # the TERM came in the window and waits for our handlers
+        open(os.path.join(HITS, str(os.getpid())), "w").close()
+    _run(self)
 
-    launcher.Launcher.run = run
-""")
+launcher.Launcher.run = run
+"""
 
 
 def children_of(pid):
@@ -62,7 +63,9 @@ def term_the_next_new_child(master, known, timeout=20.0):
 def test_term_sent_right_after_fork_stops_the_worker_gracefully(daemon, r, client, tmp_path):
     hook = tmp_path / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(HOOK)
+    hits = tmp_path / "hits"
+    hits.mkdir()
+    (hook / "sitecustomize.py").write_text(f"BOOT_DELAY = {BOOT_DELAY}\nHITS = {str(hits)!r}\n" + HOOK)
     tokens = [f"t{i}" for i in range(60)]
     client.push_bulk({"class": testjobs.Sleep, "args": [[t, 0.2] for t in tokens]})
     d = daemon("--workers", "2", "--threads", "2", "--timeout", "1", "-r", "testjobs",
@@ -80,6 +83,7 @@ def test_term_sent_right_after_fork_stops_the_worker_gracefully(daemon, r, clien
         targets.append(pid)
         wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 15,
                  message=f"worker {pid}, sent TERM right after its fork, to stop")
+    assert sorted(int(p.name) for p in hits.iterdir()) == sorted(targets)  # each TERM landed in the window
     for pid in targets:
         d.wait_log(f"(pid {pid}) exited with status 0", 10)
         assert re.search(rf"^\S+ \S+ {pid} INFO sidepunch.child: worker \d+ stopping: finishing", d.log(), re.M)

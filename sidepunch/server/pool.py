@@ -4,8 +4,8 @@ thing, the embedded runner).
 Duties: start one Processor per --threads, replace a thread that died, enforce job timeouts (record the job's
 outcome from here and ask the launcher to retire the process, since a Python thread cannot be stopped), and
 stop(deadline): wait for running jobs until the one deadline the launcher computed, then take back and requeue
-what still runs together with what was prefetched. Must not handle signals, talk to the master or beat: those
-are the launcher's.
+what still runs together with what was prefetched. Must not handle signals, talk to the master or beat (the
+launcher's), nor import the launcher or the master.
 """
 from __future__ import annotations
 
