@@ -34,7 +34,8 @@ def jobs_report_to_test_redis(r):
 @pytest.fixture(autouse=True)
 def short_blocking_fetch(monkeypatch):
     """A fetch from empty queues blocks for FETCH_TIMEOUT, then returns None; the tests here only wait it out."""
-    monkeypatch.setattr(fetch, "FETCH_TIMEOUT", 0.1)
+    monkeypatch.setattr(fetch.basic, "FETCH_TIMEOUT", 0.1)
+    monkeypatch.setattr(fetch.reliable, "FETCH_TIMEOUT", 0.1)
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def fast_means_under_half_a_second(monkeypatch):
     """A job faster than ACK_NOW_AFTER (1 ms) is acknowledged lazily and lets its thread fetch in batches. A
     no-op or one Redis write is that fast on an idle machine, not always on a loaded one (parallel test
     workers), so the tests that need a job to prove fast raise the bar."""
-    monkeypatch.setattr(fetch, "ACK_NOW_AFTER", 0.5)
+    monkeypatch.setattr(fetch.reliable, "ACK_NOW_AFTER", 0.5)
 
 
 class Flaky(sidepunch.Job):

@@ -11,14 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import random
 import secrets
 import select
 import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
@@ -26,45 +24,27 @@ import redis
 import setproctitle
 
 from ..core import keys
-from .child import Child
 from ..core.connection import OUTAGE_ERRORS, Outage, make_client
 from ..core.exitcodes import ExitCode
+from .children import MASTER_SIGNALS, ChildRecord, exits_soon, fork, kill, silence
 from .heartbeat import hostname
+from .fetch import fetcher_class
+from .launcher import Launcher
 from .logs import enable_faulthandler
 from .recoverer import Reaped, RecovererProcess
+from .recoverer_keeper import RecovererKeeper
 from .recovery import RecoveryPolicy
 from .systemd import Notifier
 
 log = logging.getLogger("sidepunch.master")
 
-SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGTSTP", "SIGCONT", "SIGHUP", "SIGTTIN", "SIGCHLD")
 TICK = 0.5
 QUIT_GRACE = 5.0
 ABORT_GRACE = 5.0        # after SIGABRT (stack dump), SIGKILL
 STABLE_AFTER = 10.0      # a child that lived this long resets its slot's crash count
 MAX_BACKOFF = 10.0
-SWEEP_EVERY = (10.0, 20.0)
 STATUS_EVERY = 5.0       # seconds between STATUS= updates to systemd
 UNLISTENED_SHOWN = 10    # queue names in the start-up warning about queues no -q names
-
-
-@dataclass
-class ChildRecord:
-    number: int
-    nonce: str
-    generation: int
-    started: float
-    status_fd: int
-    ready: bool = False
-    last_beat: float = 0.0          # monotonic; 0 until the first beat
-    busy: int = 0
-    processed: int = 0
-    kill_at: float | None = None    # set once the child was told to stop
-    reason: str = ""                # why it is being retired, for the log
-    buffer: bytes = field(default=b"", repr=False)
-
-    def identity(self, pid: int) -> str:
-        return f"{hostname(dict(os.environ))}:{pid}:{self.nonce}"
 
 
 class Master:
@@ -81,7 +61,6 @@ class Master:
         self.exit_code = ExitCode.OK
         self.crashes: dict[int, int] = {}
         self.not_before: dict[int, float] = {}
-        self.recoverer_not_before = 0.0
         self.policy = RecoveryPolicy(config.max_interruptions, config.dead_max_jobs, config.dead_timeout)
         self.queue_names = [q.name for q in config.queues]
 
@@ -92,12 +71,11 @@ class Master:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        for name in SIGNALS:
-            signal.signal(getattr(signal, name), lambda signum, frame: self.signals.put(signal.Signals(signum).name))
+        for signum in MASTER_SIGNALS:
+            signal.signal(signum, lambda signum, frame: self.signals.put(signal.Signals(signum).name))
         self.redis = make_client(self.config.redis_url, max_connections=4)
         self.outage = Outage(self.config.redis_url, log)
-        self.recoverer: RecovererProcess | None = None
-        self.next_sweep = time.monotonic() + random.uniform(*SWEEP_EVERY)
+        self.recoverer: RecovererKeeper | None = None
         self._set_title()
         if not self._wait_for_redis():
             return int(self.exit_code)
@@ -105,17 +83,20 @@ class Master:
         log.info("master %d starting %d worker(s) x %d threads on queues %s (%s fetch)", os.getpid(),
                  self.config.workers, self.config.threads, ",".join(self.queue_names), self.config.fetch)
         self._warn_unlistened_queues()
-        if self.config.fetch == "reliable":
-            self.recoverer = RecovererProcess(self.config.redis_url, self.policy, tuple(self.queue_names),
-                                              self.config.threads)
+        if fetcher_class(self.config).recovers_on_death:
+            self.recoverer = RecovererKeeper(RecovererProcess(self.config.redis_url, self.policy,
+                                                              tuple(self.queue_names), self.config.threads), fork)
         while not (self.stopping and not self.children):
             self._wait(min(TICK, self.notifier.seconds_to_next_ping() + 0.001))
             self.reap()
             self.murder()
             if not self.stopping:
                 self.manage()
-                self._maybe_sweep()
-        self._finish_recoverer()
+                if self.recoverer is not None:
+                    self.recoverer.tick({r.identity for r in self.children.values()},
+                                        (self._wake_r, *self.lifeline, *self._status_fds()))
+        if self.recoverer is not None:
+            self.recoverer.finish(self.config.grace)
         log.info("master %d stopped", os.getpid())
         return int(self.exit_code)
 
@@ -135,9 +116,9 @@ class Master:
             log.warning("could not check for queues that no -q names: %s", exc)
             return
         waiting = [(keys.printable(q), n) for q, n in zip(names, sizes) if type(n) is int and n]
-        for queue, size in waiting[:UNLISTENED_SHOWN]:
+        for name, size in waiting[:UNLISTENED_SHOWN]:
             log.warning("queue '%s' has %d job(s) but this daemon does not fetch from it (add -q %s)",
-                        queue, size, queue)
+                        name, size, name)
         if len(waiting) > UNLISTENED_SHOWN:
             log.warning("%d more queue(s) have jobs that this daemon does not fetch", len(waiting) - UNLISTENED_SHOWN)
 
@@ -189,40 +170,20 @@ class Master:
             data = os.read(record.status_fd, 4096)
         except (BlockingIOError, OSError):
             return
-        if not data:
-            # End of file: the worker exited (reap reports that), or the write end was closed inside a live worker,
-            # which can then never beat again. Either way this end would now read as EOF on every select (a busy
-            # loop) until reaped: an eventfd that is never written takes its number, and reap closes that.
-            exited = False
-            for _ in range(20):  # an exiting process closes its descriptors a moment before it can be waited for
-                try:
-                    exited = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-                except ChildProcessError:
-                    exited = True
-                if exited:
-                    break
-                time.sleep(0.01)
-            if not exited and record.kill_at is None:
-                log.error("worker %d (pid %d) closed its status pipe (a job closed the process's file descriptors?); "
-                          "stopping it and starting a replacement; its jobs are recovered when it exits",
-                          record.number, pid)
-                self._retire(pid, record, self.config.timeout + self.config.grace, "it closed its status pipe",
-                             signal.SIGTERM)
-            silent = os.eventfd(0)
-            os.dup2(silent, record.status_fd, inheritable=False)
-            os.close(silent)
+        if data:
+            for reason in record.hear(data, time.monotonic()):
+                if not self.stopping:
+                    self._retire(pid, record, self.config.timeout + self.config.grace, reason, signal.SIGTERM)
             return
-        record.buffer += data
-        *lines, record.buffer = record.buffer.split(b"\n")
-        for line in lines:
-            words = line.decode(errors="replace").split(" ", 1)
-            if words[0] == "ready":
-                record.ready, record.last_beat = True, time.monotonic()
-            elif words[0] == "beat":
-                busy, processed = (words[1].split() + ["0", "0"])[:2]
-                record.busy, record.processed, record.last_beat = int(busy), int(processed), time.monotonic()
-            elif words[0] == "retire" and not self.stopping:
-                self._retire(pid, record, self.config.timeout + self.config.grace, words[1], signal.SIGTERM)
+        # End of file: the worker exited (reap reports that), or the write end was closed inside a live worker,
+        # which can then never beat again.
+        if not exits_soon(pid) and record.kill_at is None:
+            log.error("worker %d (pid %d) closed its status pipe (a job closed the process's file descriptors?); "
+                      "stopping it and starting a replacement; its jobs are recovered when it exits",
+                      record.number, pid)
+            self._retire(pid, record, self.config.timeout + self.config.grace, "it closed its status pipe",
+                         signal.SIGTERM)
+        silence(record.status_fd)
 
     # -- signals -------------------------------------------------------------------------------------------
     def handle_term(self) -> None:
@@ -279,7 +240,7 @@ class Master:
     def _signal_all(self, signum: int) -> None:
         for pid, record in self.children.items():
             if record.kill_at is None:
-                self._kill(pid, signum)
+                kill(pid, signum)
 
     # -- the loop: reap, murder, manage ---------------------------------------------------------------------
     def reap(self) -> None:
@@ -290,8 +251,8 @@ class Master:
                 return
             if pid == 0:
                 return
-            if self.recoverer is not None and pid == self.recoverer.pid:
-                self._recoverer_exited(status)
+            if self.recoverer is not None and self.recoverer.owns(pid):
+                self.recoverer.exited(status, self.stopping)
                 continue
             record = self.children.pop(pid, None)
             if record is not None:
@@ -325,8 +286,8 @@ class Master:
     def _recover(self, pid: int, record: ChildRecord, interrupted: bool, reason: str) -> str:
         """Hand the worker's jobs to the recoverer process: no Redis I/O in the master's loop."""
         if self.recoverer is None:
-            return "basic fetch: nothing to recover"
-        self.recoverer.recover(Reaped(record.number, pid, record.identity(pid), interrupted, reason))
+            return f"{self.config.fetch} fetch: nothing to recover"
+        self.recoverer.recover(Reaped(record.number, pid, record.identity, interrupted, reason))
         return "putting its jobs back"
 
     def murder(self) -> None:
@@ -335,14 +296,14 @@ class Master:
         for pid, record in list(self.children.items()):
             if record.kill_at is not None and now >= record.kill_at:
                 log.warning("worker %d (pid %d) did not stop in time; sending SIGKILL", record.number, pid)
-                self._kill(pid, signal.SIGKILL)
+                kill(pid, signal.SIGKILL)
                 record.kill_at = now + 3600  # reap will collect it
             elif record.kill_at is None and now - max(record.last_beat, record.started) > self.config.worker_timeout:
                 log.error("worker %d (pid %d) sent no heartbeat for %.0fs (stuck, e.g. in C code); sending "
                           "SIGABRT for a stack dump, then SIGKILL", record.number, pid, self.config.worker_timeout)
                 record.reason = "stuck: no heartbeat"
                 record.kill_at = now + ABORT_GRACE
-                self._kill(pid, signal.SIGABRT)
+                kill(pid, signal.SIGABRT)
 
     def manage(self) -> None:
         now = time.monotonic()
@@ -395,38 +356,6 @@ class Master:
         return (f"STATUS={len(live)} workers{state}, {busy} of {len(live) * self.config.threads} threads busy, "
                 f"{processed} jobs processed by the current workers")
 
-    def _maybe_sweep(self) -> None:
-        if self.recoverer is None:
-            return
-        self.recoverer.flush()
-        if self.recoverer.pid is None and time.monotonic() >= self.recoverer_not_before:
-            self.recoverer.spawn(self._fork, (self._wake_r, *self.lifeline, *self._status_fds()))
-        if time.monotonic() < self.next_sweep:
-            return
-        self.next_sweep = time.monotonic() + random.uniform(*SWEEP_EVERY)
-        self.recoverer.sweep(exclude={r.identity(pid) for pid, r in self.children.items()})
-
-    def _recoverer_exited(self, status: int) -> None:
-        assert self.recoverer is not None
-        self.recoverer.pid = None
-        if not self.stopping:
-            log.error("the recoverer process exited (status %d); starting another", status)
-            self.recoverer_not_before = time.monotonic() + 1.0
-
-    def _finish_recoverer(self) -> None:
-        """Let the recoverer do what is queued (the last workers' jobs) within --grace, then kill it."""
-        if self.recoverer is None or self.recoverer.pid is None:
-            return
-        self.recoverer.finish()
-        deadline = time.monotonic() + self.config.grace
-        while time.monotonic() < deadline:
-            if os.waitpid(self.recoverer.pid, os.WNOHANG)[0]:
-                return
-            time.sleep(0.05)
-        log.error("the recoverer did not finish within --grace; the orphan sweep will put back what is left")
-        self._kill(self.recoverer.pid, signal.SIGKILL)
-        os.waitpid(self.recoverer.pid, 0)
-
     def _status_fds(self) -> tuple[int, ...]:
         return tuple(r.status_fd for r in self.children.values())
 
@@ -440,25 +369,18 @@ class Master:
     def spawn(self, number: int) -> None:
         nonce = secrets.token_hex(6)
         status_r, status_w = os.pipe()
-        pid = self._fork()
+        pid = fork()
         if pid == 0:
             try:
                 signal.set_wakeup_fd(-1)
                 inherited = (status_r, *self._fds_to_close())
-                Child(self.config, number, nonce, self.lifeline, status_w, inherited, self.generation,
-                      quiet=self.quiet).run()
+                Launcher(self.config, number, nonce, self.lifeline, status_w, inherited, quiet=self.quiet).run()
             finally:
                 os._exit(ExitCode.CRASH)
         os.close(status_w)
         os.set_blocking(status_r, False)
-        self.children[pid] = ChildRecord(number, nonce, self.generation, time.monotonic(), status_r)
-
-    @staticmethod
-    def _fork() -> int:
-        """The master is single-threaded (see recoverer.py), so a forked child inherits no held lock."""
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        return os.fork()
+        identity = f"{hostname(dict(os.environ))}:{pid}:{nonce}"
+        self.children[pid] = ChildRecord(number, nonce, self.generation, time.monotonic(), status_r, identity)
 
     def _retire(self, pid: int, record: ChildRecord, grace: float, reason: str, signum: int) -> None:
         if record.kill_at is None or signum == signal.SIGQUIT:
@@ -466,14 +388,7 @@ class Master:
                 log.info("retiring worker %d (pid %d): %s", record.number, pid, reason)
             record.kill_at = min(record.kill_at or float("inf"), time.monotonic() + grace)
             record.reason = record.reason or reason
-            self._kill(pid, signum)
-
-    @staticmethod
-    def _kill(pid: int, signum: int) -> None:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
+            kill(pid, signum)
 
     def _set_title(self) -> None:
         state = " stopping" if self.stopping else (" quiet" if self.quiet else "")

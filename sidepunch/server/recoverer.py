@@ -28,6 +28,7 @@ import setproctitle
 from ..core import keys
 from ..core.connection import OUTAGE_ERRORS, Outage, make_client
 from ..core.exitcodes import ExitCode
+from .children import unblock_after_fork
 from .recovery import OrphanSweeper, Recovered, RecoveryPolicy, recover_identity
 
 log = logging.getLogger("sidepunch.recoverer")
@@ -121,6 +122,9 @@ class Recoverer:
         # Signals are the master's to handle; this process ends when the master closes the pipe (or dies).
         for name in ("SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR1", "SIGTSTP", "SIGHUP", "SIGTTIN"):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # and CONT is SIG_DFL's to do
+        signal.signal(signal.SIGCONT, signal.SIG_DFL)
+        unblock_after_fork()  # the master blocked its signals across fork() (children.py)
         self._redis = make_client(self._url, max_connections=2)
         self._outage = Outage(self._url, log)
         self._sweeper = OrphanSweeper(self._redis, self._policy)

@@ -1,7 +1,7 @@
-"""Fetching jobs from queues: ReliableFetch (the default, at-least-once) and BasicFetch (Sidekiq's BRPOP).
+"""ReliableFetch (the default, `--fetch reliable`): at-least-once delivery through per-thread working lists.
 
-Each processor thread owns one fetcher. ReliableFetch moves a job atomically from queue:<q> into this
-process's working list working:queue:<q>:<identity>; acknowledging removes it, and a job still in a working
+ReliableFetch moves a job atomically from queue:<q> into its thread's working list
+working:queue:<q>:<identity>.<t>; acknowledging removes it, and a job still in a working
 list when its process dies is put back by the master (recovery.py). Queue order is strict (the configured
 order) unless a queue has a weight, then weighted random as Sidekiq does it.
 
@@ -9,108 +9,35 @@ While work is waiting, one Lua call per job acknowledges the previous job and ta
 When every queue is empty the thread blocks (BLMOVE, 2 s) on one "home" queue; homes are spread over the
 queues so every queue has threads waiting on it and idle latency stays low everywhere. A queue key that holds
 another type than a list is passed over like an empty queue; a move Redis refuses (out of memory...) raises
-RedisRefused, an outage, after the acknowledgements it carried have landed.
+RedisRefused, an outage, after the acknowledgements it carried have landed. Must not import the worker's
+process code (launcher, pool).
 """
 from __future__ import annotations
 
 import random
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, ClassVar, Sequence
 
 import redis
 
-from ..core import keys, scripts
-from .config import QueueSpec
-from ..core.connection import FailoverError, refusal_or_error
+from ...core import keys, scripts
+from ...core.connection import refusal_or_error
+from ..config import QueueSpec
+from .base import FETCH_TIMEOUT, QueueOrder, ThreadSlot, UnitOfWork, blocking
 
-FETCH_TIMEOUT = 2.0
 #: Most jobs one reliable fetch takes from a deep queue (see fetch.lua for the fair-share cap).
 BATCH = 10
 #: A job that ran this long is acknowledged at once instead of with the next fetch.
 ACK_NOW_AFTER = 0.001
 
 
-def _blocking(call, *args):
-    """Run a blocking pop; a server that turns replica under it answers -UNBLOCKED, which is an outage."""
-    try:
-        return call(*args)
-    except redis.ResponseError as exc:
-        if str(exc).startswith("UNBLOCKED"):
-            raise FailoverError(str(exc)) from exc
-        raise
-
-
-@dataclass(frozen=True)
-class UnitOfWork:
-    queue: str
-    payload: bytes
-    working: str | None = None  # the working list holding it (reliable fetch only)
-
-
-class QueueOrder:
-    """The queue names to try, in order, for one fetch."""
-
-    def __init__(self, specs: Sequence[QueueSpec], rng: random.Random) -> None:
-        self.names = [s.name for s in specs]
-        self._weighted = any(s.weight > 0 for s in specs)
-        self._expanded = [s.name for s in specs for _ in range(max(s.weight, 1))]
-        self._rng = rng
-
-    def __call__(self) -> list[str]:
-        if not self._weighted:
-            return self.names
-        shuffled = self._expanded[:]
-        self._rng.shuffle(shuffled)
-        return list(dict.fromkeys(shuffled))
-
-
-class BasicFetch:
-    """BRPOP across the queues; a fetched job is gone from Redis until it is requeued."""
-
-    def __init__(self, client: redis.Redis, specs: Sequence[QueueSpec], rng: random.Random) -> None:
-        self._redis = client
-        self._order = QueueOrder(specs, rng)
-
-    def fetch(self) -> UnitOfWork | None:
-        reply = _blocking(self._redis.brpop, [keys.queue(q) for q in self._order()], FETCH_TIMEOUT)
-        if reply is None:
-            return None
-        return UnitOfWork(keys.queue_name(reply[0]), reply[1])
-
-    def ack(self, unit: UnitOfWork, seconds: float = 0.0) -> bool:
-        return False
-
-    def send_acks(self) -> None:
-        pass
-
-    def unfetch(self, unit: UnitOfWork) -> None:
-        self.requeue([unit])
-
-    @staticmethod
-    def ack_into(pipe: redis.client.Pipeline, unit: UnitOfWork) -> None:
-        pass
-
-    def release(self) -> None:
-        pass
-
-    def buffered(self) -> list[UnitOfWork]:
-        return []
-
-    def requeue(self, units: Sequence[UnitOfWork]) -> None:
-        """Put jobs back at the head of their queues (RPUSH: next to be popped), unchanged."""
-        if units:
-            pipe = self._redis.pipeline(transaction=False)
-            for unit in units:
-                pipe.rpush(keys.queue(unit.queue), unit.payload)
-            pipe.execute()
-
-
 class ReliableFetch:
     """Atomic move into this thread's working list. Acknowledgements are deferred into the next fetch's
     round trip; from a deep queue a fetch takes several jobs at once (each stays in the working list, so
     nothing is lost if the process dies), never more than its share of the queue."""
+
+    recovers_on_death: ClassVar[bool] = True
 
     def __init__(self, client: redis.Redis, specs: Sequence[QueueSpec], rng: random.Random, identity: str,
                  thread: int, home: int, batch: int = BATCH, share: int = 1) -> None:
@@ -126,6 +53,11 @@ class ReliableFetch:
         self._in_doubt = False
         self._fetch = scripts.load(client, "fetch")
         self._move = scripts.load(client, "move", uses=("dead",))
+
+    @classmethod
+    def for_thread(cls, client: redis.Redis, config: Any, identity: str, slot: ThreadSlot) -> "ReliableFetch":
+        return cls(client, config.queues, random.Random(), identity, slot.index, slot.home(config.threads),
+                   share=config.workers * config.threads)
 
     def fetch(self) -> UnitOfWork | None:
         if self._buffer:
@@ -176,7 +108,7 @@ class ReliableFetch:
         self._home += 1 if len(names) > 1 else 0
         working = self._working[queue]
         try:
-            job = _blocking(self._redis.blmove, keys.queue(queue), working, FETCH_TIMEOUT, "RIGHT", "LEFT")
+            job = blocking(self._redis.blmove, keys.queue(queue), working, FETCH_TIMEOUT, "RIGHT", "LEFT")
         except redis.ResponseError as exc:
             if not str(exc).startswith("WRONGTYPE"):
                 raise

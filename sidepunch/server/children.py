@@ -1,0 +1,100 @@
+"""The master's side of its children: what it records of each worker and hears on its status pipe, and fork()
+with the master's signals blocked.
+
+Between fork() and the moment a new process has installed its own handlers, it still runs the master's: a TERM
+sent to a just-forked worker would be queued into the master's copied state, never read, and lost (the worker
+would then run on, deaf to that stop). So `fork` blocks the master's signals across fork(); the parent restores
+its mask at once, and the child calls `unblock_after_fork` only once its own handlers are in place, when a
+signal that arrived meanwhile is delivered to them. Must not import the worker's code (launcher, pool).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+#: The signals the master handles, and so those blocked across fork().
+MASTER_SIGNALS = tuple(getattr(signal, name) for name in (
+    "SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGTSTP", "SIGCONT", "SIGHUP", "SIGTTIN", "SIGCHLD"))
+
+
+@dataclass
+class ChildRecord:
+    number: int
+    nonce: str
+    generation: int
+    started: float
+    status_fd: int
+    identity: str                   # hostname:pid:nonce, as the worker names itself in Redis
+    ready: bool = False
+    last_beat: float = 0.0          # monotonic; 0 until the first beat
+    busy: int = 0
+    processed: int = 0
+    kill_at: float | None = None    # set once the child was told to stop
+    reason: str = ""                # why it is being retired, for the log
+    buffer: bytes = field(default=b"", repr=False)
+
+    def hear(self, data: bytes, now: float) -> list[str]:
+        """Take in what the worker wrote ("ready", "beat <busy> <processed>", "retire <reason>" lines);
+        returns the reasons of the retirements it asked for."""
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        retire = []
+        for line in lines:
+            words = line.decode(errors="replace").split(" ", 1)
+            if words[0] == "ready":
+                self.ready, self.last_beat = True, now
+            elif words[0] == "beat":
+                busy, processed = (words[1].split() + ["0", "0"])[:2]
+                self.busy, self.processed, self.last_beat = int(busy), int(processed), now
+            elif words[0] == "retire":
+                retire.append(words[1])
+        return retire
+
+
+def kill(pid: int, signum: int) -> None:
+    """os.kill, for a child that may have exited already (it is then reaped on the next tick)."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def exits_soon(pid: int) -> bool:
+    """Whether child `pid` has exited, or does within 0.2 s (an exiting process closes its descriptors a moment
+    before it can be waited for). It is left to be reaped."""
+    for _ in range(20):
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        except ChildProcessError:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def silence(fd: int) -> None:
+    """A status pipe at end of file reads as EOF on every select (a busy loop) until its worker is reaped: an
+    eventfd that is never written takes its number, and reap closes that."""
+    quiet = os.eventfd(0)
+    os.dup2(quiet, fd, inheritable=False)
+    os.close(quiet)
+
+
+def fork() -> int:
+    """os.fork() with the master's signals blocked in the child (see above); the parent's mask is restored.
+    The master is single-threaded (see recoverer.py), so the child inherits no held lock."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+    pid = os.fork()
+    if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return pid
+
+
+def unblock_after_fork() -> None:
+    """In a forked child, once its own handlers are installed: deliver what arrived since the fork."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
