@@ -25,7 +25,8 @@ import pytest
 import sidepunch
 from sidepunch.server.fetch import BasicFetch, UnitOfWork
 from sidepunch.core.payload import encode
-from sidepunch.server.retry import DeadSet, RetryPolicy, backtrace_lines, decode_backtrace, encode_backtrace
+from sidepunch.core.jobsets import decode_backtrace, encode_backtrace
+from sidepunch.server.retry import DeadSet, RetryPolicy, backtrace_lines
 from sidepunch.server.poller import requeue_payload
 from conftest import APPS, wait_for
 

@@ -16,7 +16,8 @@ from sidepunch.core.middleware import Outcome
 from sidepunch.server.fetch import BasicFetch, QueueOrder, ReliableFetch, UnitOfWork
 from sidepunch.server.processor import Processor
 from sidepunch.server.resolver import JobResolver, UnknownJobClass
-from sidepunch.server.retry import DeadSet, RetryPolicy, decode_backtrace, retry_delay
+from sidepunch.core.jobsets import decode_backtrace
+from sidepunch.server.retry import DeadSet, RetryPolicy, retry_delay
 from sidepunch.server.poller import Poller
 from sidepunch.server.state import ChildContext, LifecycleState
 

@@ -20,7 +20,6 @@ import psutil
 import redis
 
 from ..core import keys
-from ..core.identity import hostname  # noqa: F401  # child.py and master.py import it from here
 from ..core.connection import OUTAGE_ERRORS
 from .state import ChildContext
 

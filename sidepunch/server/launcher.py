@@ -27,11 +27,12 @@ from typing import Any, Callable, NoReturn
 
 import setproctitle
 
+from ..core import identity as identities
 from ..core.connection import Outage, make_client
 from ..core.exitcodes import ExitCode
 from .children import unblock_after_fork
 from .fetch import fetcher_class
-from .heartbeat import Heartbeat, hostname
+from .heartbeat import Heartbeat
 from .hooks import load_middleware
 from .logs import enable_faulthandler
 from .poller import Poller
@@ -153,7 +154,7 @@ class Launcher:
     def _build(self, middleware: tuple[Any, ...], death_handlers: tuple[Any, ...]) -> None:
         """Everything that exists once the app is loaded, built here and only here (nothing started yet)."""
         config = self.config
-        identity = f"{hostname(dict(os.environ))}:{os.getpid()}:{self.nonce}"
+        identity = identities.current(self.nonce)
         client = make_client(config.redis_url, max_connections=config.threads + 5)
         fetcher = fetcher_class(config)
         retry = RetryPolicy(client, DeadSet(config.dead_max_jobs, config.dead_timeout), config.max_retries,
@@ -162,7 +163,7 @@ class Launcher:
                                 outage=Outage(config.redis_url, log), resolver=JobResolver(config.require),
                                 retry=retry, server_middleware=middleware)
         self.pool = ProcessorPool(self.ctx, fetcher, self.number, retire=self.retire)
-        info = {"hostname": hostname(dict(os.environ)), "started_at": time.time(), "pid": os.getpid(),
+        info = {"hostname": identities.hostname(), "started_at": time.time(), "pid": os.getpid(),
                 "tag": config.tag, "concurrency": config.threads,
                 "queues": [q.name for q in config.queues], "labels": [], "identity": identity}
         self.heartbeat = Heartbeat(self.ctx, info, on_signal=self._remote_signal, on_beat=self._set_title,

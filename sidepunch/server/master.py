@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import secrets
 import select
 import signal
 import sys
@@ -24,10 +23,10 @@ import redis
 import setproctitle
 
 from ..core import keys
+from ..core import identity as identities
 from ..core.connection import OUTAGE_ERRORS, Outage, make_client
 from ..core.exitcodes import ExitCode
 from .children import MASTER_SIGNALS, ChildRecord, exits_soon, fork, kill, silence
-from .heartbeat import hostname
 from .fetch import fetcher_class
 from .launcher import Launcher
 from .logs import enable_faulthandler
@@ -367,7 +366,7 @@ class Master:
 
     # -- process operations --------------------------------------------------------------------------------
     def spawn(self, number: int) -> None:
-        nonce = secrets.token_hex(6)
+        nonce = identities.new_nonce()
         status_r, status_w = os.pipe()
         pid = fork()
         if pid == 0:
@@ -379,7 +378,7 @@ class Master:
                 os._exit(ExitCode.CRASH)
         os.close(status_w)
         os.set_blocking(status_r, False)
-        identity = f"{hostname(dict(os.environ))}:{pid}:{nonce}"
+        identity = identities.make(identities.hostname(), pid, nonce)
         self.children[pid] = ChildRecord(number, nonce, self.generation, time.monotonic(), status_r, identity)
 
     def _retire(self, pid: int, record: ChildRecord, grace: float, reason: str, signum: int) -> None:

@@ -27,7 +27,6 @@ from ..core.connection import OUTAGE_ERRORS, RedisRefused
 from .fetch import UnitOfWork
 from .forks import ForkGuard
 from ..core.jobsets import DeadSet, encode_backtrace
-from ..core.jobsets import decode_backtrace  # noqa: F401  (tests import it from here too)
 from ..core.middleware import DeathHandler, Outcome
 from ..core.payload import PayloadError, decode, encode
 
