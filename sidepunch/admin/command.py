@@ -12,6 +12,8 @@ strict JSON (NaN and infinities become null, as in JavaScript).
 Exit statuses: 0 done; 1 nothing matched (unknown jid, process or queue), Redis refused the command, or
 `retry --all` left entries it cannot enqueue; 2 bad usage (flags, JSON, Redis URL); 3 Redis unreachable;
 4 an unexpected error (a bug: the one line says what).
+
+Must not import: sidepunch.server (core, client and api only).
 """
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 Whatever is printed may come from Redis, so it is hostile: control characters, bidi overrides and lone
 surrogates are escaped (job data must not drive the terminal, and stdout cannot encode a surrogate), and
 JSON goes through api_records.jsonable (NaN and infinities become null, as in JavaScript).
+
+Must not import: sidepunch.server (core, client and api only).
 """
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 Owns the commands' flags and arguments and checking their values (whole numbers in range), and keeping a Redis
 URL given in the wrong place out of the usage error argparse echoes. Imports core and api only (never server).
+
+Must not import: sidepunch.server (core, client and api only).
 """
 from __future__ import annotations
 

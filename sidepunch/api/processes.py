@@ -4,6 +4,8 @@ Owns reading the heartbeat's records (`processes`, `<identity>`, `<identity>:wor
 section 9), pruning identities whose record expired as Sidekiq's ProcessSet does, and sending remote
 signals through `<identity>-signals` (section 10). The daemon's heartbeat pops those; nothing here signals a
 pid directly, so it works for processes on other hosts and for Ruby Sidekiq alike.
+
+Must not import: sidepunch.server or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ payload.MAX_DEPTH levels (the limit `decode` enforces on the server), ints and s
 times, and queue names a daemon can fetch (`check_queue_name`, which the daemon's `-q` parsing shares). Bad
 input raises TypeError or ValueError whose message starts with where it was (`args[1]['k']`, `retry_queue`).
 The common path is one iterative scan that builds no paths; `unfit` walks again only to explain a failure.
+
+Must not import: sidepunch.server, sidepunch.api or sidepunch.admin (core only).
 """
 from __future__ import annotations
 

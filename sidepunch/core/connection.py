@@ -5,6 +5,8 @@ or refusing commands for now) from a bug in a command; `Outage` logs one line pe
 (resolving, parsing a sentinel URL, masking credentials) is urls.py's; its names are re-exported here. Imports
 nothing of sidepunch's but core.urls. Nothing here runs at import time; the daemon builds clients after each
 fork because redis-py pools must not cross a fork.
+
+Must not import: anything of sidepunch's above core (client, server, api, admin).
 """
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Exceptions users see; their module is set to `sidepunch` so error_class reads `sidepunch.JobTimeout`."""
+"""Exceptions users see; their module is set to `sidepunch` so error_class reads `sidepunch.JobTimeout`.
+
+Must not import: anything of sidepunch's above core (client, server, api, admin).
+"""
 
 
 class JobTimeout(Exception):

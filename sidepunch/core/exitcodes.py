@@ -1,4 +1,7 @@
-"""Exit statuses shared by the master and its worker processes."""
+"""Exit statuses shared by the master and its worker processes.
+
+Must not import: anything of sidepunch's above core (client, server, api, admin).
+"""
 from enum import IntEnum
 
 

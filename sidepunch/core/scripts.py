@@ -1,4 +1,7 @@
-"""Lua scripts from sidepunch/lua, loaded once per client and run with EVALSHA (re-sent on NOSCRIPT)."""
+"""Lua scripts from sidepunch/lua, loaded once per client and run with EVALSHA (re-sent on NOSCRIPT).
+
+Must not import: anything of sidepunch's above core (client, server, api, admin).
+"""
 from __future__ import annotations
 
 from importlib import resources

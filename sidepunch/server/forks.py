@@ -5,6 +5,8 @@ os._exit, it would go on as a second, unsupervised copy of the worker thread: fe
 parent's working lists, ignoring signals and outliving the daemon. Wherever control comes back from job code
 (perform, middleware, hooks, death handlers), `ForkGuard.check` ends such a child at once; the parent, which
 still runs the job, records it as usual.
+
+Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ orphan recovery; and at most one remote signal popped from <identity>-signals, w
 caller's `on_signal` (the child passes it to the master, since the daemon stops and quiets as one).
 The identity it writes under is built by core/identity.py. Imports core and server modules only (never api,
 admin or the client).
+
+Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ server and death hooks here too: one registration covers both sides (a class reg
 once per push and once per job). Config middleware is outermost.
 
 Imports core and client; never the processor or the child, which call it.
+
+Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ The process also stops when the master's lifeline pipe closes, and when its stat
 closed under it (a job closed the process's file descriptors): it can then no longer tell the master it is
 alive, and the descriptor's number may already belong to a Redis socket. Must not run jobs or fetch (the pool's
 and the processors'), nor import the master.
+
+Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
 

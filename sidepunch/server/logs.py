@@ -1,4 +1,7 @@
-"""Logging setup for the daemon: text or JSON lines, to stderr or a file; no timestamps under journald."""
+"""Logging setup for the daemon: text or JSON lines, to stderr or a file; no timestamps under journald.
+
+Must not import: sidepunch.api or sidepunch.admin (core and client only).
+"""
 from __future__ import annotations
 
 import faulthandler

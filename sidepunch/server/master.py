@@ -4,7 +4,9 @@ Signal handlers only queue the signal (and wake the loop through set_wakeup_fd);
 handle_<name>, reads what workers report on their status pipes, then runs reap -> murder -> manage on every
 tick. Restarting is reconciliation: manage spawns the shortfall of the current generation (with backoff for
 slots that keep crashing) and retires workers that are over their limits or of an older generation (HUP).
-When it reaps a worker it first puts that worker's unfinished jobs back on their queues.
+When it reaps a worker it hands that worker's unfinished jobs to its recoverer process (no Redis I/O here).
+
+Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
 

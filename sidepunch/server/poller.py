@@ -10,6 +10,8 @@ Members are hostile input, and each is dealt with on its own: one that cannot be
 to the dead set in the same Lua call, byte for byte, with its reason in keys.DEAD_REASONS, and the poll goes
 on. A member Redis refuses to move or kill stays where it is and is not read again in that poll, so a poll
 always ends. The wait between polls is random around an average that grows with the number of live processes.
+
+Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
 

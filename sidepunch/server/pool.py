@@ -6,6 +6,8 @@ outcome from here and ask the launcher to retire the process, since a Python thr
 stop(deadline): wait for running jobs until the one deadline the launcher computed, then take back and requeue
 what still runs together with what was prefetched. Must not handle signals, talk to the master or beat (the
 launcher's), nor import the launcher or the master.
+
+Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ worker itself took the job away (timeout, shutdown: `abandon`); a payload that c
 set untouched. A server middleware may end a job with `Reschedule(seconds)` (raised or returned): the job goes back
 to the schedule, unchanged, and counts as processed, not failed. Every path returns an `Outcome`. A write that fails because Redis is down or refusing commands is retried until it lands or the
 child's hard deadline passes (reliable fetch then still holds the job).
+
+Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ What is read here is hostile input, and none of it may stop recovery or the mast
 - Key names (working lists found by SCAN, their queue and identity parts) are handled as bytes, never decoded.
 - A list that cannot be recovered (a key of another type, a queue key that is not a list) is reported in
   `Recovered.failed` and left as it is; the other lists go on.
+
+Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 Names are dotted paths (`myapp.jobs.EmailJob`) or aliases that a Job declares with `wire_name` (for jobs a
 Ruby app pushes as `HardWorker`). Only modules inside the packages the daemon was told to load (-r), or
 already imported, are imported: a name read from Redis must not choose arbitrary code to import.
+
+Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
 

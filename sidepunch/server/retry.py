@@ -9,6 +9,8 @@ is never acknowledged and unrecorded (see `_commit`).
 Whatever a job raises and whatever its hooks do, the job lands in exactly one place: if its retry or dead entry
 cannot be built (a hook raised, a number is out of range) or Redis refuses to store it for a reason that is not
 an outage, it goes to the dead set with its bytes as fetched and a reason beside them (keys.DEAD_REASONS).
+
+Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
 

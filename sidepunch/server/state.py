@@ -1,4 +1,7 @@
-"""What the threads of one worker process share: its lifecycle state and its collaborators."""
+"""What the threads of one worker process share: its lifecycle state and its collaborators.
+
+Must not import: sidepunch.api or sidepunch.admin (core and client only).
+"""
 from __future__ import annotations
 
 import threading

@@ -1,6 +1,8 @@
 """In-memory job counters and the table of running jobs, both read by the heartbeat.
 
 Processor threads count here instead of writing to Redis per job; the heartbeat flushes the counts.
+
+Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
 

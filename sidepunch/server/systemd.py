@@ -3,6 +3,8 @@
 Active only when systemd set NOTIFY_SOCKET (a path, or an abstract socket starting with '@'). The master
 sends READY=1 once every worker fetches, STATUS= lines, WATCHDOG=1 while its workers heartbeat,
 RELOADING=1/READY=1 around a HUP and STOPPING=1 on shutdown.
+
+Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
 
