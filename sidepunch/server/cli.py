@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
-from .config import ConfigError, build_config
+from .config import Config, ConfigError, build_config
 from ..core.connection import check_url, mask_url
 from ..core.exitcodes import ExitCode
 from .logs import setup_logging
@@ -51,7 +51,7 @@ def _write_pidfile(path: str) -> None:
         raise ConfigError(f"--pidfile: cannot write {path!r}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
-def _remove_pidfile(config: Any) -> None:
+def _remove_pidfile(config: Config) -> None:
     if config.pidfile:
         try:
             os.unlink(config.pidfile)
