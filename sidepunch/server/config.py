@@ -19,17 +19,23 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
 from .. import __version__
 from ..core.connection import DEFAULT_URL, resolve_url
-from .settings import (DAY, MAX_WEIGHT, ConfigError, QueueSpec, Setting, _number, _show, load_file, option,
-                       parse_queue, resolve, section, sections_of, settings_of)
+from .settings import (DAY, MAX_WEIGHT, ConfigError, QueueSpec, Setting, one_line, option, parse_queue, resolve,
+                       section, sections_of, settings_of, show_names, show_number, show_value, toml_type)
 from . import settings as _settings
 
 __all__ = ["Config", "ConfigError", "QueueSpec", "MAX_WEIGHT", "SETTINGS", "Setting", "build_config",
            "make_parser", "option_table", "parse_queue", "section", "option"]
+
+
+MAX_FILE_SIZE = 1_000_000
+MAX_KEY_PARTS = 32
 
 
 def _default_workers() -> int:
@@ -49,7 +55,7 @@ class Config:
     queues: tuple[QueueSpec, ...] = field(default=(QueueSpec("default"),), metadata=option(
         "-q", "--queue", env="SIDEPUNCH_QUEUES",
         help="queue to fetch from, repeat in priority order; NAME,WEIGHT for weighted random order "
-             f"(weight 0 to {_number(MAX_WEIGHT)})"))
+             f"(weight 0 to {show_number(MAX_WEIGHT)})"))
     require: tuple[str, ...] = field(default=(), metadata=option(
         "-r", "--require", env="SIDEPUNCH_REQUIRE",
         help="module that defines your jobs, imported by every worker; repeatable"))
@@ -149,11 +155,60 @@ def build_config(argv: Sequence[str], environ: Mapping[str, str], prog: str = "s
     return schema(**values)
 
 
+def load_file(path: str | None, explicit: bool, known: set[str]) -> dict[str, Any]:
+    """The settings table of a TOML file ({} if the default file is absent); ConfigError if unusable or if
+    it names anything outside `known` (setting and section names)."""
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read(MAX_FILE_SIZE + 1)  # -C /dev/zero must not eat the memory
+        if len(text) > MAX_FILE_SIZE:
+            raise ValueError(f"it is larger than {MAX_FILE_SIZE:,} bytes")
+        data = tomllib.loads(_check_key_depth(text.decode("utf-8")))
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return {}
+    # ValueError: a NUL byte in the path, or bytes that are not UTF-8 (tomllib raises UnicodeDecodeError).
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {one_line(exc)}") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays or inline tables
+        raise ConfigError(f"config file {path} cannot be read: its values nest too deeply") from None
+    table: Any = data
+    if path.endswith("pyproject.toml"):
+        tool = data.get("tool")
+        table = tool.get("sidepunch") if isinstance(tool, dict) else None
+        if table is None:
+            raise ConfigError(f"config file {path} has no [tool.sidepunch] table")
+        if not isinstance(table, dict):
+            raise ConfigError(f"config file {path}: tool.sidepunch must be a table, got {toml_type(table)}")
+    unknown = sorted(set(table) - known - {"tool"})
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting(s) {show_names(unknown)}")
+    return dict(table)
+
+
+#: tomllib takes time that grows with the square of a dotted key's length (`a.a.a. ... = 1`: minutes for a
+#: file under MAX_FILE_SIZE), so such keys are refused before parsing. The lookbehind and possessive
+#: quantifiers keep this scan linear. A string value of as many dotted words is refused too; none is real.
+_DEEP_KEY = re.compile(r"""(?<![A-Za-z0-9_-])(?:(?:[A-Za-z0-9_-]++|"[^"\n]*+"|'[^'\n]*+')[ \t]*+\.[ \t]*+){%d}"""
+                       % MAX_KEY_PARTS)
+
+
+def _check_key_depth(text: str) -> str:
+    found = _DEEP_KEY.search(text)
+    if found:
+        line = text.count("\n", 0, found.start()) + 1
+        raise ValueError(f"line {line} has a dotted key of more than {MAX_KEY_PARTS} parts")
+    return text
+
+
 def _check_queues(queues: Sequence[QueueSpec]) -> None:
     seen: set[str] = set()
     for q in queues:
         if q.name in seen:
-            raise ConfigError(f"queue {_show(q.name)} is named twice")
+            raise ConfigError(f"queue {show_value(q.name)} is named twice")
         seen.add(q.name)
 
 

@@ -17,7 +17,6 @@ import math
 import re
 import reprlib
 import sys
-import tomllib
 import types
 import typing
 from dataclasses import dataclass
@@ -33,7 +32,6 @@ class ConfigError(ValueError):
 
 #: Queue weights expand to a list of names (as Sidekiq does), so a weight is a small whole number.
 MAX_WEIGHT = 1000
-MAX_FILE_SIZE = 1_000_000
 DAY = 86400
 
 
@@ -43,7 +41,7 @@ class QueueSpec:
     weight: int = 0
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     """A value quoted for an error message: one line, at most about 60 characters. A list or table from
     a file is shown a few levels deep only: dotted keys nest tables without bound, and repr would recurse."""
     shallow = reprlib.Repr()
@@ -52,7 +50,13 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _one_line(exc: BaseException) -> str:
+def show_names(names: Sequence[str], most: int = 5) -> str:
+    """Names quoted for an error message; a file may hold thousands, the line shows the first few."""
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(map(show_value, names[:most])) + more
+
+
+def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
@@ -62,7 +66,7 @@ def _read_int(text: Any) -> int:
         return text
     stripped = str(text).strip()
     if not re.fullmatch(r"[+-]?[0-9]{1,30}", stripped):
-        raise ValueError(f"expected a whole number, got {_show(text)}")
+        raise ValueError(f"expected a whole number, got {show_value(text)}")
     return int(stripped)
 
 
@@ -73,9 +77,9 @@ def _read_float(text: Any) -> float:
         try:
             value = float(str(text).strip())
         except ValueError:
-            raise ValueError(f"expected a number of seconds, got {_show(text)}") from None
+            raise ValueError(f"expected a number of seconds, got {show_value(text)}") from None
     if not math.isfinite(value):  # nan compares false with any bound, so it must be caught by name
-        raise ValueError(f"must be a finite number, got {_show(text)}")
+        raise ValueError(f"must be a finite number, got {show_value(text)}")
     return value
 
 
@@ -85,10 +89,10 @@ def parse_queue(text: str) -> QueueSpec:
     if weight == "":
         return QueueSpec(name)
     if not re.fullmatch(r"[0-9]{1,30}", weight.strip()):
-        raise ValueError(f"queue weight must be a whole number, got {_show(weight)} in {_show(text)}")
+        raise ValueError(f"queue weight must be a whole number, got {show_value(weight)} in {show_value(text)}")
     value = int(weight)
     if value > MAX_WEIGHT:
-        raise ValueError(f"queue weight must be at most {MAX_WEIGHT}, got {value} in {_show(text)}")
+        raise ValueError(f"queue weight must be at most {MAX_WEIGHT}, got {value} in {show_value(text)}")
     return QueueSpec(name, value)
 
 
@@ -100,7 +104,7 @@ def _bool(text: str | bool) -> bool:
         return True
     if lowered in ("0", "false", "no", "off", ""):
         return False
-    raise ValueError(f"expected true or false, got {_show(text)}")
+    raise ValueError(f"expected true or false, got {show_value(text)}")
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,7 @@ class Setting:
             return self.help
         low, high = self.limits
         span = f" ({_duration(high)})" if self.kind == "float" and high >= 3600 else ""
-        return f"{self.help}; allowed: {_number(low)} to {_number(high)}{span}"
+        return f"{self.help}; allowed: {show_number(low)} to {show_number(high)}{span}"
 
     def default_value(self) -> Any:
         return self.default() if callable(self.default) else self.default
@@ -176,14 +180,14 @@ class Setting:
         """One value (a flag or environment string, or a TOML value already type-checked) -> checked value."""
         value = _KIND_BY_NAME[self.kind].read(raw)
         if self.choices and value not in self.choices:
-            raise ValueError(f"must be one of {', '.join(self.choices)}, got {_show(value)}")
+            raise ValueError(f"must be one of {', '.join(self.choices)}, got {show_value(value)}")
         if self.limits is not None:
             low, high = self.limits
-            allowed = f"(allowed: {_number(low)} to {_number(high)})"
+            allowed = f"(allowed: {show_number(low)} to {show_number(high)})"
             if value < low:
-                raise ValueError(f"must be at least {_number(low)}, got {_show(raw)} {allowed}")
+                raise ValueError(f"must be at least {show_number(low)}, got {show_value(raw)} {allowed}")
             if value > high:
-                raise ValueError(f"must be at most {_number(high)}, got {_show(raw)} {allowed}")
+                raise ValueError(f"must be at most {show_number(high)}, got {show_value(raw)} {allowed}")
         return value
 
     def read_all(self, items: Sequence[Any], origin: str) -> Any:
@@ -191,7 +195,7 @@ class Setting:
         try:
             values = [self.read(v) for v in items]
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{origin}: {_one_line(exc)}") from None
+            raise ConfigError(f"{origin}: {one_line(exc)}") from None
         empty = _KIND_BY_NAME[self.kind].empty
         if self.many and empty and not values:
             raise ConfigError(f"{origin}: {empty}")
@@ -202,7 +206,7 @@ class Setting:
         try:
             items = self.check_file_type(raw)
         except ValueError as exc:
-            raise ConfigError(f"{origin}: {_one_line(exc)}") from None
+            raise ConfigError(f"{origin}: {one_line(exc)}") from None
         return self.read_all(items, origin)
 
     def check_file_type(self, raw: Any) -> list[Any]:
@@ -211,11 +215,11 @@ class Setting:
         kind = _KIND_BY_NAME[self.kind]
         wanted = kind.described + (" or a list of them" if self.many else "")
         if self.many and not isinstance(items, list):
-            raise ValueError(f"expected {wanted}, got {_toml_type(raw)}")
+            raise ValueError(f"expected {wanted}, got {toml_type(raw)}")
         for item in items:
             # bool is an int subclass in Python, but `threads = true` is a mistake, not 1.
             if isinstance(item, bool) != (bool in kind.toml_types) or not isinstance(item, kind.toml_types):
-                raise ValueError(f"expected {wanted}, got {_toml_type(item)} {_show(item)}")
+                raise ValueError(f"expected {wanted}, got {toml_type(item)} {show_value(item)}")
         return items
 
     def shown_default(self) -> str:
@@ -227,7 +231,7 @@ class Setting:
         return str(self.default)
 
 
-def _number(value: float) -> str:
+def show_number(value: float) -> str:
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"
 
 
@@ -239,7 +243,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-def _toml_type(value: Any) -> str:
+def toml_type(value: Any) -> str:
     names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array",
              dict: "a table"}
     return names.get(type(value), f"a {type(value).__name__}")
@@ -303,7 +307,7 @@ class Section:
         if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
             shown = next((t for t in raw if not isinstance(t, dict)), raw) if isinstance(raw, list) else raw
             raise ConfigError(f"config file section {name}: expected an array of tables ([[{name}]]), "
-                              f"got {_toml_type(shown)}")
+                              f"got {toml_type(shown)}")
         keys = settings_of(self.entry)
         entries = tuple(self._entry(table, keys, f"config file section [[{name}]] entry {number}")
                         for number, table in enumerate(raw, 1))
@@ -311,13 +315,13 @@ class Section:
             try:
                 self.check(entries)
             except ValueError as exc:
-                raise ConfigError(f"config file section [[{name}]]: {_one_line(exc)}") from None
+                raise ConfigError(f"config file section [[{name}]]: {one_line(exc)}") from None
         return entries
 
     def _entry(self, table: Mapping[str, Any], keys: Sequence[Setting], origin: str) -> Any:
         unknown = sorted(set(table) - {k.name for k in keys})
         if unknown:
-            raise ConfigError(f"{origin}: unknown key(s) {', '.join(map(_show, unknown))}")
+            raise ConfigError(f"{origin}: unknown key(s) {show_names(unknown)}")
         values = {}
         for key in keys:
             if key.name in table:
@@ -327,7 +331,7 @@ class Section:
         try:
             return self.entry(**values)  # its __post_init__ may check keys against each other
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{origin}: {_one_line(exc)}") from None
+            raise ConfigError(f"{origin}: {one_line(exc)}") from None
 
 
 def section(entry: type, check: Callable[[tuple[Any, ...]], None] | None = None) -> Mapping[str, Any]:
@@ -338,40 +342,6 @@ def section(entry: type, check: Callable[[tuple[Any, ...]], None] | None = None)
 def sections_of(schema: type) -> dict[str, Section]:
     """The registry of structured sections a config class declares: field name -> Section."""
     return {f.name: f.metadata["section"] for f in dataclasses.fields(schema) if "section" in f.metadata}
-
-
-def load_file(path: str | None, explicit: bool, known: set[str]) -> dict[str, Any]:
-    """The settings table of a TOML file ({} if the default file is absent); ConfigError if unusable or if
-    it names anything outside `known` (setting and section names)."""
-    if path is None:
-        return {}
-    try:
-        with open(path, "rb") as fh:
-            text = fh.read(MAX_FILE_SIZE + 1)  # -C /dev/zero must not eat the memory
-        if len(text) > MAX_FILE_SIZE:
-            raise ValueError(f"it is larger than {MAX_FILE_SIZE:,} bytes")
-        data = tomllib.loads(text.decode("utf-8"))
-    except FileNotFoundError:
-        if explicit:
-            raise ConfigError(f"config file {path} does not exist") from None
-        return {}
-    # ValueError: a NUL byte in the path, or bytes that are not UTF-8 (tomllib raises UnicodeDecodeError).
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"config file {path} cannot be read: {_one_line(exc)}") from None
-    except RecursionError:  # tomllib recurses once per level of nested arrays or inline tables
-        raise ConfigError(f"config file {path} cannot be read: its values nest too deeply") from None
-    table: Any = data
-    if path.endswith("pyproject.toml"):
-        tool = data.get("tool")
-        table = tool.get("sidepunch") if isinstance(tool, dict) else None
-        if table is None:
-            raise ConfigError(f"config file {path} has no [tool.sidepunch] table")
-        if not isinstance(table, dict):
-            raise ConfigError(f"config file {path}: tool.sidepunch must be a table, got {_toml_type(table)}")
-    unknown = sorted(set(table) - known - {"tool"})
-    if unknown:
-        raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(map(_show, unknown))}")
-    return dict(table)
 
 
 def make_parser(settings: Sequence[Setting], prog: str, description: str) -> argparse.ArgumentParser:
