@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from .config import Config, ConfigError, build_config
 from ..core.connection import check_url, mask_url
@@ -38,7 +38,7 @@ def daemon_main(argv: Sequence[str] | None = None) -> None:
     sys.exit(code)
 
 
-def _usage_error(message: str) -> None:
+def _usage_error(message: str) -> NoReturn:
     print(f"sidepunchd: error: {' '.join(message.split())}", file=sys.stderr)
     sys.exit(ExitCode.USAGE)
 
