@@ -139,7 +139,7 @@ def _names_unique(things: tuple[Thing, ...]) -> None:
 
 @dataclass(frozen=True)
 class WithThings(Config):
-    thing: tuple[Thing, ...] = field(default=(), metadata=section(Thing, check=_names_unique))
+    thing: tuple[Thing, ...] = field(default=(), metadata=section(check=_names_unique))
 
 
 def build_things(tmp_path, text, name="sidepunch.toml"):
@@ -160,6 +160,27 @@ def test_a_registered_section_is_read_into_typed_frozen_entries(tmp_path):
     assert build_things(tmp_path, "threads = 4\n").thing == ()
     pyproject = '[tool.sidepunch]\nthreads = 2\n[[tool.sidepunch.thing]]\nname = "p"\nevery = 60\n'
     assert build_things(tmp_path, pyproject, "pyproject.toml").thing == (Thing("p", 60.0),)
+
+
+def test_a_section_is_declared_by_its_type():
+    @dataclass(frozen=True)
+    class Untyped(Config):
+        thing: tuple = field(default=(), metadata=section())
+
+    @dataclass(frozen=True)
+    class Nested:
+        table: dict[str, int]
+
+    @dataclass(frozen=True)
+    class Unreadable(Config):
+        thing: tuple[Thing, ...] = field(default=(), metadata=section())
+        other: tuple[Nested, ...] = field(default=(), metadata=section())
+
+    assert sections_of(WithThings)["thing"].entry is Thing
+    with pytest.raises(TypeError, match="tuple\\[Entry, ...\\]"):
+        build_config([], {}, schema=Untyped)
+    with pytest.raises(TypeError, match="no reader"):
+        build_config([], {}, schema=Unreadable)
 
 
 def test_a_section_comes_only_from_the_file(capsys):

@@ -7,7 +7,7 @@ checks are all generated from these fields (the machinery is in settings.py). Pr
 environment > config file (sidepunch.toml or [tool.sidepunch] in pyproject.toml) > default.
 
 A structured section of the config file (an array of tables such as `[[name]]`) is declared the same way:
-a field `name: tuple[Entry, ...] = field(default=(), metadata=section(Entry))`, Entry being a frozen
+a field `name: tuple[Entry, ...] = field(default=(), metadata=section())`, Entry being a frozen
 dataclass whose fields are the keys. The fields are the one registry: the loader accepts exactly the
 settings and sections declared here, and `config.name` is typed for mypy and pyright. Sections come only
 from the file, never from flags or the environment.

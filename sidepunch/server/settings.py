@@ -334,14 +334,26 @@ class Section:
             raise ConfigError(f"{origin}: {one_line(exc)}") from None
 
 
-def section(entry: type, check: Callable[[tuple[Any, ...]], None] | None = None) -> Mapping[str, Any]:
-    """The metadata of a section's field (its type: tuple[entry, ...], its default: ())."""
-    return types.MappingProxyType({"section": Section(entry, check)})
+def section(check: Callable[[tuple[Any, ...]], None] | None = None) -> Mapping[str, Any]:
+    """The metadata of a section's field, typed tuple[Entry, ...] with default (); Entry is a frozen
+    dataclass whose fields are the keys of each table. `check` sees all the entries (see Section)."""
+    return types.MappingProxyType({"section": check})
 
 
 def sections_of(schema: type) -> dict[str, Section]:
-    """The registry of structured sections a config class declares: field name -> Section."""
-    return {f.name: f.metadata["section"] for f in dataclasses.fields(schema) if "section" in f.metadata}
+    """The registry of structured sections a config class declares: field name -> Section, the entry class
+    taken from the field's type. Each entry's keys are checked here, so a key of a type without a reader
+    fails every build (and so the tests), not only a build from a file that uses the section."""
+    hints = typing.get_type_hints(schema)
+    found = {}
+    for f in dataclasses.fields(schema):
+        if "section" in f.metadata:
+            args = typing.get_args(hints[f.name])
+            if typing.get_origin(hints[f.name]) is not tuple or args[1:] != (Ellipsis,) or f.default != ():
+                raise TypeError(f"section {f.name}: declare it as tuple[Entry, ...] with default ()")
+            settings_of(args[0])
+            found[f.name] = Section(args[0], f.metadata["section"])
+    return found
 
 
 def make_parser(settings: Sequence[Setting], prog: str, description: str) -> argparse.ArgumentParser:
