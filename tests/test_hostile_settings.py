@@ -223,6 +223,15 @@ def test_sidepunchd_refuses_config_file_values_of_the_wrong_type(toml):
     assert_refused(["-C", toml(b"\xff = 1\n")], "config file")
 
 
+def test_sidepunchd_refuses_deep_nesting_and_long_dotted_keys_in_one_line(toml):
+    assert_refused(["-C", toml("threads = " + "[" * 100_000 + "]" * 100_000 + "\n")], "nest too deeply")
+    assert_refused(["-C", toml("threads = " + "{a=" * 100_000 + "1" + "}" * 100_000 + "\n")], "nest too deeply")
+    assert_refused(["-C", toml("tag." + "a." * 300 + "b = 1\n")], "dotted key")
+    assert_refused(["-C", toml("tag." + "a." * 450_000 + "b = 1\n")], "dotted key")  # minutes for tomllib
+    assert_refused(["-C", toml("tag." + "a." * 20 + "b = 1\n")], "config file setting tag")
+    assert_refused(["-C", toml("".join(f"k{n} = 1\n" for n in range(50_000)))], "and 49995 more")
+
+
 def test_sidepunchd_refuses_a_pidfile_or_logfile_it_cannot_write(tmp_path):
     missing = tmp_path / "no" / "such" / "dir"
     assert_refused(["--pidfile", str(missing / "x.pid")], "--pidfile")

@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, Sequence
+from typing import NoReturn, Sequence
 
-from .config import ConfigError, build_config
+from .config import Config, ConfigError, build_config
 from ..core.connection import check_url, mask_url
 from ..core.exitcodes import ExitCode
 from .logs import setup_logging
@@ -38,7 +38,7 @@ def daemon_main(argv: Sequence[str] | None = None) -> None:
     sys.exit(code)
 
 
-def _usage_error(message: str) -> None:
+def _usage_error(message: str) -> NoReturn:
     print(f"sidepunchd: error: {' '.join(message.split())}", file=sys.stderr)
     sys.exit(ExitCode.USAGE)
 
@@ -51,7 +51,7 @@ def _write_pidfile(path: str) -> None:
         raise ConfigError(f"--pidfile: cannot write {path!r}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
-def _remove_pidfile(config: Any) -> None:
+def _remove_pidfile(config: Config) -> None:
     if config.pidfile:
         try:
             os.unlink(config.pidfile)
