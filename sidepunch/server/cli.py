@@ -2,6 +2,8 @@
 
 Bad flags or settings (values, the Redis URL, a pidfile or logfile that cannot be written) end with one
 line on stderr and exit status 2, never a traceback.
+
+Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
 

@@ -61,8 +61,8 @@ class Config:
         help="module that defines your jobs, imported by every worker; repeatable"))
     middleware: tuple[str, ...] = field(default=(), metadata=option(
         "--middleware", env="SIDEPUNCH_MIDDLEWARE",
-        help="dotted path of a server middleware mw(job, payload, queue, call_next); repeatable, outermost "
-             "first"))
+        help="dotted path of a sidepunch.Middleware subclass, or of a server middleware function mw(job, "
+             "payload, queue, call_next); repeatable, outermost first"))
     death_handlers: tuple[str, ...] = field(default=(), metadata=option(
         "--death-handler", env="SIDEPUNCH_DEATH_HANDLERS",
         help="dotted path of a function called with (payload, exception) when a job dies or is discarded; "

@@ -8,6 +8,8 @@ by `section`: a tuple of frozen dataclasses whose own fields are declared the sa
 From these fields come the argparse parser, the README option table, and the checks of every value from
 flags, environment and file. This module knows no particular setting and reads no environment; it must not
 import the rest of the server (config.py imports it).
+
+Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
 
