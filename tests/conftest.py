@@ -156,6 +156,22 @@ def daemon(redis_server, tmp_path, request):
             print("\n".join(d.log().splitlines()[-60:]))
 
 
+@pytest.fixture
+def cli(redis_server, r, capsys, monkeypatch):
+    """cli(*argv) -> (status, stdout, stderr) of the `sidepunch` command, against the test server; any
+    exception escaping main(), or a traceback or a second line on stderr, fails the test."""
+    from sidepunch.admin import command
+    monkeypatch.delenv("REDIS_PROVIDER", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+
+    def run(*argv, url=redis_server.url):
+        status = command.main([*argv, "--redis-url", url] if url else list(argv))
+        out, err = capsys.readouterr()
+        assert "Traceback" not in err and err.count("\n") <= 1, err
+        return status, out, err
+    return run
+
+
 def _is_recoverer(process):
     """The master's recoverer process (it runs no jobs); tests count worker processes."""
     try:
@@ -214,3 +230,30 @@ def _alive(process: psutil.Process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def make_processor(r, app, identity, middleware=(), deaths=(), fetch="reliable"):
+    """A Processor over the real test Redis for `app` (a module in tests/apps), with a fixed rng and no outage
+    settling, for tests that call Processor.process directly."""
+    import logging
+    import random
+
+    from sidepunch.core.connection import Outage
+    from sidepunch.server.config import build_config
+    from sidepunch.server.fetch import BasicFetch, ReliableFetch
+    from sidepunch.server.processor import Processor
+    from sidepunch.server.resolver import JobResolver
+    from sidepunch.server.retry import DeadSet, RetryPolicy
+    from sidepunch.server.state import ChildContext, LifecycleState
+
+    config = build_config(["-r", app, "--fetch", fetch], {"REDIS_URL": "redis://unused"})
+    fetch_class = ReliableFetch if fetch == "reliable" else BasicFetch
+    retry = RetryPolicy(r, DeadSet(config.dead_max_jobs, config.dead_timeout), config.max_retries,
+                        fetch_class.ack_into, death_handlers=deaths, rng=random.Random(1))
+    ctx = ChildContext(redis=r, config=config, identity=identity, state=LifecycleState(),
+                       outage=Outage("redis://x", logging.getLogger("test.outage"), settle=0.0),
+                       resolver=JobResolver([app]), retry=retry, server_middleware=tuple(middleware))
+    if fetch == "basic":
+        return Processor(0, ctx, BasicFetch(r, config.queues, random.Random(1)))
+    return Processor(0, ctx, ReliableFetch(r, config.queues, random.Random(1), identity, 0, 0, batch=1))
+

@@ -11,7 +11,6 @@ import pytest
 from conftest import wait_for
 
 from sidepunch import api
-from sidepunch.admin import command as admin
 from sidepunch.core import keys
 from sidepunch.core.connection import Outage
 from sidepunch.embedded import free_port
@@ -25,17 +24,6 @@ from sidepunch.server.state import ChildContext, LifecycleState
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def cli(redis_server, r, capsys, monkeypatch):
-    """cli(*argv) -> (status, stdout, stderr), always against the test server."""
-    monkeypatch.delenv("REDIS_PROVIDER", raising=False)
-    monkeypatch.delenv("REDIS_URL", raising=False)
-
-    def run(*argv, url=redis_server.url):
-        status = admin.main([*argv, "--redis-url", url] if url else list(argv))
-        out, err = capsys.readouterr()
-        return status, out, err
-    return run
 
 
 def failed(r, client, klass="Mailer", args=(1,), queue="default", retry=True, exc=None):

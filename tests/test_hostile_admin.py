@@ -55,18 +55,6 @@ def hostile_members() -> list[bytes]:
     return members
 
 
-@pytest.fixture
-def cli(redis_server, r, capsys, monkeypatch):
-    """cli(*argv) -> (status, stdout, stderr); any exception escaping main() fails the test."""
-    monkeypatch.delenv("REDIS_PROVIDER", raising=False)
-    monkeypatch.delenv("REDIS_URL", raising=False)
-
-    def run(*argv, url=redis_server.url):
-        status = admin.main([*argv, "--redis-url", url] if url else list(argv))
-        out, err = capsys.readouterr()
-        assert "Traceback" not in err and err.count("\n") <= 1, err
-        return status, out, err
-    return run
 
 
 def strict_json(text: str):

@@ -11,15 +11,10 @@ import pytest
 
 import sidepunch
 from sidepunch import Middleware, Outcome, Reschedule
-from sidepunch.core.connection import Outage
 from sidepunch.core.middleware import FunctionMiddleware, MiddlewareContext, build, hooks
 from sidepunch.server.config import build_config
-from sidepunch.server.fetch import BasicFetch, ReliableFetch
 from sidepunch.server.hooks import load_middleware
-from sidepunch.server.processor import Processor
-from sidepunch.server.resolver import JobResolver
-from sidepunch.server.retry import DeadSet, RetryPolicy
-from sidepunch.server.state import ChildContext, LifecycleState
+import conftest
 from conftest import APPS, wait_for
 
 sys.path.insert(0, str(APPS))
@@ -36,16 +31,7 @@ def jobs_report_to_test_redis(r):
 
 
 def make_processor(r, middleware=(), deaths=(), fetch="reliable"):
-    config = build_config(["-r", "testjobs", "--fetch", fetch], {"REDIS_URL": "redis://unused"})
-    fetch_class = ReliableFetch if fetch == "reliable" else BasicFetch
-    retry = RetryPolicy(r, DeadSet(config.dead_max_jobs, config.dead_timeout), config.max_retries,
-                        fetch_class.ack_into, death_handlers=deaths, rng=random.Random(1))
-    ctx = ChildContext(redis=r, config=config, identity=IDENTITY, state=LifecycleState(),
-                       outage=Outage("redis://x", logging.getLogger("test.outage"), settle=0.0),
-                       resolver=JobResolver(["testjobs"]), retry=retry, server_middleware=tuple(middleware))
-    if fetch == "basic":
-        return Processor(0, ctx, BasicFetch(r, config.queues, random.Random(1)))
-    return Processor(0, ctx, ReliableFetch(r, config.queues, random.Random(1), IDENTITY, 0, 0, batch=1))
+    return conftest.make_processor(r, "testjobs", IDENTITY, middleware, deaths, fetch)
 
 
 def run_next(proc):
