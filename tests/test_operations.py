@@ -278,3 +278,21 @@ def test_a_stalled_redis_never_stalls_the_masters_loop(daemon, notify_socket, tm
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
         server.stop()
+
+
+def test_a_killed_recoverer_is_replaced_and_recovery_goes_on(daemon, r, client):
+    d = daemon("--workers", "1", "--threads", "1", "-r", "testjobs")
+    d.wait_children(1)
+
+    def recoverers():
+        return [p for p in psutil.Process(d.pid).children() if "recoverer" in " ".join(p.cmdline())]
+    (first,) = wait_for(recoverers, 10, message="the recoverer process")
+    first.kill()
+    d.wait_log("the recoverer process exited (signal SIGKILL); starting another")
+    (second,) = wait_for(lambda: [p for p in recoverers() if p.pid != first.pid], 10, message="a new recoverer")
+    client.push({"class": "testjobs.Sleep", "args": ["s", 60]})
+    wait_for(lambda: r.lrange("started", 0, -1) == [b"s"], 10, message="the job to start")
+    (worker,) = d.children()
+    worker.kill()
+    d.wait_log("requeued 1 job(s)", timeout=15)  # the new recoverer put the job back
+    wait_for(lambda: r.lrange("started", 0, -1) == [b"s", b"s"], 20, message="the job to run again")

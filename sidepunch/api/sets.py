@@ -284,7 +284,8 @@ class DeadSet(JobSet):
         pipe.execute()
 
     def prune_reasons(self) -> int:
-        """Drop reasons whose member is no longer in the set (trimmed by age or size); returns how many."""
+        """Drop reasons whose member is no longer in the set; returns how many. Sidepunch deletes a reason with its
+        member (lua/dead.lua, delete, clear), but tools that do not know the hash (Sidekiq's own) leave it behind."""
         stale = [field for field, _ in self.redis.hscan_iter(keys.DEAD_REASONS, count=BATCH)
                  if self.redis.zscore(self.name, field) is None]
         for start in range(0, len(stale), BATCH):

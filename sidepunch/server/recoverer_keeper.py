@@ -23,6 +23,12 @@ SWEEP_EVERY = (10.0, 20.0)
 RESPAWN_AFTER = 1.0
 
 
+def _how(status: int) -> str:
+    """A waitpid status in words: "status N" or "signal NAME"."""
+    code = os.waitstatus_to_exitcode(status)
+    return f"status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
+
+
 class RecovererKeeper:
     def __init__(self, process: RecovererProcess, fork: Callable[[], int]) -> None:
         self._process = process
@@ -56,7 +62,7 @@ class RecovererKeeper:
     def exited(self, status: int, stopping: bool) -> None:
         self._process.pid = None
         if not stopping:
-            log.error("the recoverer process exited (status %d); starting another", status)
+            log.error("the recoverer process exited (%s); starting another", _how(status))
             self._not_before = time.monotonic() + RESPAWN_AFTER
 
     def finish(self, grace: float) -> None:
