@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import inspect
 import math
 import time
 from typing import Any, Callable, Iterable, Mapping
@@ -20,8 +21,14 @@ _EPOCH_THRESHOLD = 1_000_000_000
 class Job:
     """Subclass and define `perform(self, *args)`. Options are class attributes.
 
-    A running job sees `self.jid`. Optional hooks: `retry_in(self, count, exc)` returning seconds, "discard" or
-    "kill"; `retries_exhausted(self, job, exc)`, called when a job runs out of retries.
+    `perform` may be a plain `def` (run on a processor thread) or an `async def` (run on the worker's event
+    loop, many at once). A running job sees `self.jid` and `self.cancelled` (True once `sidepunch.api.cancel`
+    asked for it to stop). Optional hooks: `retry_in(self, count, exc)` returning seconds, "discard" or "kill";
+    `retries_exhausted(self, job, exc)`, called when a job runs out of retries; `on_cancel(self)` (a plain or an
+    async def), called after a cancelled job stopped.
+
+    `keep_result = N` (seconds) keeps perform's return value (JSON only) for N seconds under the jid, for
+    `sidepunch.api.result(jid)`; off by default, so recording a finished job costs nothing extra.
     """
 
     queue: str = "default"
@@ -31,10 +38,19 @@ class Job:
     retry_queue: str | None = None
     tags: list[str] | None = None
     timeout: float | None = None
+    #: Seconds to keep perform's return value for `sidepunch.api.result(jid)`; None or 0: not kept. Read by the
+    #: daemon from the class, never sent in the payload.
+    keep_result: int | None = None
     #: The class name on the wire; default is the dotted path. Set it to run jobs a Ruby app pushes as "HardWorker".
     wire_name: str | None = None
 
     jid: str = ""
+    _sidepunch_cancelled: bool = False  # set on the running instance by the daemon when a cancel arrives
+
+    @property
+    def cancelled(self) -> bool:
+        """True once this running job was asked to stop (`sidepunch.api.cancel`); for cooperative loops."""
+        return self._sidepunch_cancelled
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -152,13 +168,17 @@ class JobFunction:
 def job(func: Callable[..., Any] | None = None, **options: Any) -> Any:
     """Turn a function into a job: `@job` or `@job(queue="low", retry=3)`; enqueue with `.perform_async()`."""
     unknown = set(options) - {"queue", "retry", "dead", "backtrace", "retry_queue", "tags", "timeout",
-                              "wire_name"}
+                              "wire_name", "keep_result"}
     if unknown:
         raise TypeError(f"unknown job option(s): {', '.join(sorted(unknown))}")
 
     def wrap(fn: Callable[..., Any]) -> JobFunction:
-        def perform(self: Job, *args: Any) -> Any:
-            return fn(*args)
+        if inspect.iscoroutinefunction(fn):
+            async def perform(self: Job, *args: Any) -> Any:  # an async job: the daemon awaits it on its loop
+                return await fn(*args)
+        else:
+            def perform(self: Job, *args: Any) -> Any:
+                return fn(*args)
         namespace = {"perform": perform, "__module__": fn.__module__, "__qualname__": fn.__qualname__,
                      "__doc__": fn.__doc__, **options}
         return JobFunction(fn, type(fn.__name__, (Job,), namespace))
@@ -176,6 +196,9 @@ def _check_class_options(cls: type[Job]) -> None:
         raise TypeError(f"{name}.tags must be a list of strings, got {describe(cls.tags)}")
     if cls.wire_name is not None and (not isinstance(cls.wire_name, str) or not cls.wire_name):
         raise TypeError(f"{name}.wire_name must be a non-empty str, got {describe(cls.wire_name)}")
+    keep = cls.keep_result
+    if keep is not None and (type(keep) is not int or not 0 <= keep <= 10 ** 8):
+        raise TypeError(f"{name}.keep_result must be a number of seconds (int, 0 to 10**8), got {describe(keep)}")
 
 
 def _check_queues(options: Mapping[str, Any], where: str) -> None:

@@ -24,6 +24,12 @@ Only the working lists and the liveness keys of reliable fetch are our own addit
 | working:queue:<q>:<identity>.<t>  | LIST   | reliable fetch (LMOVE)       | jobs thread <t> is running (ours)         |
 | sidepunch:alive:<identity>        | STRING | heartbeat, short TTL         | liveness for orphan recovery (ours)       |
 | sidepunch:recovery-lock           | STRING | orphan recovery, SET NX EX   | one master recovers at a time (ours)      |
+| sidepunch:cancel:<jid>            | STRING | api.cancel SET EX 1 day;     | a cancel request for a running jid: JSON  |
+|                                   |        | the worker that acts DELs it | {"at": epoch} (ours)                      |
+| sidepunch:result:<jid>            | STRING | worker, SET EX keep_result   | a finished job's return value: JSON       |
+|                                   |        |                              | {"jid","class","result","finished_at"} or |
+|                                   |        |                              | {"jid","class","error",...} (ours)        |
+| sidepunch:stat:cancelled          | STRING | heartbeat INCRBY             | all-time count of cancelled jobs (ours)   |
 
 The working-list name follows gitlab-sidekiq-fetcher's, with a thread suffix on the identity.
 
@@ -54,6 +60,11 @@ RECOVERY_LOCK = "sidepunch:recovery-lock"
 DEAD_REASONS = "sidepunch:dead-reasons"
 WORKING_PATTERN = "working:queue:*"
 ALIVE_PREFIX = "sidepunch:alive:"
+CANCEL_PREFIX = "sidepunch:cancel:"
+RESULT_PREFIX = "sidepunch:result:"
+STAT_CANCELLED = "sidepunch:stat:cancelled"
+#: How long a cancel request waits for the process that runs (or will run) its jid to act on it.
+CANCEL_TTL = 86_400
 
 
 def _join(prefix: str, name: str | bytes, suffix: str = "") -> str | bytes:
@@ -117,6 +128,16 @@ def parse_working(key: str | bytes) -> tuple[str, str] | tuple[bytes, bytes] | N
     if len(parts) < 4 or not queue_name or not all(parts[-3:]):
         return None
     return queue_name, colon.join(parts[-3:])
+
+
+def cancel_request(jid: str) -> str:
+    """`sidepunch:cancel:<jid>`: set by `api.cancel` for a running job; the process running it acts and DELs it."""
+    return CANCEL_PREFIX + jid
+
+
+def result(jid: str) -> str:
+    """`sidepunch:result:<jid>`: the JSON return value of a job whose class sets `keep_result` (seconds)."""
+    return RESULT_PREFIX + jid
 
 
 def alive(identity: str | bytes) -> str | bytes:
