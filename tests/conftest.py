@@ -257,3 +257,36 @@ def make_processor(r, app, identity, middleware=(), deaths=(), fetch="reliable")
         return Processor(0, ctx, BasicFetch(r, config.queues, random.Random(1)))
     return Processor(0, ctx, ReliableFetch(r, config.queues, random.Random(1), identity, 0, 0, batch=1))
 
+
+
+def make_pool(r, *args, fetcher=None, app="testjobs", async_chain=()):
+    """A ProcessorPool of worker 1 over the real test Redis (threads, no fork); returns (pool, retire reasons)."""
+    import logging
+    import random
+
+    from sidepunch.core.connection import Outage
+    from sidepunch.server.config import build_config
+    from sidepunch.server.fetch import fetcher_class
+    from sidepunch.server.pool import ProcessorPool
+    from sidepunch.server.resolver import JobResolver
+    from sidepunch.server.retry import DeadSet, RetryPolicy
+    from sidepunch.server.state import ChildContext, LifecycleState
+
+    config = build_config(["-r", app, "--threads", "1", *args], {"REDIS_URL": "redis://unused"})
+    fetcher = fetcher or fetcher_class(config)
+    retry = RetryPolicy(r, DeadSet(config.dead_max_jobs, config.dead_timeout), config.max_retries,
+                        fetcher.ack_into, rng=random.Random(1))
+    ctx = ChildContext(redis=r, config=config, identity="testhost:1234:abcdefabcdef", state=LifecycleState(),
+                       outage=Outage("redis://x", logging.getLogger("test")), resolver=JobResolver([app]),
+                       retry=retry)
+    retired: list[str] = []
+    return ProcessorPool(ctx, fetcher, 1, retire=retired.append, async_chain=async_chain), retired
+
+
+def join_all(pool, timeout=10.0):
+    """Let every thread the test started end before the next test flushes Redis."""
+    pool.ctx.state.stop(time.monotonic())
+    for proc in pool.processors:
+        proc.thread.join(timeout)
+        assert not proc.thread.is_alive()
+    pool.runner.close(timeout)

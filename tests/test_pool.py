@@ -1,6 +1,5 @@
 """ProcessorPool and the choice of fetch strategy, driven directly against a real redis-server (threads, no fork)."""
 import json
-import logging
 import random
 import sys
 import threading
@@ -10,14 +9,9 @@ from pathlib import Path
 import pytest
 
 import sidepunch
-from sidepunch.core.connection import Outage
 from sidepunch.server.config import build_config
 from sidepunch.server.fetch import BasicFetch, ReliableFetch, ThreadSlot, fetcher_class
-from sidepunch.server.pool import ProcessorPool
-from sidepunch.server.resolver import JobResolver
-from sidepunch.server.retry import DeadSet, RetryPolicy
-from sidepunch.server.state import ChildContext, LifecycleState
-from conftest import wait_for
+from conftest import join_all, make_pool, wait_for
 
 sys.path.insert(0, str(Path(__file__).parent / "apps"))
 import testjobs  # noqa: E402
@@ -32,26 +26,6 @@ def jobs_report_to_test_redis(r):
 
 def make_config(*args):
     return build_config(["-r", "testjobs", "--threads", "1", *args], {"REDIS_URL": "redis://unused"})
-
-
-def make_pool(r, *args, fetcher=None):
-    config = make_config(*args)
-    fetcher = fetcher or fetcher_class(config)
-    retry = RetryPolicy(r, DeadSet(config.dead_max_jobs, config.dead_timeout), config.max_retries,
-                        fetcher.ack_into, rng=random.Random(1))
-    ctx = ChildContext(redis=r, config=config, identity=IDENTITY, state=LifecycleState(),
-                       outage=Outage("redis://x", logging.getLogger("test")), resolver=JobResolver(["testjobs"]),
-                       retry=retry)
-    retired = []
-    return ProcessorPool(ctx, fetcher, 1, retire=retired.append), retired
-
-
-def join_all(pool, timeout=10.0):
-    """Let every thread the test started end before the next test flushes Redis."""
-    pool.ctx.state.stop(time.monotonic())
-    for proc in pool.processors:
-        proc.thread.join(timeout)
-        assert not proc.thread.is_alive()
 
 
 @pytest.mark.parametrize("name, chosen, recovers", [("reliable", ReliableFetch, True), ("basic", BasicFetch, False)])
@@ -97,21 +71,6 @@ def test_stop_before_the_deadline_when_the_jobs_finish(r, client):
     pool.stop(deadline)
     assert time.monotonic() < deadline - 10
     assert r.lrange("done", 0, -1) == [b"quick"] and r.llen("queue:default") == 0 and r.keys("working:*") == []
-
-
-def test_a_job_past_its_timeout_is_recorded_once_and_the_process_retires(r, client):
-    pool, retired = make_pool(r)
-    client.push({"class": testjobs.Sleep, "args": ["stuck", 1.0], "timeout": 0.2, "retry": 3})
-    pool.start()
-    wait_for(lambda: r.llen("started") == 1, 10, message="the job to start")
-    wait_for(lambda: pool.enforce_timeouts() or retired, 5, message="the timeout")
-    assert "timeout" in retired[0]
-    (entry,) = r.zrange("retry", 0, -1)
-    assert json.loads(entry)["error_class"] == "sidepunch.JobTimeout"
-    pool.enforce_timeouts()
-    assert len(retired) == 1 and r.zcard("retry") == 1
-    join_all(pool)
-    assert r.zcard("retry") == 1 and r.keys("working:*") == []  # the abandoned thread recorded nothing
 
 
 class Crashing(BasicFetch):

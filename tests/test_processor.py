@@ -122,7 +122,7 @@ def test_success_is_acknowledged_and_counted(r, client):
     assert r.lrange("done", 0, -1) == [b"a"]
     proc.fetcher.release()
     assert r.keys("working:*") == []
-    assert proc.ctx.counters.take() == (1, 0)
+    assert proc.ctx.counters.take()[:2] == (1, 0)
 
 
 def test_job_sits_in_working_list_while_running(r, client):
@@ -157,7 +157,7 @@ def test_failure_goes_to_retry_with_sidekiq_fields(r, client):
     assert 1 <= len(lines) <= 5 and "test_processor.py" in lines[0]
     assert job["error_backtrace"].endswith("\n")
     assert 15 <= score - job["failed_at"] <= 24
-    assert r.keys("working:*") == [] and proc.ctx.counters.take() == (1, 1)
+    assert r.keys("working:*") == [] and proc.ctx.counters.take()[:2] == (1, 1)
 
 
 def test_retry_count_increments_then_dead_after_limit(r, client):
@@ -374,7 +374,7 @@ def test_deep_queue_is_fetched_in_fair_batches_once_jobs_prove_fast(r, client, f
     while (unit := proc.fetcher.fetch()) is not None:
         proc.process(unit)
     proc.fetcher.release()
-    assert r.llen(working) == 0 and proc.ctx.counters.take() == (31, 0)
+    assert r.llen(working) == 0 and proc.ctx.counters.take()[:2] == (31, 0)
 
 
 def test_release_puts_prefetched_jobs_back_in_order(r, client):

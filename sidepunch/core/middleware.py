@@ -5,8 +5,13 @@ A middleware is a class with up to three optional hooks, built once per process 
 
 - `around_push(job, call_next)` runs around every push; it may change the job dict before `call_next(job)`,
   or return None without calling it to stop the push;
-- `around_perform(instance, job, queue, call_next)` runs around every perform in the daemon; it must call
-  `call_next()` for the job to run, and may end the job another way by raising (or returning) `Reschedule(n)`;
+- `around_perform(instance, job, queue, call_next)` runs around every perform of a sync job (a plain `def
+  perform`) in the daemon; it must call `call_next()` for the job to run, and may end the job another way by
+  raising (or returning) `Reschedule(n)`;
+- `around_perform_async(instance, job, queue, call_next)`, an `async def`, does the same around every async job
+  (`async def perform`) on the worker's event loop: `return await call_next()`. A middleware wraps the kinds of
+  job whose hook it defines: define both to wrap every job (a sync hook cannot wait for an async job without
+  blocking a thread per job, so it is not applied to them);
 - `on_death(job, exc)` runs when a job dies or is discarded.
 
 Plain functions keep working and are adapted into the class: a client function `mw(job, call_next)`, a server
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import importlib
+import inspect
 import threading
 import time
 from typing import Any, Callable, Iterable, Sequence
@@ -29,7 +35,7 @@ ServerMiddleware = Callable[[Any, dict, str, Callable[[], Any]], Any]
 DeathHandler = Callable[[dict, BaseException], Any]
 #: The longest delay a Reschedule takes (about 31 years): further means never, and the score must stay a float.
 MAX_DELAY = 10 ** 9
-HOOKS = ("around_push", "around_perform", "on_death")
+HOOKS = ("around_push", "around_perform", "around_perform_async", "on_death")
 
 
 class Outcome(str, enum.Enum):
@@ -41,6 +47,8 @@ class Outcome(str, enum.Enum):
     DISCARDED = "discarded"      # failed with retry off, or the job chose to discard; nowhere, by design
     ABANDONED = "abandoned"      # its worker took it away (timeout, shutdown); recorded by whoever took it
     RESCHEDULED = "rescheduled"  # a server middleware put it back in the schedule; not a failure
+    CANCELLED = "cancelled"      # stopped by sidepunch.api.cancel; acknowledged, neither retried nor dead
+    SUBMITTED = "submitted"      # an async job handed to the worker's event loop, which records its outcome
 
     def __str__(self) -> str:
         return self.value
@@ -102,6 +110,10 @@ class Middleware:
     def around_perform(self, instance: Any, job: dict, queue: str, call_next: Callable[[], Any]) -> Any:
         return call_next()
 
+    async def around_perform_async(self, instance: Any, job: dict, queue: str,
+                                   call_next: Callable[[], Any]) -> Any:
+        return await call_next()
+
     def on_death(self, job: dict, exc: BaseException) -> None:
         return None
 
@@ -115,6 +127,8 @@ class FunctionMiddleware(Middleware):
             raise ValueError(f"unknown middleware hook {hook!r}")
         if not callable(function):
             raise TypeError(f"a middleware function must be callable, got {type(function).__name__}")
+        if hook == "around_perform" and inspect.iscoroutinefunction(function):
+            hook = "around_perform_async"  # an `async def mw(instance, job, queue, call_next)` wraps async jobs
         self.hook = hook
         self.function = function
         setattr(self, hook, function)
@@ -173,5 +187,15 @@ def run_server_chain(chain: Sequence[ServerMiddleware], instance: Any, job: dict
     return step(0)
 
 
+async def run_async_chain(chain: Sequence[Callable[..., Any]], instance: Any, job: dict, queue: str,
+                          final: Callable[[], Any]) -> Any:
+    """The async twin of run_server_chain: each hook awaits `call_next()`; `final()` returns an awaitable."""
+    async def step(index: int) -> Any:
+        if index == len(chain):
+            return await final()
+        return await chain[index](instance, job, queue, lambda: step(index + 1))
+    return await step(0)
+
+
 __all__ = ["Middleware", "MiddlewareContext", "FunctionMiddleware", "Outcome", "Reschedule", "build", "hooks",
-           "load_dotted", "run_client_chain", "run_server_chain", "check_delay", "MAX_DELAY"]
+           "load_dotted", "run_client_chain", "run_server_chain", "run_async_chain", "check_delay", "MAX_DELAY"]

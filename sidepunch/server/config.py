@@ -35,6 +35,8 @@ __all__ = ["Config", "ConfigError", "QueueSpec", "MAX_WEIGHT", "SETTINGS", "Sett
 
 
 MAX_FILE_SIZE = 1_000_000
+#: Async jobs in flight per worker process by default; measured in bench/ (see README, "Async jobs").
+ASYNC_CONCURRENCY = 500
 MAX_KEY_PARTS = 32
 
 
@@ -52,6 +54,10 @@ class Config:
     threads: int = field(default=10, metadata=option(
         "-c", "--threads", env="SIDEPUNCH_THREADS", limits=(1, 1000),
         help="processor threads in each worker process"))
+    async_concurrency: int = field(default=ASYNC_CONCURRENCY, metadata=option(
+        "--async-concurrency", env="SIDEPUNCH_ASYNC_CONCURRENCY", limits=(1, 100_000),
+        help="async jobs (async def perform) in flight at once in each worker process, on its event loop; "
+             "apart from --threads"))
     queues: tuple[QueueSpec, ...] = field(default=(QueueSpec("default"),), metadata=option(
         "-q", "--queue", env="SIDEPUNCH_QUEUES",
         help="queue to fetch from, repeat in priority order; NAME,WEIGHT for weighted random order "
@@ -112,7 +118,11 @@ class Config:
         help="jobs after which a worker is replaced gracefully (0: no limit)"))
     job_timeout: float = field(default=0.0, metadata=option(
         "--job-timeout", env="SIDEPUNCH_JOB_TIMEOUT", limits=(0, 30 * DAY),
-        help="default seconds a job may run before it fails with JobTimeout (0: no limit)"))
+        help="default seconds a job may run before it is stopped and fails with JobTimeout (0: no limit)"))
+    interrupt_grace: float = field(default=5.0, metadata=option(
+        "--interrupt-grace", env="SIDEPUNCH_INTERRUPT_GRACE", limits=(0.1, DAY),
+        help="seconds a timed-out or cancelled job gets to stop (a sync job blocked in a C call cannot stop "
+             "sooner) before its worker process is retired and the job recorded as it exits"))
     log_level: Literal["debug", "info", "warning", "error"] = field(default="info", metadata=option(
         "--log-level", env="SIDEPUNCH_LOG_LEVEL",
         help="debug, info (a line per job start and finish), warning or error"))

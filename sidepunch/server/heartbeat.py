@@ -41,8 +41,11 @@ def rss_kb() -> int:
         return 0
 
 
-def add_counts(pipe: "redis.client.Pipeline", processed: int, failed: int) -> None:
-    """INCRBY the totals and today's UTC keys (even by 0, as Sidekiq does), renewing the day keys' TTL."""
+def add_counts(pipe: "redis.client.Pipeline", processed: int, failed: int, cancelled: int = 0) -> None:
+    """INCRBY the totals and today's UTC keys (even by 0, as Sidekiq does), renewing the day keys' TTL; and our
+    own all-time count of cancelled jobs when there are some."""
+    if cancelled:
+        pipe.incrby(keys.STAT_CANCELLED, cancelled)
     day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     for stat, n in ((keys.STAT_PROCESSED, processed), (keys.STAT_FAILED, failed)):
         pipe.incrby(stat, n)
@@ -81,15 +84,15 @@ class Heartbeat:
     def beat(self) -> bool:
         """One beat; returns False (and keeps the counts) if Redis is unreachable."""
         self._on_beat()
-        processed, failed = self.ctx.counters.take()
+        counts = self.ctx.counters.take()
         try:
-            self._write(processed, failed)
+            self._write(counts)
         except OUTAGE_ERRORS as exc:
-            self.ctx.counters.give_back(processed, failed)
+            self.ctx.counters.give_back(*counts)
             self.ctx.outage.failed(exc)
             return False
         except redis.RedisError as exc:  # not an outage: a key of ours holds another type, say; logged once
-            self.ctx.counters.give_back(processed, failed)
+            self.ctx.counters.give_back(*counts)
             if str(exc) != self._refused:
                 self._refused = str(exc)
                 log.error("heartbeat write refused by Redis: %s", exc)
@@ -98,10 +101,10 @@ class Heartbeat:
         self.ctx.outage.ok()
         return True
 
-    def _write(self, processed: int, failed: int) -> None:
+    def _write(self, counts: tuple[int, int, int]) -> None:
         r, identity = self.ctx.redis, self.ctx.identity
         pipe = r.pipeline(transaction=True)
-        add_counts(pipe, processed, failed)
+        add_counts(pipe, *counts)
         workers_key = keys.workers(identity)
         pipe.unlink(workers_key)
         running = self.ctx.work.snapshot()
@@ -132,11 +135,11 @@ class Heartbeat:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2.0)
-        processed, failed = self.ctx.counters.take()
+        processed, failed, cancelled = self.ctx.counters.take()
         r, identity = self.ctx.redis, self.ctx.identity
         try:
             pipe = r.pipeline(transaction=True)
-            add_counts(pipe, processed, failed)
+            add_counts(pipe, processed, failed, cancelled)
             pipe.srem(keys.PROCESSES, identity)
             pipe.unlink(keys.workers(identity), keys.alive(identity))
             pipe.execute()

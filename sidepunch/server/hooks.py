@@ -23,8 +23,10 @@ from ..core.middleware import (DeathHandler, FunctionMiddleware, Middleware, Mid
                                build, hooks, load_dotted)
 
 
-def load_middleware(config: Any) -> tuple[tuple[ServerMiddleware, ...], tuple[DeathHandler, ...]]:
-    """(the perform chain, the death handlers) for this worker; installs the push hooks on its default client.
+def load_middleware(config: Any) -> tuple[tuple[ServerMiddleware, ...], tuple[DeathHandler, ...],
+                                          tuple[Any, ...]]:
+    """(the sync perform chain, the death handlers, the async perform chain) for this worker; installs the push
+    hooks on its default client.
 
     Raises ImportError, AttributeError or TypeError naming a path that is not a function or Middleware class,
     and whatever a Middleware's constructor raises: the worker cannot boot without its middleware.
@@ -39,4 +41,4 @@ def load_middleware(config: Any) -> tuple[tuple[ServerMiddleware, ...], tuple[De
     client.install([mw for mw in classes if type(mw) not in {type(c) for c in in_code}])
     in_code = [mw for mw in in_code if type(mw) not in {type(c) for c in classes}]
     everything: list[Middleware] = [*configured, *in_code, *deaths]
-    return hooks(everything, "around_perform"), hooks(everything, "on_death")
+    return hooks(everything, "around_perform"), hooks(everything, "on_death"), hooks(everything, "around_perform_async")

@@ -34,6 +34,7 @@ from ..core.connection import Outage, make_client
 from ..core.exitcodes import ExitCode
 from .children import unblock_after_fork
 from .fetch import fetcher_class
+from .cancels import CancelWatcher
 from .heartbeat import Heartbeat
 from .hooks import load_middleware
 from .logs import enable_faulthandler
@@ -126,11 +127,11 @@ class Launcher:
         self._prepare()
         try:
             load_app(self.config.require)
-            middleware, death_handlers = load_middleware(self.config)
+            middleware, death_handlers, async_middleware = load_middleware(self.config)
         except BaseException as exc:  # SystemExit too: an app that exits while imported cannot run jobs
             log.error("worker %d cannot load the app: %s: %s", self.number, type(exc).__name__, error_message(exc))
             return ExitCode.BOOT_ERROR
-        self._build(middleware, death_handlers)
+        self._build(middleware, death_handlers, async_middleware)
         if self._start():
             while not self.state.stopping:
                 self._dispatch(self._next_signal(1.0))
@@ -153,18 +154,21 @@ class Launcher:
         enable_faulthandler()  # SIGABRT from the master (no heartbeat) dumps every thread's stack first
         self._set_title(busy=0)
 
-    def _build(self, middleware: tuple[Any, ...], death_handlers: tuple[Any, ...]) -> None:
+    def _build(self, middleware: tuple[Any, ...], death_handlers: tuple[Any, ...],
+               async_middleware: tuple[Any, ...] = ()) -> None:
         """Everything that exists once the app is loaded, built here and only here (nothing started yet)."""
         config = self.config
         identity = identities.current(self.nonce)
-        client = make_client(config.redis_url, max_connections=config.threads + 5)
+        # a connection per processor thread, plus the heartbeat, poller, async recorder, cancel watcher, spares
+        client = make_client(config.redis_url, max_connections=config.threads + 8)
         fetcher = fetcher_class(config)
         retry = RetryPolicy(client, DeadSet(config.dead_max_jobs, config.dead_timeout), config.max_retries,
                             fetcher.ack_into, death_handlers=death_handlers)
         self.ctx = ChildContext(redis=client, config=config, identity=identity, state=self.state,
                                 outage=Outage(config.redis_url, log), resolver=JobResolver(config.require),
                                 retry=retry, server_middleware=middleware)
-        self.pool = ProcessorPool(self.ctx, fetcher, self.number, retire=self.retire)
+        self.pool = ProcessorPool(self.ctx, fetcher, self.number, retire=self.retire, async_chain=async_middleware)
+        self.cancels = CancelWatcher(self.ctx, self.pool.running_jids, self.pool.stop_job)
         info = {"hostname": identities.hostname(), "started_at": time.time(), "pid": os.getpid(),
                 "tag": config.tag, "concurrency": config.threads,
                 "queues": [q.name for q in config.queues], "labels": [], "identity": identity}
@@ -183,6 +187,7 @@ class Launcher:
         threading.Thread(target=self._watch_lifeline, name="lifeline", daemon=True).start()
         self.poller.start()
         self.pool.start()
+        self.cancels.start()
         log.info("worker %d (pid %d) running %d threads on %s", self.number, os.getpid(), self.config.threads,
                  ",".join(q.name for q in self.config.queues))
         self.status.write("ready")
@@ -261,7 +266,7 @@ class Launcher:
             work = jobs.get(ident)
             doing = f" running {work.payload.decode('utf-8', 'replace')[:300]}" if work else ""
             parts.append(f"Thread {names.get(ident, ident)}{doing}\n" + "".join(traceback.format_stack(frame)))
-        return "\n".join(parts)
+        return "\n".join(parts + [self.pool.runner.dump()]).rstrip("\n")
 
     def _remote_signal(self, name: str) -> None:
         """A signal pushed through <identity>-signals (Sidekiq's web UI): the daemon acts as one process."""
@@ -283,6 +288,7 @@ class Launcher:
 
     def _shutdown(self) -> None:
         self.poller.stop()
+        self.cancels.stop()
         # The one deadline: set by the first stop signal (the earliest if several came), passed down to the pool.
         self.pool.stop(self.state.hard_deadline or time.monotonic())
         self.heartbeat.stop()

@@ -1,11 +1,14 @@
 """ProcessorPool: the processor threads of one worker process (Sidekiq's manager; `sidepunch.Manager` is another
 thing, the embedded runner).
 
-Duties: start one Processor per --threads, replace a thread that died, enforce job timeouts (record the job's
-outcome from here and ask the launcher to retire the process, since a Python thread cannot be stopped), and
-stop(deadline): wait for running jobs until the one deadline the launcher computed, then take back and requeue
-what still runs together with what was prefetched. Must not handle signals, talk to the master or beat (the
-launcher's), nor import the launcher or the master.
+Duties: start one Processor per --threads and the process's AsyncRunner (async jobs), replace a thread that
+died, enforce job timeouts and cancel requests (`stop_job`: a sync job is interrupted in its thread, an async
+one's task is cancelled; each is then recorded where it ran), escalate when a job does not stop within
+--interrupt-grace (take it, ask the launcher to retire the process, record it once the other jobs are done, just
+before the process exits), and stop(deadline): wait for running jobs until the one deadline the launcher
+computed, then take back and requeue what still runs together with what was prefetched. Jobs requeued at the
+deadline are not counted as interrupted. Must not handle signals, talk to the master or beat (the launcher's),
+nor import the launcher or the master.
 
 Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
@@ -17,10 +20,10 @@ from typing import Callable
 
 import redis
 
-from ..core.connection import OUTAGE_ERRORS
-from ..core.errors import JobTimeout
-from .fetch import Fetcher, ThreadSlot, UnitOfWork
-from .processor import Processor
+from .aio import AsyncRunner
+from .fetch import Fetcher, ThreadSlot
+from .outcomes import Outcomes, PendingAcks, call_on_cancel, timeout_error
+from .processor import Processor, Taken
 from .state import ChildContext
 from .stats import Work
 
@@ -35,12 +38,14 @@ class ProcessorPool:
     """The T processor threads of worker `number`, each with a fetcher of the configured strategy."""
 
     def __init__(self, ctx: ChildContext, fetcher: type[Fetcher], number: int,
-                 retire: Callable[[str], None]) -> None:
+                 retire: Callable[[str], None], async_chain: tuple = ()) -> None:
         self.ctx = ctx
         self._fetcher = fetcher
         self._number = number
         self._retire = retire
         self.processors: list[Processor] = []
+        self.runner = AsyncRunner(ctx, ctx.config.async_concurrency, fetcher.ack_into, async_chain)
+        self._held: list[Taken] = []  # jobs that would not stop: recorded just before the process exits
 
     def start(self) -> None:
         for index in range(self.ctx.config.threads):
@@ -50,7 +55,8 @@ class ProcessorPool:
     def _new_processor(self, index: int) -> Processor:
         ctx = self.ctx
         fetcher = self._fetcher.for_thread(ctx.redis, ctx.config, ctx.identity, ThreadSlot(self._number, index))
-        return Processor(index, ctx, fetcher)
+        fetcher.lent = self.runner.units  # jobs of its working lists that are out on the event loop
+        return Processor(index, ctx, fetcher, self.runner)
 
     def replace_dead(self) -> None:
         for i, proc in enumerate(self.processors):
@@ -59,23 +65,54 @@ class ProcessorPool:
                 self.processors[i].start()
 
     def enforce_timeouts(self) -> None:
-        now = time.monotonic()
+        """Interrupt sync jobs past their deadline (async ones time out on the loop); take jobs that would not
+        stop within --interrupt-grace and retire the process."""
+        now, grace = time.monotonic(), self.ctx.config.interrupt_grace
         for proc in self.processors:
             if proc.deadline is not None and now >= proc.deadline:
+                proc.request_stop("timeout", now)
+            if proc.would_not_stop(now, grace):
                 taken = proc.abandon()
                 if taken is not None:
-                    self._timed_out(*taken)
+                    self._hold(taken, f"thread {proc.index}")
+        for taken in self.runner.would_not_stop(now, grace):
+            self._hold(taken, "the event loop (blocked by a sync call?)")
 
-    def _timed_out(self, unit: UnitOfWork, instance: object, seconds: float) -> None:
-        exc = JobTimeout(f"job ran longer than its {seconds:g}s timeout")
-        self.ctx.counters.record(failed=True)
-        try:  # one attempt: this is the main thread, which must keep answering signals
-            outcome = self.ctx.retry.handle(unit, instance, exc)
-        except OUTAGE_ERRORS as error:
-            outcome = f"not recorded ({error}); it stays in the working list and is recovered"
-        log.error("job %.200s timed out after %gs: %s", unit.payload.decode("utf-8", "replace"),
-                  seconds, outcome or "not recorded")
-        self._retire(f"a job outlived its {seconds:g}s timeout and its thread cannot be stopped")
+    def _hold(self, taken: Taken, where: str) -> None:
+        self._held.append(taken)
+        grace = self.ctx.config.interrupt_grace
+        log.error("job %.200s did not stop within %gs of its %s in %s; it is recorded when this process exits",
+                  taken.unit.payload.decode("utf-8", "replace"), grace, taken.reason or "stop", where)
+        self._retire(f"a job did not stop within {grace:g}s of its {taken.reason} (blocked in a C call?)")
+
+    def stop_job(self, jid: str) -> bool:
+        """Cancel the running job with this jid (sync: interrupt; async: cancel its task); False if not here."""
+        for proc in self.processors:
+            job = proc.job
+            if proc.current is not None and job is not None and job.get("jid") == jid:
+                return proc.request_stop("cancel", time.monotonic())
+        return self.runner.cancel(jid)
+
+    def running_jids(self) -> list[str]:
+        jids = [proc.job.get("jid") for proc in self.processors if proc.current is not None and proc.job]
+        return [j for j in jids + self.runner.jids() if type(j) is str and j]
+
+    def _record_held(self) -> None:
+        """Record the jobs that would not stop, once: their threads are abandoned and die with the process."""
+        outcomes = Outcomes(self.ctx)
+        for taken in self._held:
+            job = taken.job or {"class": "?"}
+            try:
+                if taken.reason == "cancel":
+                    call_on_cancel(taken.instance)
+                    acks = PendingAcks(self.ctx.redis, self._fetcher.ack_into)
+                    outcomes.cancelled(taken.unit, job, taken.started, acks)
+                    outcomes.persist(acks.send_acks, "acknowledge")
+                else:
+                    outcomes.fail(taken.unit, job, timeout_error(taken.timeout), taken.started, taken.instance)
+            except Exception:  # it stays in its working list and is recovered as interrupted
+                log.exception("could not record a job that would not stop")
+        self._held = []
 
     def jobs_by_thread(self) -> dict[int | None, Work | None]:
         """What each processor thread runs, by thread ident (for the TTIN dump)."""
@@ -83,11 +120,15 @@ class ProcessorPool:
         return {p.thread.ident: running.get(p.tid) for p in self.processors if p.thread is not None}
 
     def stop(self, deadline: float) -> None:
-        """Wait for running jobs until `deadline` (monotonic), then requeue what is left."""
+        """Wait for running jobs until `deadline` (monotonic), then requeue what is left; record the jobs that
+        would not stop last, just before the process exits."""
         for proc in self.processors:
             if proc.thread is not None:
                 proc.thread.join(max(0.0, deadline - time.monotonic()))
+        self.runner.wait(deadline)
         stuck = self._requeue_unfinished()
+        self.runner.close(max(1.0, IDLE_JOIN))
+        self._record_held()
         # Idle threads are inside a blocking fetch and requeue whatever it returns: wait for them, so nothing
         # they fetch is left behind.
         end = time.monotonic() + IDLE_JOIN
@@ -102,7 +143,9 @@ class ProcessorPool:
         held = []
         for proc in stuck:
             taken = proc.abandon()
-            held.append((proc.fetcher, ([taken[0]] if taken else []) + proc.fetcher.buffered()))
+            held.append((proc.fetcher, ([taken.unit] if taken else []) + proc.fetcher.buffered()))
+        if self.processors:
+            held.append((self.processors[0].fetcher, self.runner.take_running()))
         count = sum(len(units) for _, units in held)
         if count:
             log.warning("worker %d requeueing %d unfinished job(s)", self._number, count)

@@ -15,21 +15,18 @@ import inspect
 import logging
 import threading
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import redis
 
-from ..core.connection import OUTAGE_ERRORS
+from ..core.middleware import Outcome, Reschedule, run_server_chain
+from ..core.payload import decode
 from .fetch import UnitOfWork
 from .forks import ForkGuard
-from ..core.middleware import Outcome, Reschedule, check_delay, run_server_chain
-from ..core.payload import decode
-from .retry import error_class_name, error_message
+from .interrupt import Interrupted, clear, interrupt
+from .outcomes import Outcomes, call_on_cancel, job_log, log, timeout_error
 from .state import ChildContext
-
-log = logging.getLogger("sidepunch.processor")
-#: One line per job start and finish; `--log-jobs off` (or a level above INFO) silences it.
-job_log = logging.getLogger("sidepunch.job")
 #: A job's `timeout` beyond this many seconds (about 31 years) means no practical limit; capped so that the
 #: deadline stays a float whatever integer the payload holds.
 MAX_TIMEOUT = 10 ** 9
@@ -39,20 +36,38 @@ class BadJob(Exception):
     """The payload parses but cannot be run as given (e.g. args is not a list)."""
 
 
-class Processor:
-    """Duties: fetch while the child is fetching, run each job, acknowledge or hand it to retry."""
+@dataclass(frozen=True)
+class Taken:
+    """A running job taken away from its thread (it would not stop, or the worker is stopping)."""
+    unit: UnitOfWork
+    job: dict | None
+    instance: Any
+    started: float
+    timeout: float
+    reason: str | None  # why it was being stopped: "timeout", "cancel", or None (shutdown)
 
-    def __init__(self, index: int, ctx: ChildContext, fetcher: Any) -> None:
+
+class Processor:
+    """Duties: fetch while the worker is fetching, run each job, acknowledge or hand it to retry."""
+
+    def __init__(self, index: int, ctx: ChildContext, fetcher: Any, runner: Any = None) -> None:
         self.index = index
         self.ctx = ctx
         self.fetcher = fetcher
+        self.runner = runner  # the worker's AsyncRunner; None: async jobs fail with a clear error
+        self.outcomes = Outcomes(ctx)
         self.tid = f"p{index}"
         self.current: UnitOfWork | None = None
+        self.job: dict | None = None
         self.instance: Any = None
+        self.started = 0.0
         self.deadline: float | None = None   # monotonic time by which the current job must end
         self.timeout = 0.0
+        self.stop_reason: str | None = None  # set (once per job) when the job is interrupted
+        self.stop_at: float | None = None
         self.abandoned = False
         self.thread: threading.Thread | None = None
+        self._in_job = False
         self._lock = threading.Lock()
         self._forks = ForkGuard()
 
@@ -68,13 +83,14 @@ class Processor:
             current = self.current
             if current is not None:
                 self.fetcher.unfetch(current)
-            self._persist(self.fetcher.release, "requeue")  # its prefetched jobs too, not only the current one
+            # its prefetched jobs too, not only the current one
+            self.outcomes.persist(self.fetcher.release, "requeue")
 
     def _loop(self) -> None:
         state, outage = self.ctx.state, self.ctx.outage
         while not state.stopping:
             if not state.fetching:
-                self._persist(self.fetcher.release, "requeue of prefetched jobs")
+                self.outcomes.persist(self.fetcher.release, "requeue of prefetched jobs")
                 state.wait_until_fetching(1.0)
                 continue
             try:
@@ -90,18 +106,35 @@ class Processor:
                 continue
             self.process(unit)
             if self.abandoned:
-                return  # the job outlived its timeout; this thread is left to it and the process is retiring
-        self._persist(self.fetcher.release, "requeue of prefetched jobs")
+                return  # the job would not stop; this thread is left to it and the process is retiring
+        self.outcomes.persist(self.fetcher.release, "requeue of prefetched jobs")
 
-    def abandon(self) -> tuple[UnitOfWork, Any, float] | None:
-        """Take the current job away from this thread (it timed out); its outcome is then recorded by the
-        caller, and whatever the thread does later is ignored."""
+    def request_stop(self, reason: str, now: float) -> bool:
+        """Interrupt the running sync job ("timeout" or "cancel"); False if none runs or one was already sent.
+        A cancel also sets the job's `cancelled` flag, for code that looks before the interrupt lands."""
+        with self._lock:
+            if not self._in_job or self.stop_reason is not None or self.thread is None:
+                return False
+            if reason == "cancel":
+                self.instance._sidepunch_cancelled = True
+            self.stop_reason, self.stop_at = reason, now
+            interrupt(self.thread.ident)  # type: ignore[arg-type]
+            return True
+
+    def would_not_stop(self, now: float, grace: float) -> bool:
+        """True if the job was interrupted `grace` seconds ago and still runs (blocked in a C call)."""
+        stop_at = self.stop_at
+        return stop_at is not None and self.current is not None and now >= stop_at + grace
+
+    def abandon(self) -> Taken | None:
+        """Take the current job away from this thread; its outcome is then recorded by the caller, and
+        whatever the thread does later is ignored."""
         with self._lock:
             unit, self.current, self.deadline = self.current, None, None
             if unit is None:
                 return None
             self.abandoned = True
-            return unit, self.instance, self.timeout
+            return Taken(unit, self.job, self.instance, self.started, self.timeout, self.stop_reason)
 
     def _release(self, unit: UnitOfWork) -> bool:
         """True if this thread still owns `unit` (it was not abandoned) and may record its outcome."""
@@ -112,75 +145,92 @@ class Processor:
             return True
 
     def process(self, unit: UnitOfWork) -> Outcome:
-        """Run one job; returns how it ended (ABANDONED: the worker took it away, e.g. it timed out)."""
+        """Run one job; returns how it ended (ABANDONED: the worker took it away; SUBMITTED: an async job, now
+        the event loop's)."""
         ctx = self.ctx
-        self.current, self.instance = unit, None
+        self.current, self.job, self.instance, self.stop_reason, self.stop_at = unit, None, None, None, None
         ctx.work.start(self.tid, unit.queue, unit.payload)
-        started = time.monotonic()
+        self.started = started = time.monotonic()
         try:
             try:
-                job = decode(unit.payload)
+                self.job = job = decode(unit.payload)
             except BaseException as problem:  # PayloadError, or MemoryError for a huge one: never rerun it
                 self._release(unit)
-                ctx.retry.kill_unparseable(unit, problem, persist=lambda w: self._persist(w, "dead-set write"))
+                ctx.retry.kill_unparseable(unit, problem,
+                                           persist=lambda w: self.outcomes.persist(w, "dead-set write"))
                 return Outcome.DEAD
+            if job_log.isEnabledFor(logging.INFO):
+                job_log.info("start %.200s jid=%.100s queue=%s", job["class"], job.get("jid"), unit.queue)
             try:
-                self._arm_timeout(job, started)
-                if job_log.isEnabledFor(logging.INFO):
-                    job_log.info("start %.200s jid=%.100s queue=%s", job["class"], job.get("jid"), unit.queue)
                 self.instance = ctx.resolver.resolve(job["class"])()
                 self.instance.jid = job.get("jid", "")
-                self._perform(self.instance, job, unit.queue)
-            except BaseException as exc:  # whatever it raised, SystemExit and CancelledError included, it failed
-                self._forks.check("a job", 1)
-                if not self._release(unit):
-                    return Outcome.ABANDONED  # the worker took it away (timeout, shutdown), not the exception
-                if isinstance(exc, Reschedule):
-                    return self._reschedule(unit, job, exc, started)
-                return self._fail(unit, job, exc, started)
-            self._forks.check("a job")
-            if not self._release(unit):
-                return Outcome.ABANDONED
-            return self._done(unit, job, started)
+            except BaseException as exc:  # an unknown class, or its __init__ raised: a failure like any other
+                return self._ended(unit, job, None, exc, None)
+            if self.runner is not None and self.runner.is_async(self.instance):
+                return self._submit(unit, job)
+            self._arm_timeout(job, started)
+            result, failure, reason = self._guarded(lambda: self._perform(self.instance, job, unit.queue))
+            return self._ended(unit, job, result, failure, reason)
         finally:
             ctx.work.finish(self.tid)
 
-    def _done(self, unit: UnitOfWork, job: dict, started: float) -> Outcome:
-        ctx = self.ctx
-        ctx.counters.record(failed=False)
-        elapsed = time.monotonic() - started
-        if self.fetcher.ack(unit, elapsed):
-            self._persist(self.fetcher.send_acks, "acknowledge")
-        if ctx.config.max_jobs and ctx.counters.total_processed >= ctx.config.max_jobs:
-            ctx.state.go_quiet()  # the child asks the master for its replacement on its next tick
-        if job_log.isEnabledFor(logging.INFO):
-            job_log.info("done %.200s jid=%.100s queue=%s %.3fs", job["class"], job.get("jid"), unit.queue, elapsed)
-        return Outcome.DONE
+    def _guarded(self, call: Any) -> tuple[Any, BaseException | None, str | None]:
+        """Run the job where an interrupt may stop it: (its result, what it raised, why it was interrupted).
 
-    def _reschedule(self, unit: UnitOfWork, job: dict, exc: Reschedule, started: float) -> Outcome:
-        """Back to the schedule, not a failure; a Reschedule whose delay was tampered with is a failure."""
-        try:
-            seconds = check_delay(exc.seconds)
-        except BaseException as bad:
-            return self._fail(unit, job, bad, started)
-        outcome = self.ctx.retry.reschedule(unit, seconds, exc,
-                                            persist=lambda write: self._persist(write, "schedule write"))
-        self.ctx.counters.record(failed=outcome is not Outcome.RESCHEDULED)
-        if self.ctx.config.max_jobs and self.ctx.counters.total_processed >= self.ctx.config.max_jobs:
-            self.ctx.state.go_quiet()
-        job_log.info("reschedule %.200s jid=%.100s queue=%s %.3fs in %gs -> %s", job["class"], job.get("jid"),
-                     unit.queue, time.monotonic() - started, seconds, outcome)
-        return outcome
+        At most one Interrupted is ever sent per job, so after one was caught here none can follow; one that
+        arrives just after the job ended is caught by the outer try, and the job's own ending stands."""
+        result: Any = None
+        failure: BaseException | None = None
+        ran = finished = False
+        while True:
+            try:
+                if not ran:
+                    ran = True
+                    try:
+                        self._in_job = True
+                        result = call()
+                        finished = True
+                    except BaseException as exc:
+                        failure = exc
+                return result, failure, self._leave_job()
+            except Interrupted as late:
+                if failure is None and not finished:
+                    failure = late
 
-    def _fail(self, unit: UnitOfWork, job: dict, exc: BaseException, started: float) -> Outcome:
-        self.ctx.counters.record(failed=True)
-        outcome = self.ctx.retry.handle(unit, self.instance, exc,
-                                        persist=lambda write: self._persist(write, "retry-set write"))
-        job_log.warning("fail %.200s jid=%.100s queue=%s %.3fs %s: %.1000s -> %s", job["class"], job.get("jid"),
-                        unit.queue, time.monotonic() - started, error_class_name(exc), error_message(exc), outcome)
-        return outcome
+    def _leave_job(self) -> str | None:
+        with self._lock:
+            self._in_job = False
+            if self.stop_reason is not None:
+                clear(threading.get_ident())  # an interrupt sent but not raised yet must not hit our own code
+            return self.stop_reason
 
-    def _perform(self, instance: Any, job: dict, queue: str) -> None:
+    def _ended(self, unit: UnitOfWork, job: dict, result: Any, failure: BaseException | None,
+               reason: str | None) -> Outcome:
+        self._forks.check("a job", 0 if failure is None else 1)
+        if not self._release(unit):
+            return Outcome.ABANDONED  # the worker took it away (it would not stop), not the exception
+        outcomes, instance, started = self.outcomes, self.instance, self.started
+        if failure is None:
+            return outcomes.done(unit, job, started, self.fetcher, instance, result)
+        if reason == "cancel":
+            call_on_cancel(instance)
+            return outcomes.cancelled(unit, job, started, self.fetcher)
+        if reason == "timeout":
+            failure = timeout_error(self.timeout)
+        if isinstance(failure, Reschedule):
+            return outcomes.reschedule(unit, job, failure, started, instance)
+        return outcomes.fail(unit, job, failure, started, instance)
+
+    def _submit(self, unit: UnitOfWork, job: dict) -> Outcome:
+        """Hand an async job to the event loop (waiting while --async-concurrency jobs are in flight)."""
+        if not self._release(unit):
+            return Outcome.ABANDONED
+        if self.runner.submit(unit, job, self.instance, self.started, self.fetcher):
+            return Outcome.SUBMITTED
+        self.fetcher.unfetch(unit)  # the worker is stopping: it goes back with the prefetched jobs
+        return Outcome.ABANDONED
+
+    def _perform(self, instance: Any, job: dict, queue: str) -> Any:
         args = job.get("args")
         if type(args) is not list:
             raise BadJob(f"job args must be a JSON array, got {type(args).__name__}")
@@ -189,43 +239,29 @@ class Processor:
                                       lambda: _ran(instance.perform(*args)))
             if isinstance(result, Reschedule):
                 raise result
-        else:
-            result = instance.perform(*args)
-            if result is not None:
-                _ran(result)
+            return result
+        return _ran(instance.perform(*args))
 
     def _arm_timeout(self, job: dict, started: float) -> None:
-        timeout = job.get("timeout")
-        if type(timeout) not in (int, float) or timeout <= 0:
-            timeout = self.ctx.config.job_timeout
-        elif timeout > MAX_TIMEOUT:
-            timeout = MAX_TIMEOUT
-        self.timeout = timeout
-        if timeout > 0:
-            self.deadline = started + timeout
-
-    def _persist(self, write: Callable[[], Any], what: str) -> Any:
-        """Run a Redis write, retrying through outages until the hard deadline."""
-        outage = self.ctx.outage
-        while True:
-            try:
-                result = write()
-                outage.ok()
-                return result
-            except OUTAGE_ERRORS as exc:
-                pause = outage.failed(exc)
-                if self.ctx.state.past_hard_deadline():
-                    log.error("gave up on a %s at shutdown (%s); reliable fetch keeps the job in the "
-                              "working list for recovery", what, exc)
-                    return None
-                time.sleep(pause)
+        self.timeout = job_timeout(job, self.ctx.config.job_timeout)
+        if self.timeout > 0:
+            self.deadline = started + self.timeout
 
 
-def _ran(result: Any) -> None:
-    """perform's return value is ignored, but a coroutine or generator means its body never ran."""
+def job_timeout(job: dict, default: float) -> float:
+    """A job's `timeout` option in seconds (0: none), else the daemon's --job-timeout."""
+    timeout = job.get("timeout")
+    if type(timeout) not in (int, float) or timeout <= 0:
+        return default
+    return min(timeout, MAX_TIMEOUT)
+
+
+def _ran(result: Any) -> Any:
+    """perform's return value (kept only for classes with keep_result); a coroutine, generator or other awaitable
+    from a plain `def perform` means its body never ran: a clear failure, never a silent "done"."""
     if inspect.iscoroutine(result) or inspect.isgenerator(result):
         result.close()  # never started: closing it runs nothing and avoids "never awaited" warnings
-    elif not inspect.isasyncgen(result):
-        return
-    raise BadJob(f"perform returned a {type(result).__name__} instead of running: an async def or a generator "
-                 "perform is never run; define it with a plain def")
+    elif not (inspect.isasyncgen(result) or inspect.isawaitable(result)):
+        return result
+    raise BadJob(f"perform returned a {type(result).__name__} instead of running: a plain def perform must do "
+                 "its work itself (make it an async def to have it awaited); a generator perform is never run")

@@ -18,26 +18,30 @@ class Counters:
         self._lock = threading.Lock()
         self.processed = 0
         self.failed = 0
+        self.cancelled = 0
         self.total_processed = 0
 
-    def record(self, failed: bool) -> None:
+    def record(self, failed: bool, cancelled: bool = False) -> None:
         with self._lock:
             self.processed += 1
             self.total_processed += 1
             if failed:
                 self.failed += 1
+            if cancelled:
+                self.cancelled += 1
 
-    def take(self) -> tuple[int, int]:
-        """Hand the counts to the flusher; `give_back` if the flush fails."""
+    def take(self) -> tuple[int, int, int]:
+        """Hand the counts (processed, failed, cancelled) to the flusher; `give_back` if the flush fails."""
         with self._lock:
-            counts = (self.processed, self.failed)
-            self.processed = self.failed = 0
+            counts = (self.processed, self.failed, self.cancelled)
+            self.processed = self.failed = self.cancelled = 0
         return counts
 
-    def give_back(self, processed: int, failed: int) -> None:
+    def give_back(self, processed: int, failed: int, cancelled: int = 0) -> None:
         with self._lock:
             self.processed += processed
             self.failed += failed
+            self.cancelled += cancelled
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,8 @@ class Work:
 
 
 class WorkTable:
-    """tid -> the job that thread is running. Dict operations are atomic under the GIL."""
+    """tid -> the job running under that name: a processor thread's `p<n>`, or an async job's `a<n>`. Dict
+    operations are atomic under the GIL."""
 
     def __init__(self) -> None:
         self._running: dict[str, Work] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Protocol, Sequence
 
 import redis
 
@@ -50,6 +50,8 @@ class Fetcher(Protocol):
 
     #: True if jobs a worker held when it died are still in Redis (so the master has something to recover).
     recovers_on_death: ClassVar[bool]
+    #: The jobs this fetcher fetched that are out on the event loop (async jobs); the pool sets it.
+    lent: Callable[[], Sequence[UnitOfWork]]
 
     @classmethod
     def for_thread(cls, client: redis.Redis, config: Any, identity: str, slot: "ThreadSlot") -> "Fetcher":

@@ -4,7 +4,7 @@ Must not import the worker's process code (launcher, pool)."""
 from __future__ import annotations
 
 import random
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import redis
 
@@ -21,6 +21,7 @@ class BasicFetch:
     def __init__(self, client: redis.Redis, specs: Sequence[QueueSpec], rng: random.Random) -> None:
         self._redis = client
         self._order = QueueOrder(specs, rng)
+        self.lent: Callable[[], Sequence[UnitOfWork]] = list  # unused: nothing to reclaim after an outage
 
     @classmethod
     def for_thread(cls, client: redis.Redis, config: Any, identity: str, slot: ThreadSlot) -> "BasicFetch":

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import redis
 
@@ -51,6 +51,7 @@ class ReliableFetch:
         self._pending: list[UnitOfWork] = []      # finished, not yet acknowledged
         self._buffer: deque[UnitOfWork] = deque()  # fetched, not yet started
         self._in_doubt = False
+        self.lent: Callable[[], Sequence[UnitOfWork]] = list  # jobs out on the event loop (set by the pool)
         self._fetch = scripts.load(client, "fetch")
         self._move = scripts.load(client, "move", uses=("dead",))
 
@@ -72,11 +73,11 @@ class ReliableFetch:
             raise
 
     def _reclaim(self) -> bool:
-        """After a failed fetch: jobs in this thread's working lists that no one is running were fetched
-        for us but never delivered. Take them now rather than leaving them until this process dies."""
+        """After a failed fetch: jobs in this thread's working lists that no one is running (neither waiting
+        for their acknowledgement nor out on the event loop) were fetched for us but never delivered. Take them now rather than leaving them until this process dies."""
         for queue, working in self._working.items():
             jobs = self._redis.lrange(working, 0, -1)
-            for unit in self._pending:
+            for unit in [*self._pending, *self.lent()]:
                 if unit.working == working and unit.payload in jobs:
                     jobs.remove(unit.payload)
             self._buffer.extend(UnitOfWork(queue, job, working) for job in reversed(jobs))

@@ -1,0 +1,167 @@
+"""Recording how a job ended, for the processor threads (sync jobs) and the event loop's recorder (async jobs).
+
+One place for what follows a job: count it, write its retry/dead/schedule entry or its kept result, acknowledge
+it, and log its line. A Redis write that fails because Redis is down or refusing commands is retried until it
+lands or the worker's hard deadline passes (reliable fetch then still holds the job). Acknowledgements go
+through an `Acks` (the thread's fetcher, or the recorder's batch): `ack(unit, seconds)` notes one and says
+whether to send now, `send_acks()` sends.
+
+Must not import: sidepunch.api or sidepunch.admin (core and client only).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Callable, Protocol
+
+import redis
+
+from ..core import keys
+from ..core.connection import OUTAGE_ERRORS
+from ..core.errors import JobTimeout
+from ..core.middleware import Outcome, Reschedule, check_delay
+from .fetch import UnitOfWork
+from .retry import error_class_name, error_message
+from .state import ChildContext
+
+log = logging.getLogger("sidepunch.processor")
+#: One line per job start and finish; `--log-jobs off` (or a level above INFO) silences it.
+job_log = logging.getLogger("sidepunch.job")
+
+
+class Acks(Protocol):
+    def ack(self, unit: UnitOfWork, seconds: float = 0.0) -> bool: ...
+    def send_acks(self) -> None: ...
+
+
+class PendingAcks:
+    """Acknowledgements collected by the async recorder and sent in one pipeline per batch."""
+
+    def __init__(self, client: redis.Redis, ack_into: Callable[[Any, UnitOfWork], None]) -> None:
+        self._redis = client
+        self._ack_into = ack_into
+        self._pending: list[UnitOfWork] = []
+
+    def ack(self, unit: UnitOfWork, seconds: float = 0.0) -> bool:
+        self._pending.append(unit)
+        return False
+
+    def send_acks(self) -> None:
+        if self._pending:
+            pipe = self._redis.pipeline(transaction=False)
+            for unit in self._pending:
+                self._ack_into(pipe, unit)
+            pipe.execute()
+            self._pending = []
+
+
+def timeout_error(seconds: float) -> JobTimeout:
+    return JobTimeout(f"job ran longer than its {seconds:g}s timeout and was stopped")
+
+
+class Outcomes:
+    """The writes and log lines that end a job, shared by every way a job runs."""
+
+    def __init__(self, ctx: ChildContext) -> None:
+        self.ctx = ctx
+
+    def done(self, unit: UnitOfWork, job: dict, started: float, acks: Acks, instance: Any = None,
+             result: Any = None) -> Outcome:
+        ctx = self.ctx
+        ctx.counters.record(failed=False)
+        elapsed = time.monotonic() - started
+        keep = getattr(instance, "keep_result", None)
+        if keep:  # opt-in: the only classes that pay a round trip for their result
+            record = result_record(job, result)
+            self.persist(lambda: ctx.redis.set(keys.result(str(job.get("jid"))), record, ex=keep), "result write")
+        if acks.ack(unit, elapsed):
+            self.persist(acks.send_acks, "acknowledge")
+        self._check_job_limit()
+        if job_log.isEnabledFor(logging.INFO):
+            job_log.info("done %.200s jid=%.100s queue=%s %.3fs", job["class"], job.get("jid"), unit.queue, elapsed)
+        return Outcome.DONE
+
+    def cancelled(self, unit: UnitOfWork, job: dict, started: float, acks: Acks) -> Outcome:
+        """Stopped by sidepunch.api.cancel: acknowledged, counted (processed and cancelled), not retried."""
+        self.ctx.counters.record(failed=False, cancelled=True)
+        if acks.ack(unit, 1.0):  # sent at once: a cancelled job must not run again if the process dies now
+            self.persist(acks.send_acks, "acknowledge")
+        self._check_job_limit()
+        job_log.warning("cancelled %.200s jid=%.100s queue=%s %.3fs", job["class"], job.get("jid"), unit.queue,
+                        time.monotonic() - started)
+        return Outcome.CANCELLED
+
+    def reschedule(self, unit: UnitOfWork, job: dict, exc: Reschedule, started: float, instance: Any) -> Outcome:
+        """Back to the schedule, not a failure; a Reschedule whose delay was tampered with is a failure."""
+        try:
+            seconds = check_delay(exc.seconds)
+        except BaseException as bad:
+            return self.fail(unit, job, bad, started, instance)
+        outcome = self.ctx.retry.reschedule(unit, seconds, exc,
+                                            persist=lambda write: self.persist(write, "schedule write"))
+        self.ctx.counters.record(failed=outcome is not Outcome.RESCHEDULED)
+        self._check_job_limit()
+        job_log.info("reschedule %.200s jid=%.100s queue=%s %.3fs in %gs -> %s", job["class"], job.get("jid"),
+                     unit.queue, time.monotonic() - started, seconds, outcome)
+        return outcome
+
+    def fail(self, unit: UnitOfWork, job: dict, exc: BaseException, started: float, instance: Any) -> Outcome:
+        self.ctx.counters.record(failed=True)
+        outcome = self.ctx.retry.handle(unit, instance, exc,
+                                        persist=lambda write: self.persist(write, "retry-set write"))
+        job_log.warning("fail %.200s jid=%.100s queue=%s %.3fs %s: %.1000s -> %s", job["class"], job.get("jid"),
+                        unit.queue, time.monotonic() - started, error_class_name(exc), error_message(exc), outcome)
+        return outcome
+
+    def _check_job_limit(self) -> None:
+        ctx = self.ctx
+        if ctx.config.max_jobs and ctx.counters.total_processed >= ctx.config.max_jobs:
+            ctx.state.go_quiet()  # the worker asks the master for its replacement on its next tick
+
+    def persist(self, write: Callable[[], Any], what: str) -> Any:
+        """Run a Redis write, retrying through outages until the hard deadline."""
+        outage = self.ctx.outage
+        while True:
+            try:
+                result = write()
+                outage.ok()
+                return result
+            except OUTAGE_ERRORS as exc:
+                pause = outage.failed(exc)
+                if self.ctx.state.past_hard_deadline():
+                    log.error("gave up on a %s at shutdown (%s); reliable fetch keeps the job in the "
+                              "working list for recovery", what, exc)
+                    return None
+                time.sleep(pause)
+
+
+def result_record(job: dict, result: Any) -> str:
+    """The JSON kept under keys.result(jid): the value, or why it could not be kept (not JSON)."""
+    record = {"jid": job.get("jid"), "class": job.get("class"), "finished_at": time.time()}
+    try:
+        return json.dumps({**record, "result": result}, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        log.warning("the result of %.200s jid=%.100s is not JSON and is not kept: %s", job.get("class"),
+                    job.get("jid"), exc)
+        return json.dumps({**record, "error": f"the return value is not JSON: {error_message(exc)}"[:1000]},
+                          separators=(",", ":"))
+
+
+def call_on_cancel(instance: Any) -> None:
+    """The job's `on_cancel(self)` hook, if it has one; what it raises is logged, never propagated. An async
+    hook is awaited on an event loop of its own (this runs on a processor thread)."""
+    hook = getattr(instance, "on_cancel", None)
+    if hook is None:
+        return
+    try:
+        pending = hook()
+        if pending is not None and hasattr(pending, "__await__"):
+            import asyncio
+            asyncio.run(_awaited(pending))
+    except BaseException:
+        log.exception("on_cancel of %s raised", type(instance).__qualname__)
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
