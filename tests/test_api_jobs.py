@@ -179,10 +179,13 @@ def test_cancel_signals_a_job_in_a_working_list(r):
     assert r.lrange(working, 0, -1) == held  # the worker acks or records it, not the API
 
 
-def test_cancel_signals_a_job_in_a_workers_hash(r, redis_server):
-    beat_running(r, redis_server, job("busy"))
-    assert api.cancel("busy", r) == "signalled"
-    assert json.loads(request(r, "busy")) == {"at": pytest.approx(time.time(), abs=5)}
+@pytest.mark.parametrize("jid", ["busy", 'zürich "q" \\ *'])
+def test_cancel_signals_a_job_in_a_workers_hash(r, redis_server, jid):
+    # The heartbeat writes the payload as a JSON string inside JSON, non-ASCII as \uXXXX escapes.
+    beat_running(r, redis_server, json.dumps({"class": "W", "args": [], "jid": jid}, ensure_ascii=False).encode())
+    assert api.status(jid, r) == "running"
+    assert api.cancel(jid, r) == "signalled"
+    assert json.loads(r.get(keys.cancel_request(jid).encode())) == {"at": pytest.approx(time.time(), abs=5)}
 
 
 def test_cancel_does_not_remove_a_job_a_fetch_took_meanwhile_and_signals_it(r, monkeypatch):
@@ -322,6 +325,32 @@ def test_hostile_payloads_with_a_readable_jid_are_found(r):
     assert [api.status(j, r) for j in ("nan-job", "dup-last", "dup", "inf-job")] == ["retry", "retry", "unknown",
                                                                                    "retry"]
     assert api.cancel("nan-job", r) == "removed" and r.zcard(keys.RETRY) == 2
+
+
+@pytest.mark.parametrize("raw", [b"[" * 200_000 + b"]" * 200_000, b'{"jid":' * 100_000, b"\xff" * 10,
+                                 b'{"jid":"deep","a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"])
+def test_entries_nested_past_the_recursion_limit_match_nothing(r, raw):
+    r.zadd(keys.SCHEDULE, {raw: NOW})
+    r.lpush(keys.working("default", IDENTITY, 0), raw)
+    for jid in ("deep", 'x"'):
+        assert api.status(jid, r) == "unknown"
+        assert api.cancel(jid, r) == "not_found"
+    assert r.zcard(keys.SCHEDULE) == 1
+
+
+def test_a_client_that_decodes_responses_works_too(redis_server, r):
+    import redis
+    text = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        enqueue(r, "t1")
+        r.zadd(keys.RETRY, {job("t2"): NOW})
+        keep(r, "t3", result="ok")
+        assert [api.status(j, text) for j in ("t1", "t2", "t3")] == ["queued", "retry", "done"]
+        assert api.result("t3", redis=text) == "ok"
+        assert api.cancel("t1", text) == api.cancel("t2", text) == "removed"
+        assert api.cancel("t1", text) == "not_found" and request(r, "t1") is None
+    finally:
+        text.close()
 
 
 def test_a_wrong_typed_set_or_queues_key_is_skipped(r, redis_server):

@@ -67,21 +67,28 @@ class _Needle:
         self.plain = name_key(jid) if _PLAIN.fullmatch(jid) else None
         self.pattern = None if self.plain is None else b"*" + self.plain + b"*"
 
-    def matches(self, raw: Any) -> bool:
+    def matches(self, raw: bytes | str) -> bool:
         """Whether `raw` (a job's bytes) is a job with this jid; the substring test spares parsing the rest."""
-        if not isinstance(raw, bytes) or (self.plain is not None and self.plain not in raw):
+        raw = _bytes(raw)
+        if self.plain is not None and self.plain not in raw:
             return False
         return _jid_of(_loads(raw)) == self.jid
 
-    def in_work(self, raw: Any) -> bool:
+    def in_work(self, raw: bytes | str) -> bool:
         """Whether `raw` (a workers-hash value, {queue, payload, run_at}) is this jid at work."""
-        if not isinstance(raw, bytes) or (self.plain is not None and self.plain not in raw):
+        raw = _bytes(raw)
+        if self.plain is not None and self.plain not in raw:
             return False
         entry = _loads(raw)
         job = entry.get("payload") if isinstance(entry, dict) else None
         if isinstance(job, str):  # the heartbeat stores the job as a JSON string; older writers the object
             job = _loads(job.encode("utf-8", "surrogatepass"))
         return _jid_of(job) == self.jid
+
+
+def _bytes(raw: bytes | str) -> bytes:
+    """What Redis holds; a client built with decode_responses=True hands it over as text."""
+    return raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
 
 
 def _loads(raw: bytes) -> Any:
@@ -198,6 +205,9 @@ def status(jid: str, redis: redis_lib.Redis | None = None) -> str:
     not yet started), "dead", "done" (its class keeps results and the result is there) or "unknown" (never
     existed, finished without keeping a result, or its result expired).
 
+    Like Sidekiq's find_job, this reads the waiting places through: its cost grows with the size of the queues
+    and sets. To wait for a job that keeps its result, `result(jid, timeout)` reads one key.
+
     `redis`: a client, else the configured client's connection. A job fetched with `--fetch basic` shows as
     running only from its process's next heartbeat (5 s at most); until then it is "unknown".
     """
@@ -255,7 +265,7 @@ def cancel(jid: str, redis: redis_lib.Redis | None = None) -> str:
 def _withdraw(r: redis_lib.Redis, key: bytes, request: bytes) -> None:
     """DEL the cancel request if it is still the one this call wrote (WATCH, so never another call's)."""
     def delete_if_ours(pipe: Any) -> None:
-        if pipe.get(key) == request:
+        if _bytes(pipe.get(key) or b"") == request:
             pipe.multi()
             pipe.delete(key)
     try:
@@ -284,7 +294,7 @@ def result(jid: str, timeout: float | None = None, redis: redis_lib.Redis | None
         except redis_lib.ResponseError as exc:  # WRONGTYPE: something else wrote the key
             raise ResultError(f"the result of job {jid} is unreadable: {exc}") from None
         if raw is not None:
-            return _value(jid, raw)
+            return _value(jid, _bytes(raw))
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             raise ResultTimeout(f"job {jid} has no result (waited {timeout:g}s)")
