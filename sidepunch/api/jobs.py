@@ -240,7 +240,8 @@ def cancel(jid: str, redis: redis_lib.Redis | None = None) -> str:
     while the search goes on meets it. What remains: a job a process fetched with `--fetch basic` is visible
     only from that process's next heartbeat (5 s at most), and a job that recovery puts back on its queue
     during the search can be missed; both answer "not_found", and asking again finds them. A request from an
-    earlier call is left in place; one whose process never acts on it expires after keys.CANCEL_TTL.
+    earlier call is left in place; one whose process never acts on it expires after keys.CANCEL_TTL. If Redis
+    fails mid-call (the error is raised), the request stays: the job is still stopped if it runs within a day.
     """
     r = _connection(redis)
     needle = _Needle(jid)
