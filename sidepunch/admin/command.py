@@ -9,8 +9,9 @@ Whatever is in Redis is hostile input: names that are not UTF-8, payloads that a
 times of 1e300. Every cell is escaped so job data cannot drive the terminal, and `--json` output is always
 strict JSON (NaN and infinities become null, as in JavaScript).
 
-Exit statuses: 0 done; 1 nothing matched (unknown jid, process or queue), Redis refused the command, or
-`retry --all` left entries it cannot enqueue; 2 bad usage (flags, JSON, Redis URL); 3 Redis unreachable;
+Exit statuses: 0 done; 1 nothing matched (unknown jid, process or queue; `status` unknown, `cancel`
+not_found, `result` not there in time or not kept), Redis refused the command, or `retry --all` left entries
+it cannot enqueue; 2 bad usage (flags, JSON, Redis URL); 3 Redis unreachable;
 4 an unexpected error (a bug: the one line says what).
 
 Must not import: sidepunch.server (core, client and api only).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import sys
 import time
@@ -28,9 +30,10 @@ import redis
 
 from .. import api
 from ..api.ops import AdminOps, BadRequest, OpError
-from ..api.records import loads
+from ..api.records import jsonable, loads
 from ..core.connection import OUTAGE_ERRORS, check_url, make_client
 from ..core.urls import hide_urls, mask_url, resolve_url, scrub
+from ..core.errors import ResultError, ResultTimeout
 from ..core.payload import PayloadError
 from .output import Output, escape, table, when
 from .parser import Failure, Status, build_parser
@@ -218,12 +221,39 @@ def _signal(r: redis.Redis, args: argparse.Namespace, out: Output, action: str) 
              lambda: "\n".join(f"asked {n} to {action} (at its next heartbeat)" for n in names))
 
 
-COMMANDS: dict[str, Callable[[redis.Redis, argparse.Namespace, Output], None]] = {
+def cmd_status(r: redis.Redis, args: argparse.Namespace, out: Output) -> Status:
+    state = api.status(args.jid, r)
+    out.emit({"jid": args.jid, "status": state}, lambda: state)
+    return Status.NOT_FOUND if state == "unknown" else Status.OK
+
+
+def cmd_cancel(r: redis.Redis, args: argparse.Namespace, out: Output) -> Status:
+    outcome = api.cancel(args.jid, r)
+    out.emit({"jid": args.jid, "outcome": outcome}, lambda: outcome)
+    return Status.NOT_FOUND if outcome == "not_found" else Status.OK
+
+
+def cmd_result(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
+    try:
+        value = api.result(args.jid, timeout=args.timeout, redis=r)
+    except ResultTimeout:
+        waited = f" within {args.timeout:g}s" if args.timeout else ""
+        raise Failure(f"sidepunch result: job {args.jid} has no result{waited} (finished without keep_result, "
+                      "expired, or not finished yet)") from None
+    except ResultError as exc:
+        raise Failure(f"sidepunch result: {exc}") from None
+    # Plain text is the value as ASCII JSON, so it is still JSON after escaping for the terminal.
+    out.emit({"jid": args.jid, "result": value},
+             lambda: json.dumps(jsonable(value), allow_nan=False).replace("\x7f", "\\u007f"))
+
+
+COMMANDS: dict[str, Callable[[redis.Redis, argparse.Namespace, Output], Status | None]] = {
     "stats": cmd_stats, "queues": cmd_queues, "jobs": cmd_jobs,
     "retries": lambda r, a, o: _list_set(api.RetrySet(r), a, o),
     "scheduled": lambda r, a, o: _list_set(api.ScheduledSet(r), a, o),
     "dead": lambda r, a, o: _list_set(api.DeadSet(r), a, o),
     "retry": cmd_retry, "delete": cmd_delete, "kill": cmd_kill, "clear": cmd_clear, "enqueue": cmd_enqueue,
+    "status": cmd_status, "cancel": cmd_cancel, "result": cmd_result,
     "processes": cmd_processes, "workers": cmd_workers,
     "quiet": lambda r, a, o: _signal(r, a, o, "quiet"), "stop": lambda r, a, o: _signal(r, a, o, "stop"),
 }
@@ -262,7 +292,7 @@ def _run(argv: list[str]) -> int:
     except ValueError as exc:
         raise Failure(scrub(f"sidepunch: {exc}", url), Status.USAGE) from None
     try:
-        COMMANDS[args.command](client, args, Output(getattr(args, "json", False)))
+        status = COMMANDS[args.command](client, args, Output(getattr(args, "json", False)))
     except (Failure, BrokenPipeError):
         raise
     except BadRequest as exc:
@@ -283,7 +313,7 @@ def _run(argv: list[str]) -> int:
                       Status.BUG) from None
     finally:
         client.close()
-    return Status.OK
+    return Status.OK if status is None else status
 
 
 if __name__ == "__main__":

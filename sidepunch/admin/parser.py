@@ -110,6 +110,27 @@ def _add_actions(add: Add) -> None:
     p.add_argument("--queue", "-q", help="queue name (default: default)")
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 10**8:  # NaN fails both
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and {10**8:,} seconds")
+    return value
+
+
+def _add_jobs(add: Add) -> None:
+    add("status", "where a job is: " + ", ".join(api.STATES) + " (exit 1 when unknown)").add_argument(
+        "jid", metavar="JID")
+    add("cancel", "stop a job: removed (it was waiting), signalled (it is running; its process stops it within "
+        "a second) or not_found (exit 1)").add_argument("jid", metavar="JID")
+    p = add("result", "print the kept return value of a job, as JSON (its class sets keep_result)")
+    p.add_argument("jid", metavar="JID")
+    p.add_argument("--timeout", type=_seconds, default=0.0, metavar="S",
+                   help="wait up to S seconds for it (default: do not wait)")
+
+
 def _add_processes(add: Add) -> None:
     add("processes", "live processes")
     add("workers", "jobs running right now")
@@ -130,5 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_listings(add)
     _add_actions(add)
+    _add_jobs(add)
     _add_processes(add)
     return parser

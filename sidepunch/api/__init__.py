@@ -1,11 +1,13 @@
 """The admin/inspection API over Sidekiq's data layout, modeled on Sidekiq's api.rb.
 
 Owns reading and changing what the admin sees: `Stats`, `Queue` (here), the sorted sets and `JobRecord`
-(sets.py), `ProcessSet` and `Workers` (processes.py); all are importable from this module. The operations an
-admin runs by jid, queue or process (retry, delete, kill, clear, enqueue, quiet, stop) are `ops.AdminOps`, shared
-by the `sidepunch` command and any dashboard. Every class takes a redis-py client explicitly and connects to
-nothing on its own. Reading never changes data, except that iterating `ProcessSet` prunes dead identities as
-Sidekiq does. Imports core and client only; server code never imports this.
+(sets.py), `ProcessSet` and `Workers` (processes.py); one job by its jid: `status`, `cancel` and `result`
+(jobs.py); all are importable from this module. The operations an admin runs by jid, queue or process (retry,
+delete, kill, clear, enqueue, quiet, stop) are `ops.AdminOps`, shared by the `sidepunch` command and any
+dashboard. Every class takes a redis-py client explicitly and connects to nothing on its own; the jid
+functions take one too, or use the configured client's connection. Reading never changes data, except that
+iterating `ProcessSet` prunes dead identities as Sidekiq does. Imports core and client only; server code never
+imports this.
 
 Orders: a queue is listed newest first (the left of the list, as Sidekiq's Queue#each); `retry` and
 `schedule` soonest first; `dead` most recent death first.
@@ -20,12 +22,14 @@ from typing import Iterator
 import redis
 
 from ..core import keys
+from .jobs import OUTCOMES, STATES, cancel, result, status
 from .processes import Process, ProcessSet, Work, Workers
 from .records import JobRecord, name_key, name_of
 from .sets import DEFAULT_DEAD, BulkResult, Clock, DeadSet, JobSet, RetrySet, ScheduledSet, SortedEntry
 
-__all__ = ["DEFAULT_DEAD", "BulkResult", "DayStats", "DeadSet", "JobRecord", "JobSet", "Process", "ProcessSet",
-           "Queue", "RetrySet", "ScheduledSet", "SortedEntry", "Stats", "Work", "Workers"]
+__all__ = ["DEFAULT_DEAD", "OUTCOMES", "STATES", "BulkResult", "DayStats", "DeadSet", "JobRecord", "JobSet",
+           "Process", "ProcessSet", "Queue", "RetrySet", "ScheduledSet", "SortedEntry", "Stats", "Work", "Workers",
+           "cancel", "result", "status"]
 
 BATCH = 100
 STATS = ("processed", "failed")
