@@ -43,6 +43,7 @@ class Client:
         or functions `mw(job, call_next)`. `writer`: a function that replaces the write seam (see `write`)."""
         self._url = redis_url
         self._redis = redis
+        self._own_redis = redis is None  # then made from the URL on first use
         self._lock = threading.Lock()
         #: The pure half of a push (validation, middleware, encoding), shared with this client's async twin.
         self.preparer = Preparer(middleware, MiddlewareContext(lambda: self.redis))
@@ -54,6 +55,11 @@ class Client:
     def redis_url(self) -> str | None:
         """The URL given (None: $REDIS_PROVIDER / $REDIS_URL / the default, resolved at the first push)."""
         return self._url
+
+    @property
+    def given_redis(self) -> redis_lib.Redis | None:
+        """The redis client this client was built with, if it was."""
+        return None if self._own_redis else self._redis
 
     @property
     def middleware(self) -> tuple[Middleware, ...]:
