@@ -329,7 +329,7 @@ def test_the_async_seam_is_not_reached_by_bad_input_or_stopped_pushes():
 
 def test_building_connects_nothing_and_each_api_refuses_the_other_kind_of_client(r):
     aclient = AsyncClient("redis://127.0.0.1:1/0")  # nothing listens there: building must not connect
-    assert aclient.middleware == () and aclient._pools == {}
+    assert aclient.middleware == () and aclient._links == {}
     with pytest.raises(TypeError, match="AsyncClient pushes from coroutines: await aperform_async"):
         Email.set(client=aclient).perform_async(1)
     with pytest.raises(TypeError, match="await aperform_async"):
@@ -359,7 +359,7 @@ def test_one_client_serves_many_event_loops(redis_server, r):
         t.join(30)
     asyncio.run(aclient.push({"class": "X", "args": ["last"]}))
     assert r.llen("queue:default") == 9
-    assert len(aclient._pools) <= 1  # the pools of closed loops are not kept
+    assert len(aclient._links) <= 1  # the pools of closed loops are not kept
     gc.collect()  # the manually closed loop's socket closes as it is collected; asyncio.run closed the others
     wait_for(lambda: not [c for c in r.client_list() if c["name"] == "loops"], 10, message="every pool closed")
 

@@ -5,8 +5,9 @@
 the write) and encodes, so the payloads are byte-identical and bad input raises the same errors, writing
 nothing. Only the write differs: every async push reaches Redis through `AsyncClient.write(entries)` (an
 async def) and nothing else, replaceable like the sync seam (subclass, or `writer=`, a plain or async
-function). A push retries through a Redis restart or failover for push.RETRY_FOR seconds, as the sync client
-does (connection.retry_schedule), never for a refused password.
+function). Below the seam, aiolink.Link pipelines the pushes of one loop that are in flight together into
+shared round trips, and retries through a Redis restart or failover for push.RETRY_FOR seconds as the sync
+client does, never for a refused password.
 
 redis.asyncio connections belong to the event loop that opened them, so an AsyncClient built with a URL keeps
 one connection pool per running loop, made on first use there and closed when that loop shuts down (or by
@@ -25,10 +26,9 @@ import os
 import threading
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 
-import redis as redis_lib
-
-from ..core.connection import RETRIED_ERRORS, make_client, refusal_or_error, resolve_url, retry_schedule
+from ..core.connection import make_client, resolve_url
 from ..core.middleware import MiddlewareContext
+from .aiolink import Link
 from .prepare import Entry, Preparer, commands
 from .push import RETRY_FOR, Client, default_client
 
@@ -49,7 +49,8 @@ class AsyncClient:
         self._url = redis_url
         self._given = redis
         self._given_loop: asyncio.AbstractEventLoop | None = None
-        self._pools: dict[asyncio.AbstractEventLoop, tuple[Any, AsyncIterator[None]]] = {}  # client, closer
+        self._links: dict[asyncio.AbstractEventLoop, tuple[Link, AsyncIterator[None]]] = {}  # link, its closer
+        self._given_link: Link | None = None
         self._lock = threading.Lock()
         self._no_url = ""  # why this client cannot connect by itself, if it cannot (see twin_of)
         self._sync: Any = None
@@ -100,9 +101,9 @@ class AsyncClient:
         """Close the connections this client opened on the running loop (e.g. at an app's shutdown). Not needed
         under asyncio.run or another runner that shuts down async generators: they are closed then."""
         with self._lock:
-            found = self._pools.pop(asyncio.get_running_loop(), None)
+            found = self._links.pop(asyncio.get_running_loop(), None)
         if found is not None:
-            await found[0].connection_pool.disconnect()
+            await found[0].redis.connection_pool.disconnect()
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -110,37 +111,35 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _redis_here(self) -> Any:
-        """The redis.asyncio client for the running event loop, made on first use there."""
+    async def _link_here(self) -> Link:
+        """This client's Link for the running event loop, made on first use there."""
         loop = asyncio.get_running_loop()
-        found = self._pools.get(loop)
-        if found is not None:
-            return found[0]
         if self._given is not None:
             return self._given_for(loop)
         if self._no_url:
             raise RuntimeError(self._no_url)
         fresh = False
         with self._lock:
-            for closed in [other for other in self._pools if other.is_closed()]:
-                del self._pools[closed]  # a loop closed without shutting down: its sockets close as collected
-            found = self._pools.get(loop)
+            for closed in [other for other in self._links if other.is_closed()]:
+                del self._links[closed]  # a loop closed without shutting down: its sockets close as collected
+            found = self._links.get(loop)
             if found is None:
-                made = make_client(resolve_url(self._url, os.environ), aio=True)
-                found = self._pools[loop] = (made, _closer(made))
+                link = Link(make_client(resolve_url(self._url, os.environ), aio=True), RETRY_FOR)
+                found = self._links[loop] = (link, _closer(link.redis))
                 fresh = True
         if fresh:
             await anext(found[1])  # from now on the loop finalises it when it shuts down
         return found[0]
 
-    def _given_for(self, loop: asyncio.AbstractEventLoop) -> Any:
+    def _given_for(self, loop: asyncio.AbstractEventLoop) -> Link:
         with self._lock:
             if self._given_loop is not None and self._given_loop is not loop:
                 raise RuntimeError("this AsyncClient was given a redis.asyncio client that was first used on "
                                    "another event loop, and redis.asyncio connections belong to one loop; "
                                    "build the AsyncClient with a URL instead (it keeps a pool per loop)")
-            self._given_loop = loop
-        return self._given
+            if self._given_link is None:
+                self._given_loop, self._given_link = loop, Link(self._given, RETRY_FOR)
+        return self._given_link
 
     def _sync_redis(self) -> Any:
         """What the middleware context's `redis` gives: a sync client for this client's URL (middleware is
@@ -150,39 +149,11 @@ class AsyncClient:
         return make_client(resolve_url(self._url, os.environ), retry_for=RETRY_FOR)
 
     async def _send(self, cmds: Sequence[tuple]) -> list[Any]:
-        """Send commands pipelined on one pooled connection and read every reply, retrying through an outage
-        or a failover as the sync client does, on a fresh connection each time."""
-        pool = (await self._redis_here()).connection_pool
-        backoff, retries = retry_schedule(RETRY_FOR)
-        failures = 0
-        while True:
-            try:
-                return await _attempt(pool, cmds)
-            except RETRIED_ERRORS as error:
-                failures += 1
-                if isinstance(error, redis_lib.AuthenticationError) or failures > retries:
-                    raise  # retrying cannot fix a setting
-                await asyncio.sleep(backoff.compute(failures))
-
-
-async def _attempt(pool: Any, cmds: Sequence[tuple]) -> list[Any]:
-    conn = await pool.get_connection()
-    try:
-        await conn.send_packed_command(conn.pack_commands(cmds))
-        replies, error = [], None
-        for _ in cmds:  # read every reply even after an error, so the connection stays in step
-            try:
-                replies.append(await conn.read_response())
-            except redis_lib.ResponseError as exc:
-                error = error or exc
-    except BaseException:  # an outage, or the task was cancelled mid-exchange: replies may be left unread
-        await conn.disconnect(nowait=True)
-        raise
-    finally:
-        await pool.release(conn)
-    if error is not None:
-        raise refusal_or_error(str(error)) if type(error) is redis_lib.ResponseError else error
-    return replies
+        """Send one push's commands through this loop's Link (which pipelines concurrent pushes together and
+        retries an outage as the sync client does); returns their replies."""
+        found = self._links.get(asyncio.get_running_loop())
+        link = found[0] if found is not None else await self._link_here()
+        return await link.send(cmds)
 
 
 async def _closer(client: Any) -> AsyncIterator[None]:

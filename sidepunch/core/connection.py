@@ -55,10 +55,11 @@ def make_client(url: str, max_connections: int | None = None, retry_for: float =
 
     With `retry_for`, commands are retried through an outage or failover for about that many seconds (the
     enqueueing client uses this; the daemon has its own outage handling). With `aio`, a redis.asyncio client
-    (usable on one event loop) that retries nothing: its caller retries as `retry_schedule` says.
+    (usable on one event loop) that retries nothing and times no read: its caller retries as `retry_schedule`
+    says and bounds each round trip by SOCKET_TIMEOUT (one timer a round trip, not one a reply).
     """
     lib = _library(aio)
-    options: dict = {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": CONNECT_TIMEOUT,
+    options: dict = {"socket_timeout": None if aio else SOCKET_TIMEOUT, "socket_connect_timeout": CONNECT_TIMEOUT,
                      "retry": lib.retry.Retry(NoBackoff(), 0) if aio else _Retry(NoBackoff(), 0)}
     if retry_for > 0 and not aio:
         options["retry"] = _Retry(*retry_schedule(retry_for))
