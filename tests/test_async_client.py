@@ -313,6 +313,15 @@ def test_every_async_push_passes_the_async_write_seam_and_nothing_else_writes(ho
     assert len(written) == 11 and r.dbsize() == 0  # one call per atomic push, as in the sync client
 
 
+def test_an_async_writer_is_refused_by_the_sync_client():
+    async def capture(entries):
+        pass
+    with pytest.raises(TypeError, match="an async writer belongs to an AsyncClient"):
+        Client("redis://127.0.0.1:1/0", writer=capture)
+    with pytest.raises(TypeError, match="an async writer belongs to an AsyncClient"):
+        sidepunch.configure(writer=capture)
+
+
 def test_the_async_seam_is_not_reached_by_bad_input_or_stopped_pushes():
     written = []
     aclient = AsyncClient("redis://127.0.0.1:1/0", writer=written.append,
@@ -406,25 +415,78 @@ def restartable(tmp_path):
     servers = [RedisServer(port=free_port(), directory=str(tmp_path)).start()]
     yield servers
     for server in servers:
-        server.stop(cleanup=False)
+        server.stop(cleanup=server.directory != str(tmp_path))
 
 
-def test_a_push_rides_out_a_redis_restart(restartable):
+def test_pushes_ride_out_a_redis_restart(restartable):
     server = restartable[0]
     aclient = AsyncClient(server.url)
 
     async def scenario():
-        assert await aclient.push({"class": "X", "args": ["before"]})  # the pool has a connection now
+        assert await aclient.push({"class": "X", "args": ["before"]})  # the link has a connection now
         server.stop(cleanup=False)
-        pending = asyncio.create_task(aclient.push({"class": "X", "args": ["during"]}))
+        pending = asyncio.gather(*(aclient.push({"class": "X", "args": [i]}) for i in range(50)))
         await asyncio.sleep(1.0)
         assert not pending.done()  # retrying with backoff
         restartable.append(RedisServer(port=server.port, directory=server.directory).start())
         return await asyncio.wait_for(pending, 15)
 
-    jid = asyncio.run(scenario())
+    jids = asyncio.run(scenario())
     payloads = redis.Redis.from_url(server.url).lrange("queue:default", 0, -1)
-    assert [json.loads(p)["jid"] for p in payloads] == [jid]  # the new server is empty but for the retried push
+    # The new server is empty but for the retried pushes: each once, in the order they were made.
+    assert [json.loads(p)["jid"] for p in reversed(payloads)] == jids
+
+
+def test_a_push_waits_out_a_failover_to_a_replica_that_is_promoted(restartable):
+    """A server turned replica refuses writes (READONLY); the push retries until it is a primary again."""
+    server = restartable[0]
+    other = RedisServer(port=free_port()).start()  # its own temporary directory, removed when it stops
+    restartable.append(other)
+    r = redis.Redis.from_url(server.url)
+    aclient = AsyncClient(server.url)
+
+    async def scenario():
+        assert await aclient.push({"class": "X", "args": ["before"]})
+        r.replicaof("127.0.0.1", other.port)
+        wait_for(lambda: r.info("replication")["master_link_status"] == "up", 10, message="replication")
+        pending = asyncio.create_task(aclient.push({"class": "X", "args": ["during"]}))
+        await asyncio.sleep(1.0)
+        assert not pending.done()
+        r.replicaof("NO", "ONE")
+        return await asyncio.wait_for(pending, 15)
+
+    jid = asyncio.run(scenario())
+    assert [json.loads(p)["jid"] for p in r.lrange("queue:default", 0, -1)] == [jid]  # the replica synced: empty
+
+
+def test_concurrent_pushes_share_round_trips_and_keep_their_order_and_their_errors(redis_server, r):
+    """Pushes awaited together go out merged; each queue gets its jobs in the order they were pushed, and an
+    error reply reaches only the pushes whose commands it carried, as the sync client would raise it."""
+    r.set("queue:broken", "not a list")
+    r.config_resetstat()
+    aclient = AsyncClient(redis_server.url)
+    queues = ["a", "b", "broken", "a"] * 50
+    at = time.time() + 600
+
+    async def pushes():
+        return await asyncio.gather(*(aclient.push({"class": "X", "args": [i], "queue": q, **({"at": at + i} if i % 7
+                                                   == 0 else {})}) for i, q in enumerate(queues)),
+                                    return_exceptions=True)
+    results = asyncio.run(pushes())
+    assert r.info("commandstats")["cmdstat_lpush"]["calls"] <= 12  # 200 pushes: the first, then merged by queue
+    for i, (queue, result) in enumerate(zip(queues, results)):
+        if queue == "broken" and i % 7:
+            assert isinstance(result, redis.ResponseError) and "WRONGTYPE" in str(result), (i, result)
+        else:
+            assert isinstance(result, str), (i, result)
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        Client(redis=r).push({"class": "X", "args": [], "queue": "broken"})
+    for queue in ("a", "b"):
+        expected = [j for i, (q, j) in enumerate(zip(queues, results)) if q == queue and i % 7]
+        assert [json.loads(p)["jid"] for p in reversed(r.lrange(f"queue:{queue}", 0, -1))] == expected
+    scheduled = [json.loads(m)["jid"] for m in r.zrange("schedule", 0, -1)]
+    assert scheduled == [j for i, j in enumerate(results) if i % 7 == 0]
+    assert r.smembers("queues") == {b"a", b"b", b"broken"}
 
 
 def test_a_push_gives_up_after_retry_for_and_never_retries_a_refused_password(monkeypatch, r, redis_server):

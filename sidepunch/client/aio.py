@@ -10,11 +10,10 @@ shared round trips, and retries through a Redis restart or failover for push.RET
 client does, never for a refused password.
 
 redis.asyncio connections belong to the event loop that opened them, so an AsyncClient built with a URL keeps
-one connection pool per running loop, made on first use there and closed when that loop shuts down (or by
-`aclose()`); one built with a redis.asyncio client uses it on the first loop it pushes from and refuses,
-with an error saying so, any other. `twin_of(client)` is a sync Client's async twin
-(same URL, Preparer and write seam); the default async client is the default Client's twin, so
-`sidepunch.configure()` sets both.
+one Link (one connection) per running loop, made on first use there and closed when that loop shuts down (or
+by `aclose()`); one built with a redis.asyncio client uses it on the first loop it pushes from and refuses,
+with an error saying so, any other. `twin_of(client)` is a sync Client's async twin (same URL, Preparer and
+write seam); the default async client is the default Client's twin, so `sidepunch.configure()` sets both.
 
 Must not import: sidepunch.server, sidepunch.api or sidepunch.admin (core and this package only).
 """
@@ -53,7 +52,6 @@ class AsyncClient:
         self._given_link: Link | None = None
         self._lock = threading.Lock()
         self._no_url = ""  # why this client cannot connect by itself, if it cannot (see twin_of)
-        self._sync: Any = None
         #: The pure half of a push (validation, middleware, encoding); middleware gets a sync client.
         self.preparer = Preparer(middleware, MiddlewareContext(self._sync_redis))
         if writer is not None:

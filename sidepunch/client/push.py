@@ -16,6 +16,7 @@ Must not import: sidepunch.server, sidepunch.api or sidepunch.admin (core and th
 """
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -49,6 +50,8 @@ class Client:
         self.preparer = Preparer(middleware, MiddlewareContext(lambda: self.redis))
         self.twin: Any = None  # the AsyncClient that aio.twin_of makes for this client, on first use
         if writer is not None:
+            if inspect.iscoroutinefunction(writer):  # its coroutines would never run: every push lost
+                raise TypeError("Client calls its writer synchronously; an async writer belongs to an AsyncClient")
             self.write = writer  # type: ignore[method-assign]
 
     @property
@@ -152,8 +155,9 @@ _default_lock = threading.Lock()
 
 def configure(redis_url: str | None = None, *, redis: redis_lib.Redis | None = None,
               middleware: Sequence[Any] = (), writer: Writer | None = None) -> Client:
-    """Set the client that `Job.perform_async` and friends use in this process. Middleware registered here is
-    built once; in a worker, its around_perform and on_death hooks run too."""
+    """Set the client that `Job.perform_async` and friends use in this process, and with it the one that
+    `await Job.aperform_async(...)` and friends use (its async twin: same URL, middleware and `writer`).
+    Middleware registered here is built once; in a worker, its around_perform and on_death hooks run too."""
     global _default
     with _default_lock:
         _default = Client(redis_url, redis=redis, middleware=middleware, writer=writer)
