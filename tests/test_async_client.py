@@ -343,6 +343,8 @@ def test_building_connects_nothing_and_each_api_refuses_the_other_kind_of_client
         Email.set(client=aclient).perform_async(1)
     with pytest.raises(TypeError, match="await aperform_async"):
         Email.set(client=aclient, queue="x").set(retry=1).perform_bulk([[1]])
+    with pytest.raises(TypeError, match=r"takes a redis.asyncio client, got Redis; a sync redis client belongs"):
+        AsyncClient(redis=r)
     twin = aio.twin_of(Client(redis=r))  # a Client given only a sync redis client has no URL to connect with
     with pytest.raises(RuntimeError, match="built with a redis client, which async pushes cannot use"):
         asyncio.run(Email.set(client=twin).aperform_async(1))

@@ -45,6 +45,9 @@ class AsyncClient:
 
     def __init__(self, redis_url: str | None = None, *, redis: Any = None, middleware: Sequence[Any] = (),
                  writer: AsyncWriter | None = None) -> None:
+        if redis is not None and not inspect.iscoroutinefunction(getattr(redis, "execute_command", None)):
+            raise TypeError(f"AsyncClient(redis=...) takes a redis.asyncio client, got {type(redis).__name__}; "
+                            "a sync redis client belongs to sidepunch.Client")
         self._url = redis_url
         self._given = redis
         self._given_loop: asyncio.AbstractEventLoop | None = None

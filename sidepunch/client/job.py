@@ -20,7 +20,9 @@ _EPOCH_THRESHOLD = 1_000_000_000
 
 
 class Job:
-    """Subclass and define `perform(self, *args)`. Options are class attributes.
+    """Subclass and define `perform(self, *args)`. Options are class attributes. Enqueue with
+    `MyJob.perform_async(*args)` (`perform_in`, `perform_at`, `perform_bulk`), or from asyncio code with
+    `await MyJob.aperform_async(*args)` (`aperform_in`, `aperform_at`, `aperform_bulk`).
 
     `perform` may be a plain `def` (run on a processor thread) or an `async def` (run on the worker's event
     loop, many at once). A running job sees `self.jid` and `self.cancelled` (True once `sidepunch.api.cancel`
