@@ -39,8 +39,9 @@ class AsyncClient:
     """Pushes jobs from coroutines: `await client.push(item)`. Connects on first use, not when built.
 
     `redis_url`: as for Client (None: $REDIS_PROVIDER / $REDIS_URL / the default); `redis`: a redis.asyncio
-    client to use instead (on one event loop only); `middleware`: as for Client, run synchronously before the
-    write; `writer`: a function (plain or async) that replaces the write seam (see `write`).
+    client to use instead (on one event loop only; the client keeps one connection of its pool); `middleware`:
+    as for Client, run synchronously before the write; `writer`: a function (plain or async) that replaces the
+    write seam (see `write`).
     """
 
     def __init__(self, redis_url: str | None = None, *, redis: Any = None, middleware: Sequence[Any] = (),
@@ -137,7 +138,7 @@ class AsyncClient:
             if self._given_loop is not None and self._given_loop is not loop:
                 raise RuntimeError("this AsyncClient was given a redis.asyncio client that was first used on "
                                    "another event loop, and redis.asyncio connections belong to one loop; "
-                                   "build the AsyncClient with a URL instead (it keeps a pool per loop)")
+                                   "build the AsyncClient with a URL instead (it keeps a connection per loop)")
             if self._given_link is None:
                 self._given_loop, self._given_link = loop, Link(self._given, RETRY_FOR)
         return self._given_link
