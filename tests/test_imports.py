@@ -112,4 +112,4 @@ def test_the_guard_sees_every_import_form(tmp_path):
     sample = PACKAGE / "core" / "keys.py"
     found = imported_modules(sample)
     assert all(layer(t) in ("", "core") for t in found)
-    assert any(t.endswith(".payload") for t in imported_modules(PACKAGE / "client" / "push.py"))
+    assert any(t.endswith(".payload") for t in imported_modules(PACKAGE / "client" / "prepare.py"))

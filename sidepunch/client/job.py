@@ -1,7 +1,8 @@
 """Job classes, the @job decorator and per-call options (`Job.set(...)`).
 
-Owns the user-facing enqueue API and the mapping between a Python job and its name on the wire. It pushes
-through `client.Client` and never imports server modules.
+Owns the user-facing enqueue API (`perform_async` and friends, and their awaited forms `aperform_async`...)
+and the mapping between a Python job and its name on the wire. It pushes through `push.Client` or
+`aio.AsyncClient` and never imports server modules.
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ _EPOCH_THRESHOLD = 1_000_000_000
 
 
 class Job:
-    """Subclass and define `perform(self, *args)`. Options are class attributes.
+    """Subclass and define `perform(self, *args)`. Options are class attributes. Enqueue with
+    `MyJob.perform_async(*args)` (`perform_in`, `perform_at`, `perform_bulk`), or from asyncio code with
+    `await MyJob.aperform_async(*args)` (`aperform_in`, `aperform_at`, `aperform_bulk`).
 
     `perform` may be a plain `def` (run on a processor thread) or an `async def` (run on the worker's event
     loop, many at once). A running job sees `self.jid` and `self.cancelled` (True once `sidepunch.api.cancel`
@@ -94,17 +97,38 @@ class Job:
     def perform_bulk(cls, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
         return JobSetter(cls, {}).perform_bulk(args_list, batch_size)
 
+    # The same from asyncio code, through the async client (the default one unless `set(client=...)`).
+    @classmethod
+    async def aperform_async(cls, *args: Any) -> str | None:
+        return await JobSetter(cls, {}).aperform_async(*args)
+
+    @classmethod
+    async def aperform_in(cls, interval: float | _dt.timedelta, *args: Any) -> str | None:
+        return await JobSetter(cls, {}).aperform_in(interval, *args)
+
+    @classmethod
+    async def aperform_at(cls, when: float | _dt.datetime, *args: Any) -> str | None:
+        return await JobSetter(cls, {}).aperform_at(when, *args)
+
+    @classmethod
+    async def aperform_bulk(cls, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
+        return await JobSetter(cls, {}).aperform_bulk(args_list, batch_size)
+
 
 class JobSetter:
     """Options for one push: `MyJob.set(queue="low", retry=3).perform_async(...)`.
 
-    `client=` picks a `sidepunch.Client`; otherwise the default that `sidepunch.configure()` set is used.
+    `client=` picks a `sidepunch.Client` or a `sidepunch.AsyncClient`; otherwise the default that
+    `sidepunch.configure()` set is used. The `a...` methods (awaited) push through an AsyncClient, or through a
+    Client's async twin; the plain ones need a Client.
     """
 
     def __init__(self, job_class: type[Job], options: Mapping[str, Any]) -> None:
         self._job_class = job_class
         self._options = dict(options)
         self._client = self._options.pop("client", None)
+        # An AsyncClient (or any client whose push is a coroutine function) serves only the awaited methods.
+        self._async = self._client is not None and inspect.iscoroutinefunction(self._client.push)
         if self._options:
             _check_queues(self._options, "set")
 
@@ -114,39 +138,73 @@ class JobSetter:
             merged.setdefault("client", self._client)
         return JobSetter(self._job_class, merged)
 
-    def _push(self, item: dict[str, Any]) -> str | None:
-        from .push import default_client
-        client = self._client or default_client()
-        return client.push({"class": self._job_class, **self._options, **item})
+    def _sync_client(self) -> Any:
+        if self._client is None:
+            from .push import default_client
+            return default_client()
+        if self._async:
+            raise TypeError(f"{type(self._client).__name__} pushes from coroutines: await aperform_async, "
+                            "aperform_in, aperform_at or aperform_bulk, or give set(client=...) a sidepunch.Client")
+        return self._client
+
+    def _async_client(self) -> Any:
+        from .aio import default_async_client, twin_of
+        if self._client is None:
+            return default_async_client()
+        return self._client if self._async else twin_of(self._client)
 
     def perform_async(self, *args: Any) -> str | None:
-        return self._push({"args": list(args)})
+        return self._sync_client().push({"class": self._job_class, **self._options, "args": list(args)})
 
     def perform_in(self, interval: float | _dt.timedelta, *args: Any) -> str | None:
+        return self._sync_client().push(self._item_in(interval, args))
+
+    def perform_at(self, when: float | _dt.datetime, *args: Any) -> str | None:
+        return self._sync_client().push(self._item_at(when, args))
+
+    def perform_bulk(self, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
+        """One push_bulk per `batch_size` jobs; every batch is checked before the first is written."""
+        client = self._sync_client()
+        return client.push_batches(self._batches(args_list, batch_size))
+
+    async def aperform_async(self, *args: Any) -> str | None:
+        return await self._async_client().push({"class": self._job_class, **self._options, "args": list(args)})
+
+    async def aperform_in(self, interval: float | _dt.timedelta, *args: Any) -> str | None:
+        return await self._async_client().push(self._item_in(interval, args))
+
+    async def aperform_at(self, when: float | _dt.datetime, *args: Any) -> str | None:
+        return await self._async_client().push(self._item_at(when, args))
+
+    async def aperform_bulk(self, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
+        """perform_bulk, awaited."""
+        client = self._async_client()
+        return await client.push_batches(self._batches(args_list, batch_size))
+
+    def _item_in(self, interval: Any, args: tuple) -> dict[str, Any]:
+        """The item of a push `interval` from now (or at that epoch time, as in Sidekiq); due now if not later."""
         seconds = _seconds(interval, "perform_in interval")
         now = time.time()
         at = seconds if seconds >= _EPOCH_THRESHOLD else now + seconds
-        if at <= now:
-            return self.perform_async(*args)
-        return self._push({"args": list(args), "at": at})
+        item = {"class": self._job_class, **self._options, "args": list(args)}
+        if at > now:
+            item["at"] = at
+        return item
 
-    def perform_at(self, when: float | _dt.datetime, *args: Any) -> str | None:
+    def _item_at(self, when: Any, args: tuple) -> dict[str, Any]:
         if isinstance(when, _dt.datetime):
             if when.tzinfo is None:
                 raise ValueError("perform_at needs an aware datetime (naive times are ambiguous); "
                                  "pass tzinfo or an epoch number")
             when = when.timestamp()
-        return self.perform_in(_seconds(when, "perform_at time"), *args)
+        return self._item_in(_seconds(when, "perform_at time"), args)
 
-    def perform_bulk(self, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
-        """One push_bulk per `batch_size` jobs; every batch is checked before the first is written."""
-        from .push import default_client
-        client = self._client or default_client()
+    def _batches(self, args_list: Any, batch_size: Any) -> Iterable[dict[str, Any]]:
         if type(batch_size) is not int or batch_size < 1:
             raise ValueError(f"perform_bulk batch_size must be a positive int, got {describe(batch_size)}")
         rows = _argument_lists(args_list)
-        return client.push_batches({"class": self._job_class, **self._options, "args": rows[i:i + batch_size]}
-                                   for i in range(0, len(rows), batch_size))
+        return ({"class": self._job_class, **self._options, "args": rows[i:i + batch_size]}
+                for i in range(0, len(rows), batch_size))
 
 
 class JobFunction:
@@ -161,7 +219,7 @@ class JobFunction:
         return self.__wrapped__(*args, **kwargs)  # type: ignore[attr-defined]
 
     def __getattr__(self, name: str) -> Any:
-        # perform_async, perform_in, perform_at, perform_bulk, set, job_name, job_options
+        # perform_async, perform_in, perform_at, perform_bulk, their awaited a... forms, set, job_name, ...
         return getattr(self.job_class, name)
 
 

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import sys
 import time
 from decimal import Decimal
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from ..core.keys import MAX_QUEUE_BYTES, queue_name_problem
-from ..core.payload import MAX_DEPTH, new_jid
+from ..core.payload import MAX_DEPTH
 
+#: Random bytes in a jid: 24 hex digits, as payload.new_jid and Sidekiq make them.
+JID_BYTES = 12
 #: Ints below this have at most 640 digits, the least sys.set_int_max_str_digits() allows, so json can always
 #: write them; only bigger ones are counted exactly.
 _SAFE_INT = 2 ** 2123
@@ -271,19 +274,20 @@ def check_job(job: Any) -> bool:
         raise unfit(job, "", 1) from None
 
 
-def normalize(item: Mapping[str, Any], defaults: Mapping[str, Any], class_name: str,
-              now: float | None = None) -> tuple[dict[str, Any], bool]:
+def normalize(item: Mapping[str, Any], defaults: Mapping[str, Any], class_name: str, now: float | None = None,
+              random_bytes: Callable[[int], bytes] = os.urandom) -> tuple[dict[str, Any], bool]:
     """Merge a caller's item over the job's defaults in Sidekiq's key order and validate it (`check_job`).
 
     Returns the payload (still holding `at` if given) and whether it needs Ruby float spelling. As in
-    Sidekiq, a missing, null or false `jid` or `created_at` is filled in.
+    Sidekiq, a missing, null or false `jid` or `created_at` is filled in: `created_at` with `now`, the jid with
+    JID_BYTES of `random_bytes` in hex (payload.new_jid's form; a test may pass fixed bytes).
     """
     job = dict(defaults)
     job.update(item)
     job["class"] = class_name
     jid, created_at = job.get("jid"), job.get("created_at")
     if jid is None or jid is False:
-        job["jid"] = new_jid()
+        job["jid"] = random_bytes(JID_BYTES).hex()
     if created_at is None or created_at is False:
         job["created_at"] = time.time() if now is None else now
     return job, check_job(job)

@@ -11,6 +11,7 @@ Must not import: anything of sidepunch's above core (client, server, api, admin)
 from __future__ import annotations
 
 import errno
+import importlib
 import logging
 import os
 import re
@@ -26,9 +27,10 @@ from redis.retry import Retry
 
 from .urls import DEFAULT_URL, hide_urls, mask_url, parse_sentinel_url, resolve_url, scrub, url_secrets
 
-__all__ = ["CONNECT_TIMEOUT", "DEFAULT_URL", "OUTAGE_ERRORS", "REFUSALS", "SETTLE", "SOCKET_TIMEOUT", "FailoverError",
-           "Outage", "RedisRefused", "check_url", "describe_outage", "hide_urls", "is_refusal", "make_client",
-           "mask_url", "outage_kind", "parse_sentinel_url", "refusal_or_error", "resolve_url", "scrub", "url_secrets"]
+__all__ = ["CONNECT_TIMEOUT", "DEFAULT_URL", "OUTAGE_ERRORS", "REFUSALS", "RETRIED_ERRORS", "SETTLE", "SOCKET_TIMEOUT",
+           "FailoverError", "Outage", "RedisRefused", "check_url", "describe_outage", "hide_urls", "is_refusal", "make_client",
+           "mask_url", "outage_kind", "parse_sentinel_url", "refusal_or_error", "resolve_url", "retry_schedule",
+           "scrub", "url_secrets"]
 
 T = TypeVar("T")
 
@@ -37,25 +39,46 @@ SOCKET_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
 
 
-def make_client(url: str, max_connections: int | None = None, retry_for: float = 0.0) -> redis.Redis:
+#: What a push retries through (see `retry_schedule`): Redis unreachable or restarting, or a replica refusing
+#: writes during a failover. A refused password is a ConnectionError too, but is never retried.
+RETRIED_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
+
+
+def retry_schedule(retry_for: float) -> tuple[ExponentialBackoff, int]:
+    """(backoff, retries) with which a push retries RETRIED_ERRORS for about `retry_for` seconds."""
+    return ExponentialBackoff(cap=0.5, base=0.05), max(1, int(retry_for / 0.5))
+
+
+def make_client(url: str, max_connections: int | None = None, retry_for: float = 0.0, *,
+                aio: bool = False) -> Any:
     """A client for `url` (redis://, rediss://, unix:// or redis+sentinel://); bytes in, bytes out.
 
     With `retry_for`, commands are retried through an outage or failover for about that many seconds (the
-    enqueueing client uses this; the daemon has its own outage handling).
+    enqueueing client uses this; the daemon has its own outage handling). With `aio`, a redis.asyncio client
+    (usable on one event loop) that retries nothing and times no read: its caller retries as `retry_schedule`
+    says and bounds each round trip by SOCKET_TIMEOUT (one timer a round trip, not one a reply).
     """
-    options: dict = {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": CONNECT_TIMEOUT,
-                     "retry": _Retry(NoBackoff(), 0)}
-    if retry_for > 0:
-        options["retry"] = _Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=max(1, int(retry_for / 0.5)))
-        options["retry_on_error"] = [redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError]
+    lib = _library(aio)
+    options: dict = {"socket_timeout": None if aio else SOCKET_TIMEOUT, "socket_connect_timeout": CONNECT_TIMEOUT,
+                     "retry": lib.retry.Retry(NoBackoff(), 0) if aio else _Retry(NoBackoff(), 0)}
+    if retry_for > 0 and not aio:
+        options["retry"] = _Retry(*retry_schedule(retry_for))
+        options["retry_on_error"] = list(RETRIED_ERRORS)
     if url.startswith("redis+sentinel://"):
-        return _sentinel_client(url, max_connections, options)
+        return _sentinel_client(url, max_connections, options, lib)
     try:
-        pool = redis.ConnectionPool.from_url(url, max_connections=max_connections, health_check_interval=30,
-                                             **options)
+        pool = lib.ConnectionPool.from_url(url, max_connections=max_connections, health_check_interval=30,
+                                           **options)
     except ValueError as exc:
         raise ValueError(f"bad Redis URL {mask_url(url)}: {exc}") from None
-    return redis.Redis(connection_pool=pool)
+    return lib.Redis(connection_pool=pool)
+
+
+def _library(aio: bool) -> Any:
+    """redis-py, or its asyncio half (imported only when asked for)."""
+    if aio:
+        importlib.import_module("redis.asyncio.retry")
+    return importlib.import_module("redis.asyncio") if aio else redis
 
 
 class RedisRefused(redis.ResponseError):
@@ -206,11 +229,11 @@ class Outage:
                 self._logged.clear()
 
 
-def _sentinel_client(url: str, max_connections: int | None, options: dict) -> redis.Redis:
-    from redis.sentinel import Sentinel
+def _sentinel_client(url: str, max_connections: int | None, options: dict, lib: Any) -> Any:
+    sentinel_module = importlib.import_module(f"{lib.__name__}.sentinel")
     sentinels, service, db, password = parse_sentinel_url(url)
-    sentinel = Sentinel(sentinels, socket_timeout=CONNECT_TIMEOUT, sentinel_kwargs={"password": password}
-                        if password else None)
+    sentinel = sentinel_module.Sentinel(sentinels, socket_timeout=CONNECT_TIMEOUT,
+                                        sentinel_kwargs={"password": password} if password else None)
     # The pool asks the sentinels for the current primary on every new connection, so after a failover the
     # next reconnect lands on the new primary.
     return sentinel.master_for(service, db=db, password=password, max_connections=max_connections, **options)
