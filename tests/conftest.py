@@ -280,7 +280,24 @@ def make_pool(r, *args, fetcher=None, app="testjobs", async_chain=()):
                        outage=Outage("redis://x", logging.getLogger("test")), resolver=JobResolver([app]),
                        retry=retry)
     retired: list[str] = []
-    return ProcessorPool(ctx, fetcher, 1, retire=retired.append, async_chain=async_chain), retired
+    pool = ProcessorPool(ctx, fetcher, 1, retire=retired.append, async_chain=async_chain)
+    _POOLS.append(pool)
+    return pool, retired
+
+
+_POOLS: list = []  # pools the running test made; stopped after it, even if it failed half-way
+
+
+@pytest.fixture(autouse=True)
+def _stop_pools():
+    yield
+    while _POOLS:
+        pool = _POOLS.pop()
+        pool.ctx.state.stop(time.monotonic())
+        for proc in pool.processors:
+            if proc.thread is not None and not proc.abandoned:
+                proc.thread.join(10)
+        pool.runner.close(5)
 
 
 def join_all(pool, timeout=10.0):

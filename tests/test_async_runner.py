@@ -84,7 +84,7 @@ def test_an_async_job_past_its_timeout_is_cancelled_and_retried(r, client):
 
 
 def test_an_async_job_that_blocks_the_loop_is_escalated_and_recorded_once(r, client):
-    pool, retired = make_pool(r, "--interrupt-grace", "0.3", app="asyncjobs")
+    pool, retired = make_pool(r, "--interrupt-grace", "1", app="asyncjobs")
     jid = client.push({"class": asyncjobs.AsyncStubborn, "args": [1.5], "timeout": 0.2, "retry": 3})
     pool.start()
     wait_for(lambda: pool.enforce_timeouts() or retired, 10, interval=0.02, message="the escalation")

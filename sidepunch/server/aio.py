@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import io
 import itertools
 import logging
 import queue
@@ -255,16 +254,27 @@ class AsyncRunner:
         for entry in list(self._entries.values()):
             payload = entry.unit.payload.decode("utf-8", "replace")[:300]
             head = f"Async job {entry.tid} ({entry.state}) running {payload}"
-            stack = io.StringIO()
             try:
-                if entry.task is None:
-                    stack.write("  (not started yet)\n")
-                else:
-                    entry.task.print_stack(file=stack)
+                stack = _await_chain(entry.task) if entry.task is not None else "  (not started yet)\n"
             except Exception as exc:  # a task moving on under us: show what can be shown
-                stack.write(f"  (stack unavailable: {exc})\n")
-            parts.append(head + "\n" + stack.getvalue())
+                stack = f"  (stack unavailable: {exc})\n"
+            parts.append(head + "\n" + stack)
         return "\n".join(parts)
+
+
+def _await_chain(task: asyncio.Task) -> str:
+    """Where a task waits: every coroutine of its await chain, outermost first (a task's own stack shows only
+    the outermost one)."""
+    lines = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            break
+        code = frame.f_code
+        lines.append(f'  File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}\n')
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return "".join(lines) or "  (finishing)\n"
 
 
 def _cancel_task(entry: AsyncEntry) -> None:

@@ -120,7 +120,7 @@ class Config:
         "--job-timeout", env="SIDEPUNCH_JOB_TIMEOUT", limits=(0, 30 * DAY),
         help="default seconds a job may run before it is stopped and fails with JobTimeout (0: no limit)"))
     interrupt_grace: float = field(default=5.0, metadata=option(
-        "--interrupt-grace", env="SIDEPUNCH_INTERRUPT_GRACE", limits=(0.1, DAY),
+        "--interrupt-grace", env="SIDEPUNCH_INTERRUPT_GRACE", limits=(1, DAY),
         help="seconds a timed-out or cancelled job gets to stop (a sync job blocked in a C call cannot stop "
              "sooner) before its worker process is retired and the job recorded as it exits"))
     log_level: Literal["debug", "info", "warning", "error"] = field(default="info", metadata=option(

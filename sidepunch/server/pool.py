@@ -123,7 +123,7 @@ class ProcessorPool:
         """Wait for running jobs until `deadline` (monotonic), then requeue what is left; record the jobs that
         would not stop last, just before the process exits."""
         for proc in self.processors:
-            if proc.thread is not None:
+            if proc.thread is not None and not proc.abandoned:  # an abandoned thread is left to its C call
                 proc.thread.join(max(0.0, deadline - time.monotonic()))
         self.runner.wait(deadline)
         stuck = self._requeue_unfinished()
@@ -133,7 +133,7 @@ class ProcessorPool:
         # they fetch is left behind.
         end = time.monotonic() + IDLE_JOIN
         for proc in self.processors:
-            if proc.thread is not None and proc not in stuck:
+            if proc.thread is not None and proc not in stuck and not proc.abandoned:
                 proc.thread.join(max(0.0, end - time.monotonic()))
 
     def _requeue_unfinished(self) -> list[Processor]:

@@ -104,7 +104,10 @@ class Returns(sidepunch.Job):
 
 
 class AsyncPerform(sidepunch.Job):
-    async def perform(self, token):  # never runs: a coroutine is returned instead
+    def perform(self, token):  # a plain def that returns a coroutine: never run, a clear failure
+        return self.body(token)
+
+    async def body(self, token):
         _start(token)
 
 
