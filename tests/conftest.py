@@ -85,8 +85,10 @@ class Daemon:
             return []
 
     def wait_children(self, n, timeout=15.0):
-        return wait_for(lambda: len(self.children()) == n and self.children(), timeout,
-                        message=f"{n} worker processes")
+        def counted():
+            kids = self.children()  # one look: a second could see another process (a recoverer not yet titled)
+            return kids if len(kids) == n else None
+        return wait_for(counted, timeout, message=f"{n} worker processes")
 
     def wait_log(self, text, timeout=15.0):
         wait_for(lambda: text in self.log(), timeout, message=f"{text!r} in the daemon log")

@@ -31,7 +31,7 @@ def test_one_worker_with_two_threads_runs_500_one_second_async_jobs_at_once(daem
     jids = [client.push({"class": asyncjobs.Nap, "args": [1]}) for _ in range(500)]
     d = daemon("--workers", "1", "--threads", "2", "-r", "asyncjobs")
     d.wait_children(1)
-    first = wait_for(lambda: r.scard("started") and time.monotonic(), 15, interval=0.01, message="the first job")
+    first = wait_for(lambda: r.scard("began") and time.monotonic(), 15, interval=0.01, message="the first job")
     wait_for(lambda: r.scard("ran") == 500, 15, interval=0.05, message="500 naps")
     assert time.monotonic() - first < 6  # each waits one second: together, not 500 seconds one after another
     assert runs(r, jids) == [1] * 500
@@ -45,7 +45,7 @@ def test_term_requeues_unfinished_async_jobs_and_a_new_daemon_finishes_them(daem
     jids = [client.push({"class": asyncjobs.Nap, "args": [1 + (i % 3) * 2]}) for i in range(500)]
     d = daemon("--workers", "1", "--threads", "2", "--async-concurrency", "300", "--timeout", "2",
                "-r", "asyncjobs")
-    wait_for(lambda: r.scard("started") >= 300, 20, message="300 naps to start")
+    wait_for(lambda: r.scard("began") >= 300, 20, message="300 naps to start")
     d.signal(signal.SIGTERM)
     assert d.wait() == 0
     finished = r.scard("ran")
@@ -78,7 +78,7 @@ def test_a_job_blocked_in_a_c_call_retires_its_worker_and_is_recorded_once(daemo
     neighbour = client.push({"class": asyncjobs.Spin, "args": [3]})
     d = daemon("--workers", "1", "--threads", "2", "--interrupt-grace", "1", "--timeout", "8", "-r", "asyncjobs")
     (worker,) = d.wait_children(1)
-    wait_for(lambda: r.scard("started") == 2, 10, message="both jobs to start")
+    wait_for(lambda: r.scard("began") == 2, 10, message="both jobs to start")
     d.wait_log("retiring", 10)
     wait_for(lambda: r.zcard("retry") == 1, 15, message="the blocked job's record")
     entry = json.loads(r.zrange("retry", 0, -1)[0])
@@ -95,7 +95,7 @@ def test_cancel_through_the_api_stops_running_sync_and_async_jobs_on_the_daemon(
     sync_jid = client.push({"class": asyncjobs.Cooperative, "args": []})
     async_jid = client.push({"class": asyncjobs.AsyncForever, "args": []})
     d = daemon("--workers", "1", "--threads", "3", "-r", "asyncjobs")
-    wait_for(lambda: r.scard("started") == 2, 10, message="both jobs to start")
+    wait_for(lambda: r.scard("began") == 2, 10, message="both jobs to start")
     queued = client.push({"class": testjobs.Record, "args": ["never"], "at": time.time() + 3600})
     assert api.status(queued, redis=r) == "scheduled" and api.cancel(queued, redis=r) == "removed"
     assert api.status(sync_jid, redis=r) == "running"
@@ -124,7 +124,7 @@ def test_results_by_jid_from_the_daemon(daemon, r, client):
 def test_ttin_dump_shows_running_async_tasks(daemon, r, client):
     client.push({"class": asyncjobs.Nap, "args": [30]})
     d = daemon("--workers", "1", "--threads", "2", "-r", "asyncjobs")
-    wait_for(lambda: r.scard("started") == 1, 10, message="the job to start")
+    wait_for(lambda: r.scard("began") == 1, 10, message="the job to start")
     d.signal(signal.SIGTTIN)
     d.wait_log("thread dump", 5)
     wait_for(lambda: "Async job a1" in d.log() and "asyncjobs.py" in d.log(), 5, message="the task's stack")

@@ -172,7 +172,7 @@ def test_a_cancelled_async_job_is_stopped_and_its_async_on_cancel_runs(r, client
     pool, _ = make_pool(r, app="asyncjobs")
     jid = client.push({"class": asyncjobs.AsyncForever, "args": []})
     pool.start()
-    wait_for(lambda: r.sismember("started", jid), 5, message="the job to start")
+    wait_for(lambda: r.sismember("began", jid), 5, message="the job to start")
     assert pool.running_jids() == [jid] and pool.stop_job(jid) is True
     wait_for(lambda: r.lrange("on_cancel", 0, -1) == [jid.encode()] and drained(r), 5, message="the cancel")
     assert r.zcard("retry") == r.zcard("dead") == r.llen("done") == 0
@@ -187,7 +187,7 @@ def test_at_the_stop_deadline_running_async_jobs_are_requeued_unchanged(r, clien
         client.push({"class": asyncjobs.Nap, "args": [30]})
     raws = set(r.lrange("queue:default", 0, -1))
     pool.start()
-    wait_for(lambda: r.scard("started") == 20, 10, message="20 naps to start")
+    wait_for(lambda: r.scard("began") == 20, 10, message="20 naps to start")
     deadline = time.monotonic() + 0.3
     pool.ctx.state.stop(deadline)
     pool.stop(deadline)

@@ -111,7 +111,7 @@ def test_a_cancelled_sync_job_is_stopped_acknowledged_and_neither_retried_nor_de
     pool, _ = make_pool(r, app="asyncjobs")
     jid = client.push({"class": asyncjobs.Cooperative, "args": []})
     pool.start()
-    wait_for(lambda: r.sismember("started", jid), 5, message="the job to start")
+    wait_for(lambda: r.sismember("began", jid), 5, message="the job to start")
     assert pool.running_jids() == [jid]
     assert pool.stop_job(jid) is True
     wait_for(lambda: r.lrange("on_cancel", 0, -1) == [jid.encode()], 5, message="on_cancel")
@@ -128,7 +128,7 @@ def test_the_cancel_watcher_acts_on_requests_for_running_jids_and_deletes_them(r
     other = "not-running-here"
     r.set(keys.cancel_request(other), "{}", ex=60)
     pool.start()
-    wait_for(lambda: r.sismember("started", jid), 5, message="the job to start")
+    wait_for(lambda: r.sismember("began", jid), 5, message="the job to start")
     watcher = CancelWatcher(pool.ctx, pool.running_jids, pool.stop_job)
     assert watcher.check() == 0  # no request for what runs here; the other one is left alone
     r.set(keys.cancel_request(jid), json.dumps({"at": time.time()}), ex=60)
@@ -142,7 +142,7 @@ def test_a_timed_out_job_whose_cancel_comes_too_is_recorded_once(r, client):
     pool, _ = make_pool(r, app="asyncjobs")
     jid = client.push({"class": asyncjobs.Spin, "args": [10], "timeout": 0.3, "retry": 3})
     pool.start()
-    wait_for(lambda: r.sismember("started", jid), 5, message="the job to start")
+    wait_for(lambda: r.sismember("began", jid), 5, message="the job to start")
     enforce_until(pool, lambda: pool.processors[0].stop_reason, 5, "the interrupt")
     pool.stop_job(jid)
     wait_for(lambda: r.zcard("retry") == 1 and not r.keys("working:*"), 5, message="the outcome")

@@ -1,5 +1,6 @@
 """Async and interruptible jobs for the issue-11 tests. They report to Redis (the default client) so tests see
-what ran: `SADD ran <jid>` and `INCR runs:<jid>` count each execution."""
+what ran: `SADD ran <jid>` and `INCR runs:<jid>` count each execution; `SADD began <jid>` marks a start (a set,
+apart from the list `started` that testjobs use)."""
 import asyncio
 import time
 
@@ -18,7 +19,7 @@ class Nap(sidepunch.Job):
     """await asyncio.sleep(seconds), then count itself."""
 
     async def perform(self, seconds):
-        _redis().sadd("started", self.jid)
+        _redis().sadd("began", self.jid)
         await asyncio.sleep(seconds)
         _mark(self.jid)
 
@@ -63,7 +64,7 @@ class Spin(sidepunch.Job):
     """A pure-Python loop for `seconds`, then the side effect `done`."""
 
     def perform(self, seconds):
-        _redis().sadd("started", self.jid)
+        _redis().sadd("began", self.jid)
         end = time.monotonic() + seconds
         n = 0
         while time.monotonic() < end:
@@ -75,7 +76,7 @@ class Block(sidepunch.Job):
     """Blocked in one C call (time.sleep) for `seconds`, then the side effect `done`."""
 
     def perform(self, seconds):
-        _redis().sadd("started", self.jid)
+        _redis().sadd("began", self.jid)
         time.sleep(seconds)
         _redis().rpush("done", self.jid)
 
@@ -84,7 +85,7 @@ class Cooperative(sidepunch.Job):
     """Loops until cancelled, looking at self.cancelled; on_cancel records that it ran."""
 
     def perform(self):
-        _redis().sadd("started", self.jid)
+        _redis().sadd("began", self.jid)
         while not self.cancelled:
             time.sleep(0.01)
         _redis().rpush("saw-cancelled", self.jid)
@@ -95,7 +96,7 @@ class Cooperative(sidepunch.Job):
 
 class AsyncForever(sidepunch.Job):
     async def perform(self):
-        _redis().sadd("started", self.jid)
+        _redis().sadd("began", self.jid)
         await asyncio.sleep(3600)
         _redis().rpush("done", self.jid)
 
@@ -108,6 +109,6 @@ class AsyncStubborn(sidepunch.Job):
     """Blocks the event loop with a sync call: only the escalation can end it."""
 
     async def perform(self, seconds):
-        _redis().sadd("started", self.jid)
+        _redis().sadd("began", self.jid)
         time.sleep(seconds)
         _redis().rpush("done", self.jid)
