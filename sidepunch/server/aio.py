@@ -154,18 +154,18 @@ class AsyncRunner:
             batch = [self._finished.get()]
             while not self._finished.empty() and len(batch) < 1000:
                 batch.append(self._finished.get())
-            for entry in batch:
-                if entry is None:
-                    self._outcomes.persist(self._acks.send_acks, "acknowledge")
-                    return
-                try:
+            entries = [entry for entry in batch if entry is not None]
+            try:
+                for entry in entries:
                     self._outcome(entry)
-                except BaseException:  # the job stays in its working list, recovered when this process exits
-                    log.exception("could not record async job %s", entry.tid)
-            self._outcomes.persist(self._acks.send_acks, "acknowledge")
-            for entry in batch:
-                if entry is not None:
-                    self._forget(entry)
+                self._outcomes.persist(self._acks.send_acks, "acknowledge")
+            except BaseException:  # not an outage (persist rides those out): what is unacknowledged stays in its
+                # working list and is put back when this process exits; the slots are freed all the same
+                log.exception("could not record %d async job(s)", len(entries))
+            for entry in entries:
+                self._forget(entry)
+            if len(entries) < len(batch):
+                return  # close() asked: everything before its marker is recorded
 
     def _outcome(self, entry: AsyncEntry) -> Outcome:
         outcomes, unit, job, failure = self._outcomes, entry.unit, entry.job, entry.failure

@@ -36,7 +36,7 @@ __all__ = ["Config", "ConfigError", "QueueSpec", "MAX_WEIGHT", "SETTINGS", "Sett
 
 MAX_FILE_SIZE = 1_000_000
 #: Async jobs in flight per worker process by default; measured in bench/ (see README, "Async jobs").
-ASYNC_CONCURRENCY = 500
+ASYNC_CONCURRENCY = 1000
 MAX_KEY_PARTS = 32
 
 

@@ -71,10 +71,10 @@ class Outcomes:
         ctx = self.ctx
         ctx.counters.record(failed=False)
         elapsed = time.monotonic() - started
-        keep = getattr(instance, "keep_result", None)
-        if keep:  # opt-in: the only classes that pay a round trip for their result
+        keep, jid = getattr(instance, "keep_result", None), job.get("jid")
+        if keep and type(jid) is str and jid:  # opt-in: the only classes that pay a round trip for their result
             record = result_record(job, result)
-            self.persist(lambda: ctx.redis.set(keys.result(str(job.get("jid"))), record, ex=keep), "result write")
+            self.persist(lambda: ctx.redis.set(keys.result(jid), record, ex=keep), "result write")
         if acks.ack(unit, elapsed):
             self.persist(acks.send_acks, "acknowledge")
         self._check_job_limit()

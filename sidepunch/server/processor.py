@@ -226,6 +226,7 @@ class Processor:
         if not self._release(unit):
             return Outcome.ABANDONED
         if self.runner.submit(unit, job, self.instance, self.started, self.fetcher):
+            self.fetcher.pace(time.monotonic() - self.started)
             return Outcome.SUBMITTED
         self.fetcher.unfetch(unit)  # the worker is stopping: it goes back with the prefetched jobs
         return Outcome.ABANDONED

@@ -67,6 +67,10 @@ class Fetcher(Protocol):
     def ack(self, unit: UnitOfWork, seconds: float = 0.0) -> bool:
         """Note a finished job (no I/O); True when `send_acks` should run now."""
 
+    def pace(self, seconds: float) -> None:
+        """Note how long the thread was busy with its last job without acknowledging it (an async job handed
+        to the event loop), so that fetching adapts to the thread's pace as `ack` does."""
+
     def send_acks(self) -> None:
         """Send the acknowledgements noted so far."""
 

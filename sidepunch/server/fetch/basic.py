@@ -36,6 +36,9 @@ class BasicFetch:
     def ack(self, unit: UnitOfWork, seconds: float = 0.0) -> bool:
         return False
 
+    def pace(self, seconds: float) -> None:
+        """Nothing to tune: basic fetch pops one job at a time."""
+
     def send_acks(self) -> None:
         pass
 

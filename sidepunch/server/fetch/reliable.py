@@ -122,10 +122,14 @@ class ReliableFetch:
         the next fetch; after a slow one it goes at once, since a round trip is then cheap and an unsent ack
         means a rerun if the process dies. Does no I/O, so a caller may retry `send_acks` alone."""
         self._pending.append(unit)
-        # Batches pay off only for fast jobs; slow ones are taken one at a time so the work spreads evenly
-        # over processes (a moving average, so one slow job among fast ones does not switch it off).
-        self._job_seconds = 0.8 * self._job_seconds + 0.2 * seconds
+        self.pace(seconds)
         return seconds >= ACK_NOW_AFTER
+
+    def pace(self, seconds: float) -> None:
+        """Note how long this thread was busy with its last job (for an async job: handing it to the loop).
+        Batches pay off only for fast jobs; slow ones are taken one at a time so the work spreads evenly over
+        processes (a moving average, so one slow job among fast ones does not switch it off)."""
+        self._job_seconds = 0.8 * self._job_seconds + 0.2 * seconds
 
     def unfetch(self, unit: UnitOfWork) -> None:
         """Hand back a job this thread will not start (it went quiet); `release` puts it back first."""
