@@ -22,6 +22,7 @@ ALLOWED = {
     "api": {"core", "client"},
     "admin": {"core", "client", "api"},
     "web": {"core", "client", "api"},
+    "testing": {"core", "client"},
 }
 
 

@@ -7,10 +7,12 @@ before anything is sent, so bad input raises TypeError or ValueError naming the 
 nothing. The async client (aio.py) shares all of that and differs only in how it writes.
 
 The write seam: every push (single, bulk in both forms, push_batches, scheduled or not) reaches Redis through
-`Client.write(entries)` and nothing else, with the encoded jobs of one atomic push. Testing modes replace that
+`Client.write(entries)` and nothing else, with the encoded jobs of one atomic push. A client may replace that
 one method (subclass and override it, or pass `writer=`), so validation and middleware still run as in
-production; a client's async twin (aio.twin_of) writes through the replacement too. The only module-global
-state in the package is the default client that `configure()` sets.
+production; a client's async twin (aio.twin_of) writes through the replacement too. The testing modes
+(sidepunch.testing) take over that same call for every client in the process: while one is active
+(modes.active), the entries go to it instead of `write`, whatever the client. The only module-global state in the package is the
+default client that `configure()` sets and that testing mode (modes.py says why).
 
 Must not import: sidepunch.server, sidepunch.api or sidepunch.admin (core and this package only).
 """
@@ -25,6 +27,7 @@ import redis as redis_lib
 
 from ..core.connection import make_client, resolve_url
 from ..core.middleware import Middleware, MiddlewareContext
+from . import modes
 from .prepare import Entry, Preparer, commands
 
 #: Seconds a push keeps retrying through a Redis restart or failover before it raises. A retried push whose
@@ -88,7 +91,8 @@ class Client:
         prepared = self.preparer.one(item)
         if prepared is None:
             return None
-        self.write(prepared[0])
+        mode = modes.active  # a testing mode takes every push in the process (modes.py)
+        (self.write if mode is None else mode.write)(prepared[0])
         return prepared[1]
 
     def push_bulk(self, items: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[str]:
@@ -108,7 +112,8 @@ class Client:
         jids: list[str] = []
         for entries, batch_jids in self.preparer.batches(batches):
             if entries:
-                self.write(entries)
+                mode = modes.active
+                (self.write if mode is None else mode.write)(entries)
             jids.extend(batch_jids)
         return jids
 
@@ -117,7 +122,7 @@ class Client:
 
         `entries` are the encoded jobs of one atomic push (one push, or one batch of a bulk push), each a tuple
         (queue, at, payload): `at` is its due time, or None to enqueue it now; `payload` the JSON bytes as
-        Redis would store them. Testing modes replace this method and nothing else.
+        Redis would store them. A testing mode (sidepunch.testing) takes this call while it is active.
         """
         return self._send(commands(entries))
 
