@@ -8,6 +8,9 @@ subprocess pytest, as a user's suite would load them (through the entry point).
 """
 import asyncio
 import datetime as dt
+import random
+import subprocess
+import sys
 import threading
 import time
 
@@ -17,7 +20,9 @@ import sidepunch
 from sidepunch import AsyncClient, Client, Middleware, Reschedule
 from sidepunch.client import aio, modes
 from sidepunch.testing import UnknownJob, fake, inline
-from test_async_client import NOW, default, fix, snapshot, sync_and_async  # noqa: F401 - `default` is a fixture
+from sidepunch.core.payload import decode
+from test_async_client import default, fix, snapshot, sync_and_async  # noqa: F401 - `default` is a fixture
+from test_hostile_args import value
 
 pytest_plugins = ["pytester"]
 RAN: list = []  # what the jobs below did, in order; emptied by the `ran` fixture
@@ -124,6 +129,9 @@ def test_jobs_filters_by_class_function_name_and_queue_and_gives_scheduled_jobs_
         assert jobs.jobs()[0]["args"] == [1]
         with pytest.raises(TypeError, match="job= takes"):
             jobs.jobs(job=int)
+        with pytest.raises(TypeError, match="queue= takes"):
+            jobs.clear(queue=["low"])
+        assert len(jobs) == 5
 
 
 def test_drain_runs_jobs_and_the_jobs_they_push_sync_and_async_in_order(ran):
@@ -201,6 +209,39 @@ def test_inline_refuses_bad_arguments_as_a_push_does_and_runs_nothing(ran, clien
                 note.perform_async(bad)
         assert str(in_inline.value) == str(production.value)
     assert ran == []
+
+
+class Catch(sidepunch.Job):
+    def perform(self, *args):
+        RAN.append(list(args))
+
+
+def refusal(call):
+    """None if `call` returned, else (the type, the message) of what it raised."""
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - compared with what production raised
+        return type(exc), str(exc)
+    return None
+
+
+def test_generated_arguments_fare_in_both_modes_as_in_a_real_push(ran, client, r):
+    """Good and hostile arguments (test_hostile_args' generator): whatever a real push refuses, both modes refuse
+    with the same error and run nothing; whatever it writes, fake keeps the same arguments and inline hands the
+    job exactly the arguments a worker would decode from Redis."""
+    rng = random.Random(13)
+    for _ in range(300):
+        arg = value(rng)
+        r.flushall()
+        refused = refusal(lambda: client.push({"class": Catch, "args": [arg]}))
+        stored = None if refused else decode(r.lrange("queue:default", 0, -1)[0])["args"]
+        ran.clear()
+        with fake() as jobs:
+            assert refusal(lambda: Catch.perform_async(arg)) == refused
+        with inline():
+            assert refusal(lambda: Catch.perform_async(arg)) == refused
+        assert [decode(e[2])["args"] for e in jobs.entries()] == ([] if refused else [stored])
+        assert ran == ([] if refused else [stored])
 
 
 def test_inline_raises_what_the_job_raises_to_the_pusher(ran):
@@ -391,3 +432,12 @@ def test_the_pytest_plugin_gives_its_fixtures_through_the_entry_point(pytester):
     result.assert_outcomes(passed=5)
     listed = pytester.runpytest_subprocess("--fixtures", "-q").stdout.str()
     assert all(name in listed for name in ("sidepunch_fake", "sidepunch_inline", "sidepunch_redis"))
+
+
+def test_loading_the_plugin_imports_nothing_of_sidepunch(tmp_path):
+    """pytest loads it in every suite of the environment: it must cost those suites nothing."""
+    code = ("import sys, importlib.metadata as md; "
+            "(ep,) = [e for e in md.entry_points(group='pytest11') if e.name == 'sidepunch']; ep.load(); "
+            "print(sorted(m for m in sys.modules if m.startswith('sidepunch')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['sidepunch_pytest']"

@@ -11,8 +11,8 @@ apply: what a job raises reaches the test.
 
 A mode covers every push of the process (every client, every thread) while its `with` block runs, and only then:
 leaving the block, even by an exception, restores normal pushes. Modes nest (the innermost wins). The pytest
-fixtures `sidepunch_fake`, `sidepunch_inline` and `sidepunch_redis` come from pytest_plugin.py, registered as a
-pytest plugin by the package's entry point.
+fixtures `sidepunch_fake`, `sidepunch_inline` and `sidepunch_redis` come from the top-level module
+sidepunch_pytest, registered as a pytest plugin by the package's entry point.
 
 Must not import: sidepunch.server, sidepunch.api or sidepunch.admin (core and client only).
 """

@@ -81,9 +81,7 @@ class FakeJobs:
     # What a test reads.
     def entries(self, job: Any = None, queue: str | None = None) -> list[Entry]:
         """The kept entries (queue, at, payload bytes), in push order; `job` and `queue` filter as in jobs()."""
-        name = _name_of(job)
-        if queue is not None and not isinstance(queue, str):
-            raise TypeError(f"queue must be a queue name, got {type(queue).__name__}")
+        name = _filters(job, queue)
         with self._lock:
             kept = sorted([*self._now, *self._later.items()], key=lambda pair: pair[0])
         return [entry for _, entry in kept if _matches(entry, name, queue)]
@@ -101,7 +99,7 @@ class FakeJobs:
 
     def clear(self, job: Any = None, queue: str | None = None) -> int:
         """Forget the jobs kept (those that match, if `job` or `queue` is given); returns how many."""
-        name = _name_of(job)
+        name = _filters(job, queue)
         with self._lock:
             before = len(self._now) + len(self._later)
             self._now = collections.deque(p for p in self._now if not _matches(p[1], name, queue))
@@ -160,8 +158,11 @@ class FakeJobs:
             return None
 
 
-def _name_of(job: Any) -> str | None:
-    """The class name on the wire that `job` stands for (a Job class, a @job function or a name), or None."""
+def _filters(job: Any, queue: Any) -> str | None:
+    """The class name on the wire that `job` stands for (a Job class, a @job function or a name), or None;
+    TypeError if `job` or `queue` is neither None nor what it should be."""
+    if queue is not None and not isinstance(queue, str):
+        raise TypeError(f"queue= takes a queue name, got {type(queue).__name__}")
     if job is None or isinstance(job, str):
         return job
     found = job_class_of(job)
