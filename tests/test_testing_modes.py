@@ -71,6 +71,12 @@ async def anote(*args):
     RAN.append(("anote", *args, asyncio.get_running_loop()))
 
 
+@sidepunch.job
+async def aboom(why):
+    await asyncio.sleep(0)
+    raise KeyError(why)
+
+
 def test_fake_keeps_the_exact_bytes_of_every_kind_of_push_and_nothing_reaches_redis(default, r):
     """Each kind of push, sync and awaited: with the same clock and jids, the entries kept, written by a real
     client, give exactly the keys, bytes and scores that the push itself writes; during fake mode Redis stays
@@ -262,9 +268,19 @@ def test_inside_a_running_loop_drain_uses_a_helper_loop_and_adrain_the_callers(r
             assert jobs.drain() == 2
             await anote.aperform_async("c")
             assert await jobs.adrain() == 1
+            for drain in (jobs.drain, jobs.adrain):
+                aboom.perform_async(drain.__name__)
+                with pytest.raises(KeyError, match=drain.__name__):
+                    result = drain()
+                    if asyncio.iscoroutine(result):
+                        await result
         with inline():
             anote.perform_async("sync push")
             await anote.aperform_async("awaited push")
+            with pytest.raises(KeyError, match="inline"):
+                aboom.perform_async("inline")
+            with pytest.raises(KeyError, match="awaited"):
+                await aboom.aperform_async("awaited")
         return here
 
     here = asyncio.run(test_body())

@@ -11,8 +11,8 @@ The write seam: every push (single, bulk in both forms, push_batches, scheduled 
 one method (subclass and override it, or pass `writer=`), so validation and middleware still run as in
 production; a client's async twin (aio.twin_of) writes through the replacement too. The testing modes
 (sidepunch.testing) take over that same call for every client in the process: while one is active
-(modes.active), the entries go to it instead of `write`, whatever the client. The only module-global state in the package is the
-default client that `configure()` sets and that testing mode (modes.py says why).
+(modes.active), the entries go to it instead of `write`, whatever the client. The only module-global state
+in the package is the default client that `configure()` sets and that testing mode (modes.py says why).
 
 Must not import: sidepunch.server, sidepunch.api or sidepunch.admin (core and this package only).
 """
