@@ -307,3 +307,20 @@ def test_the_calls_type_checkers_accept_are_accepted_at_run_time(redis_server, r
     pushes = len(re.findall(r"\.a?perform_(?:async|in|at)\(", source))
     bulk_rows = 2 + 1
     assert sum(r.llen(k) for k in r.keys("queue:*")) + r.zcard("schedule") == pushes + bulk_rows
+
+
+def test_the_message_names_perform_s_parameters_without_showing_defaults(client, r):
+    class Unprintable:
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+    class Odd(Job):
+        def perform(self, a, b=Unprintable(), *rest, c=[0] * 10_000, **extra):
+            pass
+    shown = "perform(a, b=..., *rest, c=..., **extra)"
+    with pytest.raises(TypeError) as caught:
+        Odd.set(client=client).perform_async()
+    assert str(caught.value).endswith(f"missing a required argument: 'a' ({shown})")
+    with pytest.raises(TypeError, match=r"argument\(s\) 'd', keyword-only or \*\*kwargs in perform\(a, b=\.\.\."):
+        Odd.set(client=client).perform_async(1, d=2)
+    assert r.dbsize() == 0

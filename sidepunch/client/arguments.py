@@ -79,7 +79,7 @@ def _bind(job_class: Any, signature: inspect.Signature | None, args: tuple[Any, 
     try:
         bound = signature.bind(*args, **kwargs)
     except TypeError as exc:
-        raise TypeError(f"cannot enqueue {name}: {exc} (perform{signature})") from None
+        raise TypeError(f"cannot enqueue {name}: {exc} ({_shown(signature)})") from None
     return _in_order(name, signature, bound.arguments)
 
 
@@ -101,9 +101,19 @@ def _in_order(name: str, signature: inspect.Signature, given: Mapping[str, Any])
             args += given.get(param.name, ())  # given only by position, so nothing was skipped before it
         elif param.name in given:  # keyword-only, or **kwargs (bound only when not empty)
             which = sorted(given[param.name]) if param.kind is param.VAR_KEYWORD else [param.name]
-            raise TypeError(f"cannot enqueue {name}: the wire carries positional args only, so keyword-only "
-                            f"argument(s) {', '.join(map(repr, which))} of perform{signature} cannot be sent")
+            raise TypeError(f"cannot enqueue {name}: the wire carries positional args only, so argument(s) "
+                            f"{', '.join(map(repr, which))}, keyword-only or **kwargs in {_shown(signature)}, "
+                            "cannot be sent")
     return args
+
+
+def _shown(signature: inspect.Signature) -> str:
+    """perform's parameters by name, for a message: defaults as `=...`, since a default's repr may be huge or
+    may raise."""
+    marks = {inspect.Parameter.VAR_POSITIONAL: "*", inspect.Parameter.VAR_KEYWORD: "**"}
+    names = [marks.get(p.kind, "") + p.name + ("=..." if p.default is not p.empty else "")
+             for p in signature.parameters.values()]
+    return f"perform({', '.join(names)})"
 
 
 def bulk_rows(args_list: Any) -> list[list[Any]]:

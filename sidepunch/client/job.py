@@ -30,6 +30,7 @@ class _Performs(Protocol[P]):
 
     def perform(self, /, *args: P.args, **kwargs: P.kwargs) -> Any: ...
 
+
 #: Sidekiq treats a perform_in interval below this as relative to now, above it as an epoch time.
 _EPOCH_THRESHOLD = 1_000_000_000
 
@@ -37,7 +38,9 @@ _EPOCH_THRESHOLD = 1_000_000_000
 class Job:
     """Subclass and define `perform(self, *args)`. Options are class attributes. Enqueue with
     `MyJob.perform_async(*args)` (`perform_in`, `perform_at`, `perform_bulk`), or from asyncio code with
-    `await MyJob.aperform_async(*args)` (`aperform_in`, `aperform_at`, `aperform_bulk`).
+    `await MyJob.aperform_async(*args)` (`aperform_in`, `aperform_at`, `aperform_bulk`). These take perform's
+    parameters (type checkers see them); keyword arguments are bound to perform's positions at enqueue, since
+    the wire carries positional args, and a call perform would refuse raises TypeError before anything is written.
 
     `perform` may be a plain `def` (run on a processor thread) or an `async def` (run on the worker's event
     loop, many at once). A running job sees `self.jid` and `self.cancelled` (True once `sidepunch.api.cancel`
@@ -341,6 +344,7 @@ def _perform_calling(fn: Callable[..., Any]) -> Callable[..., Any]:
         def perform_calling(self: Job, *args: Any) -> Any:
             return fn(*args)
         perform = perform_calling
+    perform.__name__, perform.__qualname__ = "perform", f"{fn.__qualname__}.perform"
     setattr(perform, ARGS_OF, fn)
     return perform
 
