@@ -110,9 +110,10 @@ def _in_order(name: str, signature: inspect.Signature, given: Mapping[str, Any])
 def _shown(signature: inspect.Signature) -> str:
     """perform's parameters by name, for a message: defaults as `=...`, since a default's repr may be huge or
     may raise."""
-    marks = {inspect.Parameter.VAR_POSITIONAL: "*", inspect.Parameter.VAR_KEYWORD: "**"}
-    names = [marks.get(p.kind, "") + p.name + ("=..." if p.default is not p.empty else "")
-             for p in signature.parameters.values()]
+    names = []
+    for p in signature.parameters.values():
+        star = "*" if p.kind is p.VAR_POSITIONAL else "**" if p.kind is p.VAR_KEYWORD else ""
+        names.append(star + p.name + ("=..." if p.default is not p.empty else ""))
     return f"perform({', '.join(names)})"
 
 
