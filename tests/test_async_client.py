@@ -347,7 +347,7 @@ def test_building_connects_nothing_and_each_api_refuses_the_other_kind_of_client
         AsyncClient(redis=r)
     twin = aio.twin_of(Client(redis=r))  # a Client given only a sync redis client has no URL to connect with
     with pytest.raises(RuntimeError, match="built with a redis client, which async pushes cannot use"):
-        asyncio.run(Email.set(client=twin).aperform_async(1))
+        asyncio.run(Email.set(client=twin).aperform_async("a@b", 1))
     assert r.dbsize() == 0
 
 

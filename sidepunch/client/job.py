@@ -3,6 +3,10 @@
 Owns the user-facing enqueue API (`perform_async` and friends, and their awaited forms `aperform_async`...)
 and the mapping between a Python job and its name on the wire. It pushes through `push.Client` or
 `aio.AsyncClient` and never imports server modules.
+
+Typed: `perform_async`, `perform_in`, `perform_at`, their `a...` twins and `set(...)` carry the parameters of
+`perform` (of the function, for `@job`) through a ParamSpec, so a type checker flags a wrong call; at run time
+`arguments.positional_args` binds keywords to positions and checks the count. perform_bulk's rows are untyped.
 """
 from __future__ import annotations
 
@@ -11,9 +15,21 @@ import functools
 import inspect
 import math
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import (TYPE_CHECKING, Any, Callable, ClassVar, Generic, Iterable, Mapping, ParamSpec, Protocol,
+                    TypedDict, TypeVar, Unpack, overload)
 
+from .arguments import ARGS_OF, bulk_rows, positional_args
 from .validate import check_queue_name, describe
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _Performs(Protocol[P]):
+    """What the enqueue methods read a job's parameters from: its perform (self dropped), typed by P."""
+
+    def perform(self, /, *args: P.args, **kwargs: P.kwargs) -> Any: ...
+
 
 #: Sidekiq treats a perform_in interval below this as relative to now, above it as an epoch time.
 _EPOCH_THRESHOLD = 1_000_000_000
@@ -22,7 +38,9 @@ _EPOCH_THRESHOLD = 1_000_000_000
 class Job:
     """Subclass and define `perform(self, *args)`. Options are class attributes. Enqueue with
     `MyJob.perform_async(*args)` (`perform_in`, `perform_at`, `perform_bulk`), or from asyncio code with
-    `await MyJob.aperform_async(*args)` (`aperform_in`, `aperform_at`, `aperform_bulk`).
+    `await MyJob.aperform_async(*args)` (`aperform_in`, `aperform_at`, `aperform_bulk`). These take perform's
+    parameters (type checkers see them); keyword arguments are bound to perform's positions at enqueue, since
+    the wire carries positional args, and a call perform would refuse raises TypeError before anything is written.
 
     `perform` may be a plain `def` (run on a processor thread) or an `async def` (run on the worker's event
     loop, many at once). A running job sees `self.jid` and `self.cancelled` (True once `sidepunch.api.cancel`
@@ -48,6 +66,7 @@ class Job:
     wire_name: str | None = None
 
     jid: str = ""
+    __sidepunch_job__: ClassVar[type[Job]]
     _sidepunch_cancelled: bool = False  # set on the running instance by the daemon when a cancel arrives
 
     @property
@@ -60,7 +79,9 @@ class Job:
         _check_class_options(cls)
         cls.__sidepunch_job__ = cls  # how client.push knows a job class without importing this module
 
-    def perform(self, *args: Any) -> Any:
+    # (*args: Any, **kwargs: Any) reads as "any parameters" to type checkers, so a subclass's perform may take
+    # whatever it likes; the enqueue methods below then take exactly that.
+    def perform(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__} must define perform()")
 
     @classmethod
@@ -77,21 +98,25 @@ class Job:
                 options[key] = list(value) if key == "tags" else value
         return options
 
+    # `cls: type[_Performs[P]]` binds P to the parameters of the subclass's perform. Every leading parameter is
+    # positional-only, so perform may have parameters named cls, interval or when.
     @classmethod
-    def set(cls, **options: Any) -> "JobSetter":
+    def set(cls: type[_Performs[P]], /, **options: Any) -> JobSetter[P]:
         return JobSetter(cls, options)
 
     @classmethod
-    def perform_async(cls, *args: Any) -> str | None:
-        return JobSetter(cls, {}).perform_async(*args)
+    def perform_async(cls: type[_Performs[P]], /, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        return JobSetter(cls, {}).perform_async(*args, **kwargs)
 
     @classmethod
-    def perform_in(cls, interval: float | _dt.timedelta, *args: Any) -> str | None:
-        return JobSetter(cls, {}).perform_in(interval, *args)
+    def perform_in(cls: type[_Performs[P]], interval: float | _dt.timedelta, /,
+                   *args: P.args, **kwargs: P.kwargs) -> str | None:
+        return JobSetter(cls, {}).perform_in(interval, *args, **kwargs)
 
     @classmethod
-    def perform_at(cls, when: float | _dt.datetime, *args: Any) -> str | None:
-        return JobSetter(cls, {}).perform_at(when, *args)
+    def perform_at(cls: type[_Performs[P]], when: float | _dt.datetime, /,
+                   *args: P.args, **kwargs: P.kwargs) -> str | None:
+        return JobSetter(cls, {}).perform_at(when, *args, **kwargs)
 
     @classmethod
     def perform_bulk(cls, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
@@ -99,32 +124,34 @@ class Job:
 
     # The same from asyncio code, through the async client (the default one unless `set(client=...)`).
     @classmethod
-    async def aperform_async(cls, *args: Any) -> str | None:
-        return await JobSetter(cls, {}).aperform_async(*args)
+    async def aperform_async(cls: type[_Performs[P]], /, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        return await JobSetter(cls, {}).aperform_async(*args, **kwargs)
 
     @classmethod
-    async def aperform_in(cls, interval: float | _dt.timedelta, *args: Any) -> str | None:
-        return await JobSetter(cls, {}).aperform_in(interval, *args)
+    async def aperform_in(cls: type[_Performs[P]], interval: float | _dt.timedelta, /,
+                          *args: P.args, **kwargs: P.kwargs) -> str | None:
+        return await JobSetter(cls, {}).aperform_in(interval, *args, **kwargs)
 
     @classmethod
-    async def aperform_at(cls, when: float | _dt.datetime, *args: Any) -> str | None:
-        return await JobSetter(cls, {}).aperform_at(when, *args)
+    async def aperform_at(cls: type[_Performs[P]], when: float | _dt.datetime, /,
+                          *args: P.args, **kwargs: P.kwargs) -> str | None:
+        return await JobSetter(cls, {}).aperform_at(when, *args, **kwargs)
 
     @classmethod
     async def aperform_bulk(cls, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
         return await JobSetter(cls, {}).aperform_bulk(args_list, batch_size)
 
 
-class JobSetter:
-    """Options for one push: `MyJob.set(queue="low", retry=3).perform_async(...)`.
+class JobSetter(Generic[P]):
+    """Options for one push: `MyJob.set(queue="low", retry=3).perform_async(...)`; P is perform's parameters.
 
     `client=` picks a `sidepunch.Client` or a `sidepunch.AsyncClient`; otherwise the default that
     `sidepunch.configure()` set is used. The `a...` methods (awaited) push through an AsyncClient, or through a
     Client's async twin; the plain ones need a Client.
     """
 
-    def __init__(self, job_class: type[Job], options: Mapping[str, Any]) -> None:
-        self._job_class = job_class
+    def __init__(self, job_class: type[_Performs[P]], options: Mapping[str, Any]) -> None:
+        self._job_class: Any = job_class  # a Job subclass; typed by its perform only, for P
         self._options = dict(options)
         self._client = self._options.pop("client", None)
         # An AsyncClient (or any client whose push is a coroutine function) serves only the awaited methods.
@@ -132,7 +159,7 @@ class JobSetter:
         if self._options:
             _check_queues(self._options, "set")
 
-    def set(self, **options: Any) -> "JobSetter":
+    def set(self, /, **options: Any) -> JobSetter[P]:
         merged = dict(self._options, **options)
         if self._client is not None:
             merged.setdefault("client", self._client)
@@ -153,95 +180,173 @@ class JobSetter:
             return default_async_client()
         return self._client if self._async else twin_of(self._client)
 
-    def perform_async(self, *args: Any) -> str | None:
-        return self._sync_client().push({"class": self._job_class, **self._options, "args": list(args)})
+    def perform_async(self, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        return self._sync_client().push(self._item(args, kwargs))
 
-    def perform_in(self, interval: float | _dt.timedelta, *args: Any) -> str | None:
-        return self._sync_client().push(self._item_in(interval, args))
+    def perform_in(self, interval: float | _dt.timedelta, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        return self._sync_client().push(self._item_in(interval, args, kwargs))
 
-    def perform_at(self, when: float | _dt.datetime, *args: Any) -> str | None:
-        return self._sync_client().push(self._item_at(when, args))
+    def perform_at(self, when: float | _dt.datetime, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        return self._sync_client().push(self._item_at(when, args, kwargs))
 
     def perform_bulk(self, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
         """One push_bulk per `batch_size` jobs; every batch is checked before the first is written."""
         client = self._sync_client()
         return client.push_batches(self._batches(args_list, batch_size))
 
-    async def aperform_async(self, *args: Any) -> str | None:
-        return await self._async_client().push({"class": self._job_class, **self._options, "args": list(args)})
+    async def aperform_async(self, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        return await self._async_client().push(self._item(args, kwargs))
 
-    async def aperform_in(self, interval: float | _dt.timedelta, *args: Any) -> str | None:
-        return await self._async_client().push(self._item_in(interval, args))
+    async def aperform_in(self, interval: float | _dt.timedelta, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        return await self._async_client().push(self._item_in(interval, args, kwargs))
 
-    async def aperform_at(self, when: float | _dt.datetime, *args: Any) -> str | None:
-        return await self._async_client().push(self._item_at(when, args))
+    async def aperform_at(self, when: float | _dt.datetime, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        return await self._async_client().push(self._item_at(when, args, kwargs))
 
     async def aperform_bulk(self, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
         """perform_bulk, awaited."""
         client = self._async_client()
         return await client.push_batches(self._batches(args_list, batch_size))
 
-    def _item_in(self, interval: Any, args: tuple) -> dict[str, Any]:
+    def _item(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The item of one push; a call perform would not take raises TypeError here, before any write."""
+        return {"class": self._job_class, **self._options, "args": positional_args(self._job_class, args, kwargs)}
+
+    def _item_in(self, interval: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The item of a push `interval` from now (or at that epoch time, as in Sidekiq); due now if not later."""
         seconds = _seconds(interval, "perform_in interval")
         now = time.time()
         at = seconds if seconds >= _EPOCH_THRESHOLD else now + seconds
-        item = {"class": self._job_class, **self._options, "args": list(args)}
+        item = self._item(args, kwargs)
         if at > now:
             item["at"] = at
         return item
 
-    def _item_at(self, when: Any, args: tuple) -> dict[str, Any]:
+    def _item_at(self, when: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(when, _dt.datetime):
             if when.tzinfo is None:
                 raise ValueError("perform_at needs an aware datetime (naive times are ambiguous); "
                                  "pass tzinfo or an epoch number")
             when = when.timestamp()
-        return self._item_in(_seconds(when, "perform_at time"), args)
+        return self._item_in(_seconds(when, "perform_at time"), args, kwargs)
 
     def _batches(self, args_list: Any, batch_size: Any) -> Iterable[dict[str, Any]]:
         if type(batch_size) is not int or batch_size < 1:
             raise ValueError(f"perform_bulk batch_size must be a positive int, got {describe(batch_size)}")
-        rows = _argument_lists(args_list)
+        rows = bulk_rows(args_list)
         return ({"class": self._job_class, **self._options, "args": rows[i:i + batch_size]}
                 for i in range(0, len(rows), batch_size))
 
 
-class JobFunction:
-    """What `@sidepunch.job` returns: call it to run the function now, or enqueue it like a Job class."""
+class JobFunction(Generic[P, R]):
+    """What `@sidepunch.job` returns: call it to run the function now, or enqueue it like a Job class. P and R
+    are the function's parameters and return type; the enqueue methods take P, as a Job class's take perform's.
+    Other attributes of the job class (queue, job_options, ...) are read through at run time; type checkers see
+    the ones declared here, and `job_class` for the rest."""
 
-    def __init__(self, func: Callable[..., Any], job_class: type[Job]) -> None:
+    __wrapped__: Callable[P, R]
+
+    def __init__(self, func: Callable[P, R], job_class: type[Job]) -> None:
         functools.update_wrapper(self, func)
         self.job_class = job_class
         self.__sidepunch_job__ = job_class
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.__wrapped__(*args, **kwargs)  # type: ignore[attr-defined]
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.__wrapped__(*args, **kwargs)
 
-    def __getattr__(self, name: str) -> Any:
-        # perform_async, perform_in, perform_at, perform_bulk, their awaited a... forms, set, job_name, ...
-        return getattr(self.job_class, name)
+    def set(self, /, **options: Any) -> JobSetter[P]:
+        return JobSetter(self.job_class, options)  # typed by the function (P), not by its generated perform
+
+    def job_name(self) -> str:
+        return self.job_class.job_name()
+
+    def perform_async(self, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        return self.set().perform_async(*args, **kwargs)
+
+    def perform_in(self, interval: float | _dt.timedelta, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        return self.set().perform_in(interval, *args, **kwargs)
+
+    def perform_at(self, when: float | _dt.datetime, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        return self.set().perform_at(when, *args, **kwargs)
+
+    def perform_bulk(self, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
+        return self.set().perform_bulk(args_list, batch_size)
+
+    async def aperform_async(self, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        return await self.set().aperform_async(*args, **kwargs)
+
+    async def aperform_in(self, interval: float | _dt.timedelta, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        return await self.set().aperform_in(interval, *args, **kwargs)
+
+    async def aperform_at(self, when: float | _dt.datetime, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
+        return await self.set().aperform_at(when, *args, **kwargs)
+
+    async def aperform_bulk(self, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
+        return await self.set().aperform_bulk(args_list, batch_size)
+
+    if not TYPE_CHECKING:  # hidden from type checkers, so a misspelt method is an error there, not Any
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.job_class, name)  # queue, retry, job_options, ... of the job class
+
+
+class JobOptions(TypedDict, total=False):
+    """The options `@job(...)` takes, as a Job class's attributes of the same names."""
+
+    queue: str
+    retry: bool | int
+    dead: bool | None
+    backtrace: bool | int | None
+    retry_queue: str | None
+    tags: list[str] | None
+    timeout: float | None
+    wire_name: str | None
+    keep_result: int | None
+
+
+class _JobDecorator(Protocol):
+    """What `@job(...)` with options returns: a decorator keeping the function's parameters."""
+
+    def __call__(self, func: Callable[P, R], /) -> JobFunction[P, R]: ...
+
+
+@overload
+def job(func: Callable[P, R], /, **options: Unpack[JobOptions]) -> JobFunction[P, R]: ...
+
+
+@overload
+def job(func: None = None, /, **options: Unpack[JobOptions]) -> _JobDecorator: ...
 
 
 def job(func: Callable[..., Any] | None = None, **options: Any) -> Any:
-    """Turn a function into a job: `@job` or `@job(queue="low", retry=3)`; enqueue with `.perform_async()`."""
-    unknown = set(options) - {"queue", "retry", "dead", "backtrace", "retry_queue", "tags", "timeout",
-                              "wire_name", "keep_result"}
+    """Turn a function into a job: `@job` or `@job(queue="low", retry=3)`; enqueue with `.perform_async()`.
+    A plain function runs on a processor thread, an `async def` on the worker's event loop."""
+    unknown = set(options) - set(JobOptions.__annotations__)
     if unknown:
         raise TypeError(f"unknown job option(s): {', '.join(sorted(unknown))}")
 
-    def wrap(fn: Callable[..., Any]) -> JobFunction:
-        if inspect.iscoroutinefunction(fn):
-            async def perform(self: Job, *args: Any) -> Any:  # an async job: the daemon awaits it on its loop
-                return await fn(*args)
-        else:
-            def perform(self: Job, *args: Any) -> Any:
-                return fn(*args)
-        namespace = {"perform": perform, "__module__": fn.__module__, "__qualname__": fn.__qualname__,
+    def wrap(fn: Callable[..., Any]) -> JobFunction[..., Any]:
+        namespace = {"perform": _perform_calling(fn), "__module__": fn.__module__, "__qualname__": fn.__qualname__,
                      "__doc__": fn.__doc__, **options}
         return JobFunction(fn, type(fn.__name__, (Job,), namespace))
 
     return wrap(func) if func is not None else wrap
+
+
+def _perform_calling(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The perform of a `@job` class: calls `fn` with the job's args (awaits it, for an async def). Marked with
+    `fn`, whose parameters a push binds keywords by, since this perform takes any."""
+    perform: Callable[..., Any]
+    if inspect.iscoroutinefunction(fn):
+        async def perform_awaiting(self: Job, *args: Any) -> Any:  # the daemon awaits it on its loop
+            return await fn(*args)
+        perform = perform_awaiting
+    else:
+        def perform_calling(self: Job, *args: Any) -> Any:
+            return fn(*args)
+        perform = perform_calling
+    perform.__name__, perform.__qualname__ = "perform", f"{fn.__qualname__}.perform"
+    setattr(perform, ARGS_OF, fn)
+    return perform
 
 
 def _check_class_options(cls: type[Job]) -> None:
@@ -282,18 +387,6 @@ def _seconds(value: Any, what: str) -> float:
     if not math.isfinite(seconds):
         raise ValueError(f"{what} must be finite, got {describe(value)}")
     return seconds
-
-
-def _argument_lists(args_list: Any) -> list[list[Any]]:
-    """perform_bulk's rows as lists (tuples are taken too); TypeError naming the first that is neither."""
-    if isinstance(args_list, (str, bytes, Mapping)) or not isinstance(args_list, Iterable):
-        raise TypeError(f"perform_bulk needs a list of argument lists, got {describe(args_list)}")
-    rows = []
-    for i, args in enumerate(args_list):
-        if type(args) is not list and type(args) is not tuple:
-            raise TypeError(f"perform_bulk needs a list of argument lists; args_list[{i}] is {describe(args)}")
-        rows.append(list(args))
-    return rows
 
 
 def job_class_of(obj: Any) -> type[Job] | None:
