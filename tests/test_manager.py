@@ -334,3 +334,12 @@ def test_stats_of_hostile_keys_count_them_as_empty(managers, r):
     assert stats["queues"] == {"default": 0, "weird": 0, b"\xff\xfe".decode("utf-8", "surrogateescape"): 0}
     assert stats["retries"] == 0
     json.dumps({k: v for k, v in stats.items() if k != "queues"})
+
+
+def test_a_hostile_remote_signal_does_not_fail_a_beat(managers, r, client):
+    m = managers(concurrency=1)
+    client.push({"class": testjobs.Record, "args": ["counted"]})
+    wait_for(lambda: m.stats()["processed"] == 1, message="the job")
+    r.lpush(keys.signals(m.identity), b"\xff\xfeTERM")
+    assert m._parts.heartbeat.beat() and not m.state.stopping  # ignored, logged
+    assert r.get(keys.STAT_PROCESSED) == b"1" and not r.exists(keys.signals(m.identity))

@@ -288,8 +288,10 @@ class Manager:
         put what still runs back at the head of its queue, unchanged, with the prefetched jobs; deregister.
         Before start() and after stop() it does nothing; called from a job, it stops from a thread of its own."""
         wait = self.config.timeout if timeout is None else _stop_timeout(timeout)
+        if os.getpid() != self._pid:  # a child forked after start(): none of the threads are here (nor the lock's
+            return                    # holder, if a thread held it at the fork)
         with self._lock:
-            if self._phase == NEW or os.getpid() != self._pid:  # not started, or a child forked after start()
+            if self._phase == NEW:
                 return
             first = self._phase == RUNNING
             if first:
