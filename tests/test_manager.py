@@ -38,9 +38,12 @@ def managers(redis_server, r):
             m.start()
         return m
     yield make
-    r.delete("hold")
+    r.delete("hold")  # held jobs end, so no thread of this test writes into the next one's Redis
     for m in made:
         m.stop(timeout=0)
+        for thread in manager_threads(m) if m._parts else ():
+            if thread is not None:
+                thread.join(10)
     managerjobs.MANAGER.clear()
 
 
@@ -211,6 +214,8 @@ def test_a_killed_managers_jobs_are_recovered_by_the_next_manager(managers, chil
     client.push({"class": managerjobs.Held, "args": ["orphan"]})
     proc, identity = child("wait")
     wait_for(lambda: r.llen("started") == 1, message="the child's Manager to start the job")
+    # Killed inside its first sweep, it would hold the sweep lock for its 30 s TTL (a real delay, not tested here).
+    wait_for(lambda: not r.exists(keys.RECOVERY_LOCK), message="the child's first sweep to end")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
     working = keys.working("default", identity, 0)
@@ -220,7 +225,7 @@ def test_a_killed_managers_jobs_are_recovered_by_the_next_manager(managers, chil
     assert r.llen(working) == 1
     r.delete(keys.alive(identity))  # what its 20 s TTL does once the dead process stops beating
     r.delete("hold")
-    # The sweep at its start may still hold the sweep lock; then this one does nothing and is tried again.
+    # Its own sweep at start may still hold the sweep lock; then this one does nothing and is tried again.
     wait_for(lambda: second._sweeper.sweep() == 1 or r.llen(working) == 0, message="the sweep")
     wait_for(lambda: r.lrange("done", 0, -1) == [b"orphan"], message="the second Manager to run it")
     assert r.llen(working) == 0 and second.stats()["processed"] == 1

@@ -1,10 +1,10 @@
 """Manager: the daemon's job processing embedded in a process you already run (`sidepunch.Manager`).
 
 For small apps, notebooks and tests: `m = Manager(concurrency=5, queues=["critical", "default"])`, `m.start()`,
-and later `m.stop(timeout=25)`. It runs the same parts a worker process of `sidepunchd` runs, built the same way
-(`build_parts`): the ProcessorPool with its AsyncRunner, the Heartbeat (so `sidepunch processes` and the dashboard
-list it), the Poller, the CancelWatcher; plus the master's orphan sweep (recovery.OrphanSweeper), so the jobs of a
-process that was killed are put back by the next Manager or daemon. Its identity is `<host>:<pid>:<nonce>` like a
+and later `m.stop(timeout=25)`. It runs the parts a worker process of `sidepunchd` runs, built by the same function
+(parts.build_parts): the ProcessorPool with its AsyncRunner, the Heartbeat (so `sidepunch processes` and the
+dashboard list it), the Poller, the CancelWatcher; plus the master's orphan sweep (recovery.OrphanSweeper), so the
+jobs of a process that was killed are put back by the next Manager or daemon. Its identity is `<host>:<pid>:<nonce>` like a
 worker's, and its heartbeat keeps the liveness key that tells the sweep its working lists are in use.
 
 Where it differs from a worker process, because the process is someone else's: no signal handlers, no fork, no
@@ -26,25 +26,18 @@ import os
 import random
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..client.push import default_client
 from ..core import identity as identities
 from ..core import keys
-from ..core.connection import OUTAGE_ERRORS, Outage, check_url, make_client, resolve_url
-from .cancels import CancelWatcher
+from ..core.connection import OUTAGE_ERRORS, check_url, make_client, resolve_url
 from .config import SETTINGS, Config, _check_queues
-from .fetch import fetcher_class
-from .heartbeat import Heartbeat
 from .hooks import load_middleware
 from .launcher import load_app
-from .poller import Poller
-from .pool import ProcessorPool
+from .parts import Parts, build_parts, process_info
 from .recoverer_keeper import SWEEP_EVERY
 from .recovery import OrphanSweeper, RecoveryPolicy
-from .resolver import JobResolver
-from .retry import DeadSet, RetryPolicy
 from .settings import ConfigError, show_names, show_value
 from .state import ChildContext, LifecycleState
 
@@ -106,44 +99,6 @@ def _redis_url(given: Any, environ: Mapping[str, str]) -> str:
         raise ValueError(f"expected a string or None, got {show_value(given)}")
     check_url(url)  # ValueError, one line, no secret shown; connects to nothing
     return url
-
-
-def process_info(config: Config, identity: str, **extra: Any) -> dict[str, Any]:
-    """The `info` a process record carries (SIDEKIQ_WIRE.md section 9); concurrency is the processor threads."""
-    return {"hostname": identities.hostname(), "started_at": time.time(), "pid": os.getpid(), "tag": config.tag,
-            "concurrency": config.threads, "queues": [q.name for q in config.queues], "labels": [],
-            "identity": identity, **extra}
-
-
-@dataclass
-class Parts:
-    """What runs jobs in one process, built and not started."""
-    ctx: ChildContext
-    pool: ProcessorPool
-    cancels: CancelWatcher
-    heartbeat: Heartbeat
-    poller: Poller
-
-
-def build_parts(config: Config, identity: str, state: LifecycleState, number: int, hooks: tuple[Any, Any, Any],
-                retire: Callable[[str], None], on_signal: Callable[[str], None], info: dict[str, Any],
-                spare: int = 8, on_beat: Callable[[], None] = lambda: None,
-                on_tick: Callable[[], None] = lambda: None) -> Parts:
-    """A worker process's parts (context, ProcessorPool, CancelWatcher, Heartbeat, Poller), as a sidepunchd worker
-    and a Manager both build them. `hooks`: load_middleware's (sync chain, death handlers, async chain)."""
-    middleware, death_handlers, async_middleware = hooks
-    # a connection per processor thread, plus the heartbeat, poller, async recorder, cancel watcher, spares
-    client = make_client(config.redis_url, max_connections=config.threads + spare)
-    fetcher = fetcher_class(config)
-    retry = RetryPolicy(client, DeadSet(config.dead_max_jobs, config.dead_timeout), config.max_retries,
-                        fetcher.ack_into, death_handlers=death_handlers)
-    ctx = ChildContext(redis=client, config=config, identity=identity, state=state,
-                       outage=Outage(config.redis_url, log), resolver=JobResolver(config.require),
-                       retry=retry, server_middleware=middleware)
-    pool = ProcessorPool(ctx, fetcher, number, retire=retire, async_chain=async_middleware)
-    return Parts(ctx, pool, CancelWatcher(ctx, pool.running_jids, pool.stop_job),
-                 Heartbeat(ctx, info, on_signal=on_signal, on_beat=on_beat, on_tick=on_tick),
-                 Poller(ctx, DeadSet(config.dead_max_jobs, config.dead_timeout)))
 
 
 class Sweeper:
@@ -224,7 +179,8 @@ class Manager:
             self.identity = identities.current(identities.new_nonce())
             info = process_info(self.config, self.identity, embedded=True)
             self._parts = build_parts(self.config, self.identity, self.state, 1, hooks, retire=self._retire,
-                                      on_signal=self._remote_signal, info=info, spare=SPARE_CONNECTIONS)
+                                      on_signal=self._remote_signal, info=info, logger=log,
+                                      spare=SPARE_CONNECTIONS)
             self._sweeper = Sweeper(self._parts.ctx, RecoveryPolicy(
                 self.config.max_interruptions, self.config.dead_max_jobs, self.config.dead_timeout))
             self._phase = RUNNING
