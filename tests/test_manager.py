@@ -103,6 +103,18 @@ def test_stop_requeues_a_running_job_at_the_deadline_unchanged_at_the_head(manag
     assert r.lindex("queue:default", -1) == raw  # whatever the abandoned thread did was not recorded
 
 
+def test_stop_requeues_a_running_async_job_at_the_deadline(managers, r, client):
+    m = managers(concurrency=1, start=False)
+    r.set("hold", 1)
+    client.push({"class": managerjobs.AsyncHeld, "args": ["async slow"]})
+    (raw,) = r.lrange("queue:default", 0, -1)
+    m.start()
+    wait_for(lambda: r.llen("started") == 1, message="the job to start")
+    m.stop(timeout=0.3)
+    assert r.lrange("queue:default", 0, -1) == [raw] and r.keys("working:*") == []
+    assert m.stats()["processed"] == 0 and r.llen("done") == 0  # its task was cancelled, not finished
+
+
 def test_a_job_that_finishes_before_the_deadline_is_recorded(managers, r, client):
     m = managers(concurrency=1)
     r.set("hold", 1)

@@ -32,3 +32,14 @@ class StopManager(sidepunch.Job):
     def perform(self):
         MANAGER[0].stop(timeout=5)
         _redis().rpush("done", "stop requested")
+
+
+class AsyncHeld(sidepunch.Job):
+    """Held, as an async job (the Redis calls block the loop briefly; fine for a test)."""
+
+    async def perform(self, value):
+        r = _redis()
+        r.rpush("started", value)
+        while r.exists("hold"):
+            await asyncio.sleep(0.02)
+        r.rpush("done", value)
