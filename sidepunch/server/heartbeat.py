@@ -128,7 +128,8 @@ class Heartbeat:
         pipe.rpop(keys.signals(identity))
         signal_name = pipe.execute()[-1]
         if signal_name:
-            self._on_signal(signal_name.decode())
+            # hostile bytes must not fail the beat (a worker's first beat, at boot, is not guarded)
+            self._on_signal(signal_name.decode("utf-8", "replace"))
 
     def stop(self) -> None:
         """Stop beating, flush the last counts and deregister (the process hash is left to expire)."""

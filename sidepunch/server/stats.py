@@ -19,7 +19,8 @@ class Counters:
         self.processed = 0
         self.failed = 0
         self.cancelled = 0
-        self.total_processed = 0
+        self.total_processed = 0  # all-time counts of this process, never handed to the flusher
+        self.total_failed = 0
 
     def record(self, failed: bool, cancelled: bool = False) -> None:
         with self._lock:
@@ -27,6 +28,7 @@ class Counters:
             self.total_processed += 1
             if failed:
                 self.failed += 1
+                self.total_failed += 1
             if cancelled:
                 self.cancelled += 1
 

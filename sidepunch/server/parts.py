@@ -1,0 +1,64 @@
+"""The parts that run jobs in one process, built in one place for a sidepunchd worker (launcher.py) and an
+embedded Manager (manager.py): the context the threads share, the ProcessorPool (with its AsyncRunner), the
+CancelWatcher, the Heartbeat and the Poller. Nothing is started here; starting, signals and stopping are the
+caller's.
+
+Must not import: sidepunch.api or sidepunch.admin (core and client only); nor the launcher, the master or the manager.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..core import identity as identities
+from ..core.connection import Outage, make_client
+from .cancels import CancelWatcher
+from .config import Config
+from .fetch import fetcher_class
+from .heartbeat import Heartbeat
+from .poller import Poller
+from .pool import ProcessorPool
+from .resolver import JobResolver
+from .retry import DeadSet, RetryPolicy
+from .state import ChildContext, LifecycleState
+
+
+def process_info(config: Config, identity: str, **extra: Any) -> dict[str, Any]:
+    """The `info` a process record carries (SIDEKIQ_WIRE.md section 9); concurrency is the processor threads."""
+    return {"hostname": identities.hostname(), "started_at": time.time(), "pid": os.getpid(), "tag": config.tag,
+            "concurrency": config.threads, "queues": [q.name for q in config.queues], "labels": [],
+            "identity": identity, **extra}
+
+
+@dataclass
+class Parts:
+    """What runs jobs in one process, built and not started."""
+    ctx: ChildContext
+    pool: ProcessorPool
+    cancels: CancelWatcher
+    heartbeat: Heartbeat
+    poller: Poller
+
+
+def build_parts(config: Config, identity: str, state: LifecycleState, number: int, hooks: tuple[Any, Any, Any],
+                retire: Callable[[str], None], on_signal: Callable[[str], None], info: dict[str, Any],
+                logger: logging.Logger, spare: int = 8, on_beat: Callable[[], None] = lambda: None,
+                on_tick: Callable[[], None] = lambda: None) -> Parts:
+    """A worker process's parts (context, ProcessorPool, CancelWatcher, Heartbeat, Poller), as a sidepunchd worker
+    and a Manager both build them. `hooks`: load_middleware's (sync chain, death handlers, async chain)."""
+    middleware, death_handlers, async_middleware = hooks
+    # a connection per processor thread, plus the heartbeat, poller, async recorder, cancel watcher, spares
+    client = make_client(config.redis_url, max_connections=config.threads + spare)
+    fetcher = fetcher_class(config)
+    retry = RetryPolicy(client, DeadSet(config.dead_max_jobs, config.dead_timeout), config.max_retries,
+                        fetcher.ack_into, death_handlers=death_handlers)
+    ctx = ChildContext(redis=client, config=config, identity=identity, state=state,
+                       outage=Outage(config.redis_url, logger), resolver=JobResolver(config.require),
+                       retry=retry, server_middleware=middleware)
+    pool = ProcessorPool(ctx, fetcher, number, retire=retire, async_chain=async_middleware)
+    return Parts(ctx, pool, CancelWatcher(ctx, pool.running_jids, pool.stop_job),
+                 Heartbeat(ctx, info, on_signal=on_signal, on_beat=on_beat, on_tick=on_tick),
+                 Poller(ctx, DeadSet(config.dead_max_jobs, config.dead_timeout)))
