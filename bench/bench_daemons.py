@@ -136,15 +136,15 @@ class Daemon:
 
 class SidepunchDaemon(Daemon):
     def __init__(self, redis_url: str, logdir: Path, env: dict[str, str], workers: int, threads: int,
-                 fetch: str, level: str = "info") -> None:
+                 fetch: str, level: str = "info", module: str = "bench_jobs") -> None:
         super().__init__(redis_url, logdir, env, level)
-        self.workers, self.threads, self.fetch = workers, threads, fetch
+        self.workers, self.threads, self.fetch, self.module = workers, threads, fetch, module
         self.expected = workers
         self.label = f"sidepunchd-{fetch}-w{workers}-{level}"
 
     def commands(self) -> list[list[str]]:
         return [sidepunchd_command() + ["--workers", str(self.workers), "--threads", str(self.threads),
-                                        "--fetch", self.fetch, "-q", "default", "-r", "bench_jobs",
+                                        "--fetch", self.fetch, "-q", "default", "-r", self.module,
                                         "--redis-url", self.redis_url]]
 
     def _find_children(self) -> list[psutil.Process]:
