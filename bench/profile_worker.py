@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--curve", default="1,2,5,10,20", help="thread counts for the throughput curve")
     p.add_argument("--no-curve", action="store_true")
     p.add_argument("--no-profile", action="store_true", help="only the curve, no breakdown drain")
+    p.add_argument("--workers", type=int, default=1, help="worker processes of the curve's drains")
+    p.add_argument("--experiment", default="", help="curve with bench/experiment_jobs.py's what-if patches, "
+                                                     "e.g. ack-after=0.05,switch=0.02")
     p.add_argument("--threads", type=int, default=10, help="threads of the profiled drain")
     p.add_argument("--level", choices=("info", "warn"), default="info")
     p.add_argument("--runs", type=int, default=3, help="drains per curve point (median shown)")
@@ -105,11 +108,13 @@ def uncontended(url: str) -> dict[str, float]:
     fetch = scripts.load(r, "fetch")
     r.rpush("queue:default", *[b'{"class":"IncrJob","args":[1],"jid":"%d"}' % i for i in range(3000)])
     samples: dict[str, list[float]] = {"INCR": [], "fetch script (1 job)": [], "LREM (ack)": [], "PING": []}
+    cpu = dict.fromkeys(samples, 0.0)
 
     def timed(name: str, call) -> object:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         reply = call()
         samples[name].append(1e6 * (time.perf_counter() - t))
+        cpu[name] += time.thread_time() - c
         return reply
 
     for _ in range(2000):
@@ -118,7 +123,9 @@ def uncontended(url: str) -> dict[str, float]:
         timed("LREM (ack)", lambda: r.lrem("working:p", 1, reply[1][0]))
         timed("PING", r.ping)
     r.flushall()
-    return {k: statistics.median(v) for k, v in samples.items()}
+    out = {k: statistics.median(v) for k, v in samples.items()}
+    out.update({f"{k} client CPU": 1e6 * c / len(samples[k]) for k, c in cpu.items()})
+    return out
 
 
 def breakdown(profile_dir: Path, jobs: int, drain_s: float, threads: int) -> list[tuple[str, float, float, float]]:
@@ -158,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(server.url, Settings(jobs=args.jobs, latency_jobs=0, latency_rate=1.0, cpu_jobs=0,
                                            cpu_ms=0.0, rss_points=(0, 0)), logdir)
         results["uncontended_us"] = floor = uncontended(server.url)
-        print("uncontended round trips (µs, median of 2,000):",
+        print("uncontended round trips from one thread (µs: median wall of 2,000; mean client CPU):",
               ", ".join(f"{k} {v:.1f}" for k, v in floor.items()), flush=True)
         if not args.no_curve:
             curve(args, bench, server.url, logdir, env, results)
@@ -173,12 +180,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def curve(args, bench: Bench, url: str, logdir: Path, env: dict, results: dict) -> None:
-    print(f"\nthroughput by thread count, 1 process, {args.jobs:,} IncrJobs at {args.level.upper()} "
-          f"(median of {args.runs})\n")
+    print(f"\nthroughput by thread count, {args.workers} process(es), {args.jobs:,} IncrJobs at "
+          f"{args.level.upper()} (median of {args.runs}){'; experiment ' + args.experiment if args.experiment else ''}\n")
     print("| threads | jobs/s | worker CPU % | worker CPU µs/job | Redis CPU µs/job | runs (jobs/s) |")
     print("|---|---|---|---|---|---|")
+    module = "experiment_jobs" if args.experiment else "bench_jobs"
+    env = dict(env, BENCH_EXPERIMENT=args.experiment)
     for threads in [int(t) for t in args.curve.split(",")]:
-        runs = [drain(bench, url, logdir, env, threads, args.level, args.jobs) for _ in range(args.runs)]
+        runs = [drain(bench, url, logdir, env, threads, args.level, args.jobs, module=module, workers=args.workers)
+                for _ in range(args.runs)]
         results["curve"][threads] = runs
         med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
         print(f"| {threads} | {med('drain_jps'):,.0f} | {med('worker_cpu_pct'):.0f} | "
