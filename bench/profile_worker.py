@@ -33,7 +33,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_daemons import Enqueuer, SidepunchDaemon  # noqa: E402
-from bench_workloads import COUNTER_KEY, QUEUE, STAGING, Bench, Settings  # noqa: E402
+from bench_workloads import COUNTER_KEY, Bench, Settings  # noqa: E402
 from sidepunch.core import scripts  # noqa: E402
 from sidepunch.embedded import RedisServer, find_redis_server  # noqa: E402
 
