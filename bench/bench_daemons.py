@@ -65,10 +65,14 @@ class Daemon:
     label = "daemon"
     expected = 1   # entries it puts in Redis's `processes` set once it can fetch
 
-    def __init__(self, redis_url: str, logdir: Path, env: dict[str, str]) -> None:
+    def __init__(self, redis_url: str, logdir: Path, env: dict[str, str], level: str = "info") -> None:
         self.redis_url = redis_url
         self.logdir = logdir
-        self.env = dict(env, REDIS_URL=redis_url)
+        # The same level for both systems: "info" (both log a start and a done line per job, their default)
+        # or "warn" (no per-job lines).
+        self.level = level
+        self.env = dict(env, REDIS_URL=redis_url, SIDEPUNCH_LOG_LEVEL="info" if level == "info" else "warning",
+                        BENCH_SIDEKIQ_LOG_LEVEL=level)
         self.procs: list[subprocess.Popen] = []
         self.logs: list[Path] = []
         self._children: list[psutil.Process] = []
@@ -132,15 +136,15 @@ class Daemon:
 
 class SidepunchDaemon(Daemon):
     def __init__(self, redis_url: str, logdir: Path, env: dict[str, str], workers: int, threads: int,
-                 fetch: str) -> None:
-        super().__init__(redis_url, logdir, env)
-        self.workers, self.threads, self.fetch = workers, threads, fetch
+                 fetch: str, level: str = "info", module: str = "bench_jobs") -> None:
+        super().__init__(redis_url, logdir, env, level)
+        self.workers, self.threads, self.fetch, self.module = workers, threads, fetch, module
         self.expected = workers
-        self.label = f"sidepunchd-{fetch}-w{workers}"
+        self.label = f"sidepunchd-{fetch}-w{workers}-{level}"
 
     def commands(self) -> list[list[str]]:
         return [sidepunchd_command() + ["--workers", str(self.workers), "--threads", str(self.threads),
-                                        "--fetch", self.fetch, "-q", "default", "-r", "bench_jobs",
+                                        "--fetch", self.fetch, "-q", "default", "-r", self.module,
                                         "--redis-url", self.redis_url]]
 
     def _find_children(self) -> list[psutil.Process]:
@@ -169,11 +173,12 @@ def _is_recoverer(process: psutil.Process) -> bool:
 class SidekiqDaemon(Daemon):
     """`sidekiq -c THREADS` once per worker process: Sidekiq 6 has no prefork master."""
 
-    def __init__(self, redis_url: str, logdir: Path, env: dict[str, str], workers: int, threads: int) -> None:
-        super().__init__(redis_url, logdir, env)
+    def __init__(self, redis_url: str, logdir: Path, env: dict[str, str], workers: int, threads: int,
+                 level: str = "info") -> None:
+        super().__init__(redis_url, logdir, env, level)
         self.workers, self.threads = workers, threads
         self.expected = workers
-        self.label = f"sidekiq-w{workers}"
+        self.label = f"sidekiq-w{workers}-{level}"
 
     def commands(self) -> list[list[str]]:
         return [[SIDEKIQ_BIN, "-r", str(RUBY_DIR / "jobs.rb"), "-c", str(self.threads), "-q", "default",

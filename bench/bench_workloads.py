@@ -8,6 +8,7 @@ outside every throughput figure and reported on its own.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,7 +31,12 @@ for _, key in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('LLEN', 
 return n"""
 LATENCY_KEY = "bench:latency"
 CPU_KEY = "bench:cpu"
+COUNTER_KEY = "bench:counter"
 MB = 1024 * 1024
+
+
+class JobsFail(Exception):
+    """The daemon failed the workload's jobs (e.g. it cannot run async jobs yet): the row is unsupported."""
 
 
 @dataclass
@@ -38,7 +44,7 @@ class System:
     key: str
     label: str
     lang: str                                # whose enqueue script and CPU calibration it uses
-    make: Callable[[int], Daemon]            # worker processes -> a Daemon, not started yet
+    make: Callable[[int, str], Daemon]       # (worker processes, "info" | "warn") -> a Daemon, not started yet
     enqueue: Enqueuer
 
 
@@ -50,6 +56,7 @@ class Settings:
     cpu_jobs: int             # W3
     cpu_ms: float
     rss_points: tuple[int, int]   # W4
+    sleep_jobs: int = 10_000      # W5
     settle: float = 1.0
     poll: float = 0.005
     loops: dict[str, int] = field(default_factory=dict)   # lang -> calibrated loop count
@@ -76,14 +83,17 @@ class Bench:
         return boot
 
     def wait_len(self, key: str, done: Callable[[int], bool], timeout: float, daemon: Daemon,
-                 interval: float | None = None) -> float:
-        """Poll LLEN until done(length); returns perf_counter() at that moment."""
+                 interval: float | None = None, abort: Callable[[], str | None] | None = None) -> float:
+        """Poll LLEN until done(length); returns perf_counter() at that moment. JobsFail if abort() says why."""
         deadline = time.perf_counter() + timeout
         interval = self.s.poll if interval is None else interval
         while True:
             now = time.perf_counter()
             if done(self.r.llen(key)):
                 return now
+            why = abort() if abort else None
+            if why:
+                raise JobsFail(why)
             if now > deadline:
                 raise TimeoutError(f"{key} length {self.r.llen(key)} after {timeout:.0f}s:\n{daemon.log_tail()}")
             if not daemon.alive():
@@ -93,18 +103,22 @@ class Bench:
     def in_working(self) -> int:
         return int(self.r.eval(_IN_WORKING, 0, WORKING_PATTERN))
 
-    def wait_drained(self, timeout: float, daemon: Daemon, interval: float | None = None) -> tuple[float, int]:
+    def wait_drained(self, timeout: float, daemon: Daemon, interval: float | None = None,
+                     abort: Callable[[], str | None] | None = None) -> tuple[float, int]:
         """Wait until the queue is empty and no fetched job is still unacknowledged.
 
         Returns (perf_counter() at that moment, jobs fetched but not yet acknowledged when the queue emptied).
         """
         deadline = time.perf_counter() + timeout
-        self.wait_len(QUEUE, lambda n: n == 0, timeout, daemon, interval)
+        self.wait_len(QUEUE, lambda n: n == 0, timeout, daemon, interval, abort)
         held = self.in_working()
         interval = self.s.poll if interval is None else interval
         while True:
             now = time.perf_counter()
             if held == 0 or self.in_working() == 0:
+                why = abort() if abort else None
+                if why:
+                    raise JobsFail(why)
                 return now, held
             if now > deadline:
                 raise TimeoutError(f"jobs still unacknowledged after {timeout:.0f}s:\n{daemon.log_tail()}")
@@ -113,8 +127,10 @@ class Bench:
     def counts(self) -> tuple[int, int]:
         return int(self.r.get("stat:processed") or 0), int(self.r.get("stat:failed") or 0)
 
-    # -- W1 + W2: enqueue, drain, then latency on the now idle daemon ---------------------------------------
+    # -- W1 + W2: enqueue, the default drain (INCR job, INFO), then latency on the now idle daemon ----------
     def throughput_and_latency(self, system: System) -> dict:
+        """Enqueue rates (no-op jobs, as before), then the headline drain: N IncrJobs at the default log
+        level, then W2's paced latency jobs on the same daemon."""
         s, r, out = self.s, self.r, {}
         self.fresh()
         single = system.enqueue(self.url, "single", s.jobs)
@@ -123,15 +139,13 @@ class Bench:
         bulk = system.enqueue(self.url, "bulk", s.jobs)
         out["bulk_jps"] = s.jobs / bulk["seconds"]
         assert r.llen(QUEUE) == s.jobs, "bulk enqueue left the wrong number of jobs"
+        r.delete(QUEUE)
+        system.enqueue(self.url, "bulk", s.jobs, "incr")
         self.stage()
-        daemon = system.make(2)
+        daemon = system.make(2, "info")
         try:
             out["boot_s"] = self.boot(daemon)
-            started = time.perf_counter()
-            r.rename(STAGING, QUEUE)
-            finished, out["held_at_empty"] = self.wait_drained(120 + s.jobs / 500, daemon)
-            out["drain_s"] = finished - started
-            out["drain_jps"] = s.jobs / out["drain_s"]
+            out.update(self.release(daemon, s.jobs))
             time.sleep(s.settle)
             paced = system.enqueue(self.url, "paced", s.latency_jobs, s.latency_rate)
             out["worst_late_ms"] = paced["worst_late_ms"]
@@ -142,11 +156,58 @@ class Bench:
             out["max_ms"] = latencies[-1]
         finally:
             daemon.stop()
-        processed, failed = self.counts()
-        expected = s.jobs + s.latency_jobs
-        out["check"] = "ok" if (processed, failed) == (expected, 0) else \
-            f"processed {processed} (expected {expected}), failed {failed}"
+        out["check"] = self.check(s.jobs + s.latency_jobs, counter=s.jobs)
         return out
+
+    def release(self, daemon: Daemon, jobs: int, abort: Callable[[], str | None] | None = None) -> dict:
+        """Put the staged backlog back and time its drain; returns drain_s, drain_jps, held_at_empty."""
+        started = time.perf_counter()
+        self.r.rename(STAGING, QUEUE)
+        finished, held = self.wait_drained(120 + jobs / 200, daemon, abort=abort)
+        return {"drain_s": finished - started, "drain_jps": jobs / (finished - started), "held_at_empty": held}
+
+    def check(self, processed_expected: int, counter: int | None = None) -> str:
+        """After the daemon stopped (both systems flush their counters at exit): processed and failed counts,
+        and for IncrJob the counter, which proves every job made its round trip."""
+        processed, failed = self.counts()
+        problems = []
+        if (processed, failed) != (processed_expected, 0):
+            problems.append(f"processed {processed} (expected {processed_expected}), failed {failed}")
+        if counter is not None and int(self.r.get(COUNTER_KEY) or 0) != counter:
+            problems.append(f"counter {int(self.r.get(COUNTER_KEY) or 0)} (expected {counter})")
+        return "ok" if not problems else "; ".join(problems)
+
+    # -- W1 rows by job kind and log level, and W5 (I/O-bound jobs) ------------------------------------------
+    def drain(self, system: System, kind: str, level: str, jobs: int) -> dict:
+        """N jobs of `kind` (bench_jobs.KINDS) released into 2 processes x 10 threads at `level`. A kind the
+        daemon cannot run (AsyncSleepJob before async jobs exist) fails; the first failure ends the session
+        and the row reports it as unsupported instead of timing 10,000 failures."""
+        self.fresh()
+        system.enqueue(self.url, "bulk", jobs, kind)
+        assert self.r.llen(QUEUE) == jobs, "bulk enqueue left the wrong number of jobs"
+        self.stage()
+        daemon = system.make(2, level)
+        try:
+            out = {"boot_s": self.boot(daemon)}
+            out.update(self.release(daemon, jobs, abort=self.first_failure))
+        except JobsFail as exc:
+            return {"unsupported": str(exc)}
+        finally:
+            daemon.stop()
+        out["check"] = self.check(jobs, counter=jobs if kind == "incr" else None)
+        return out
+
+    def first_failure(self) -> str | None:
+        """A job that failed lands in `retry` (or `dead`) at once, before any counter is flushed."""
+        failed = self.r.zcard("retry") + self.r.zcard("dead")
+        if not failed:
+            return None
+        sample = (self.r.zrange("retry", 0, 0) or self.r.zrange("dead", 0, 0) or [b"{}"])[0]
+        try:
+            why = json.loads(sample).get("error_message", "")
+        except ValueError:
+            why = ""
+        return f"{failed} job(s) failed: {str(why)[:120]}"
 
     # -- W3: CPU-bound jobs on 1 and on 2 worker processes -------------------------------------------------
     def cpu(self, system: System, workers: int) -> dict:
@@ -154,7 +215,7 @@ class Bench:
         self.fresh()
         system.enqueue(self.url, "cpu", s.cpu_jobs, s.loops[system.lang])
         self.stage()
-        daemon = system.make(workers)
+        daemon = system.make(workers, "info")
         try:
             self.boot(daemon)
             started = time.time()
@@ -180,7 +241,7 @@ class Bench:
         self.fresh()
         system.enqueue(self.url, "bulk", total, timeout=600)
         self.stage()
-        daemon = system.make(2)
+        daemon = system.make(2, "warn")   # 1,000,000 jobs: per-job lines would measure the log file
         out: dict = {"points": [0, first, total]}
         try:
             out["boot_s"] = self.boot(daemon)

@@ -1,6 +1,8 @@
 """Sidepunch's side of the enqueue work, one fresh process per call (bench/ruby/enqueue.rb is Sidekiq's).
 
-    python bench/enqueue.py single N | bulk N | cpu COUNT LOOPS | paced COUNT RATE | calibrate MS
+    python bench/enqueue.py single N | bulk N [KIND] | cpu COUNT LOOPS | paced COUNT RATE | calibrate MS
+
+KIND is one of bench_jobs.KINDS (noop, the default; incr; sleep; asleep).
 
 Prints one JSON line. Timings cover only the pushes: the interpreter's start-up and the first connection
 (a PING before the clock starts) are outside them. Redis comes from $REDIS_URL.
@@ -15,7 +17,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import sidepunch  # noqa: E402
-from bench_jobs import CpuJob, LatencyJob, NoopJob, burn  # noqa: E402
+from bench_jobs import KINDS, CpuJob, LatencyJob, NoopJob, burn  # noqa: E402
 
 BULK = 1000
 
@@ -27,9 +29,10 @@ def single(n: int) -> dict:
     return {"seconds": time.perf_counter() - started, "jobs": n}
 
 
-def bulk(n: int) -> dict:
+def bulk(n: int, kind: str = "noop") -> dict:
+    job = KINDS[kind]
     started = time.perf_counter()
-    NoopJob.perform_bulk(([i] for i in range(n)), batch_size=BULK)
+    job.perform_bulk(([i] for i in range(n)), batch_size=BULK)
     return {"seconds": time.perf_counter() - started, "jobs": n}
 
 
@@ -88,7 +91,7 @@ def main(argv: list[str]) -> None:
     if mode == "single":
         out = single(int(rest[0]))
     elif mode == "bulk":
-        out = bulk(int(rest[0]))
+        out = bulk(int(rest[0]), *rest[1:2])
     elif mode == "cpu":
         out = cpu(int(rest[0]), int(rest[1]))
     elif mode == "paced":

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Sidepunch vs Sidekiq 6.4.1 (and any installed Python job queue), side by side in one run.
 
-    python bench/run.py            # full: 50,000-job drains, 3 runs each, 100k -> 1M RSS drain (~8-10 min)
-    python bench/run.py --quick    # 10,000-job drains, 1 run, 10k -> 100k RSS drain (~2 min)
+    python bench/run.py            # full: 50,000-job drains, 3 runs each, 100k -> 1M RSS drain (~30 min)
+    python bench/run.py --quick    # 10,000-job drains, 1 run, 10k -> 100k RSS drain (~5 min)
 
 Prints a markdown table and writes it to bench/results/latest.md (raw numbers: latest.json, not committed).
 See bench/README.md for the method of each workload.
@@ -34,11 +34,16 @@ from sidepunch.embedded import RedisServer, find_redis_server  # noqa: E402
 RESULTS = BENCH / "results"
 THREADS = 10
 OTHERS = {"Dramatiq": "dramatiq", "Huey": "huey", "RQ": "rq", "Celery": "celery"}
+#: The W1 drains besides the headline one (IncrJob at INFO, run with W2): (job kind, log level).
+DRAINS = (("incr", "warn"), ("noop", "info"), ("noop", "warn"))
+#: W5: 50 ms I/O-bound jobs at the default level; "asleep" (async def perform) is Sidepunch's only.
+SLEEPS = (("sleep", "info"), ("asleep", "info"))
 
 
-def first_estimates(jobs: int, rss_total: int) -> dict[str, float]:
+def first_estimates(jobs: int, rss_total: int, sleep_jobs: int) -> dict[str, float]:
     """First guesses of each session's wall time (s), replaced by the measured time once one has run."""
-    return {"w12": 12 + jobs / 4000, "w3": 8.0, "w4": 15 + rss_total / 6000}
+    return {"w12": 12 + jobs / 2000, "drain": 6 + jobs / 3000, "w5": 6 + sleep_jobs / 350, "w3": 8.0,
+            "w4": 15 + rss_total / 6000}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,16 +51,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smaller workloads, one run (about 2 minutes)")
     p.add_argument("--runs", type=int, help="runs per measurement (default 3, --quick 1); the table shows medians")
     p.add_argument("--jobs", type=int, help="W1 jobs (default 50,000, --quick 10,000)")
+    p.add_argument("--sleep-jobs", type=int, help="W5 jobs (default 10,000, --quick 2,000)")
     p.add_argument("--systems", default="sp-reliable,sp-basic,sidekiq",
                    help="comma-separated subset of sp-reliable, sp-basic, sidekiq")
-    p.add_argument("--workloads", default="w1,w3,w4", help="comma-separated subset of w1 (W1+W2), w3, w4")
+    p.add_argument("--workloads", default="w1,w5,w3,w4",
+                   help="comma-separated subset of w1 (W1 enqueue and drains + W2), w5, w3, w4")
     p.add_argument("--budget", type=float, help="seconds; later sessions are skipped rather than run past it "
-                                                "(default 870, --quick 170)")
+                                                "(default 2400, --quick 420)")
     p.add_argument("--redis-server", default=None, help="redis-server binary (default /usr/bin/redis-server "
                                                         "if present, else sidepunch.embedded's choice)")
-    p.add_argument("--job-logs", choices=("off", "on"), default="off",
-                   help="per-job start/done log lines in both systems (default off: Sidekiq at WARN, "
-                        "sidepunchd --log-level warning; on: both at INFO, their stock setting)")
     p.add_argument("--yjit", action="store_true", help="run Ruby with --yjit (Ruby 3.1's default is off)")
     p.add_argument("--keep-logs", action="store_true", help="keep the daemons' logs (path printed at the end)")
     p.add_argument("--out", type=Path, default=RESULTS / "latest.md")
@@ -126,11 +130,11 @@ def systems(args: argparse.Namespace, url: str, logdir: Path, env: dict[str, str
     py, rb = Enqueuer("python", env), Enqueuer("ruby", env)
     all_systems = {
         "sp-reliable": System("sp-reliable", "Sidepunch (reliable fetch, default)", "python",
-                              lambda w: SidepunchDaemon(url, logdir, env, w, THREADS, "reliable"), py),
+                              lambda w, lv: SidepunchDaemon(url, logdir, env, w, THREADS, "reliable", lv), py),
         "sp-basic": System("sp-basic", "Sidepunch (--fetch basic)", "python",
-                           lambda w: SidepunchDaemon(url, logdir, env, w, THREADS, "basic"), py),
+                           lambda w, lv: SidepunchDaemon(url, logdir, env, w, THREADS, "basic", lv), py),
         "sidekiq": System("sidekiq", "Sidekiq 6.4.1", "ruby",
-                          lambda w: SidekiqDaemon(url, logdir, env, w, THREADS), rb),
+                          lambda w, lv: SidekiqDaemon(url, logdir, env, w, THREADS, lv), rb),
     }
     chosen = [k.strip() for k in args.systems.split(",") if k.strip()]
     unknown = set(chosen) - set(all_systems)
@@ -170,9 +174,27 @@ def summary(kind: str, out: dict) -> str:
     if kind == "w12":
         return (f"single {out['single_jps']:,.0f}/s bulk {out['bulk_jps']:,.0f}/s drain {out['drain_jps']:,.0f}/s "
                 f"p50 {out['p50_ms']:.3f} ms p99 {out['p99_ms']:.3f} ms [{out['check']}]")
+    if kind in ("drain", "w5"):
+        if "unsupported" in out:
+            return f"unsupported: {out['unsupported']}"
+        return f"drain {out['drain_jps']:,.0f}/s [{out['check']}]"
     if kind == "w3":
         return f"{out['seconds']:.3f} s, jobs per process {out['jobs_per_process']}"
     return f"growth {', '.join(f'{g:+.1f}%' for g in out['growth_pct'])} master {out['master_mb'][-1]} [{out['check']}]"
+
+
+def drains(args, bench: Bench, budget: Budget, noise: Noise, chosen: list[System], runs: int, results: dict,
+           rows: tuple[tuple[str, str], ...], jobs: int, kind: str) -> None:
+    """One drain per (job kind, level) row, per run, each system in turn (rotated per run)."""
+    for job, level in rows:
+        row = f"{job}-{level}"
+        for run in range(runs):
+            for s in rotated(chosen, run):
+                if job == "asleep" and s.lang != "python":
+                    continue   # Sidekiq has no async jobs; its W5 row is the plain sleep
+                results["drains"].setdefault(row, {}).setdefault(s.key, []).append(session(
+                    budget, noise, kind, f"{row} run {run + 1} {s.label}",
+                    lambda: bench.drain(s, job, level, jobs)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,14 +206,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     runs = args.runs or (1 if args.quick else 3)
     jobs = args.jobs or (10_000 if args.quick else 50_000)
+    sleep_jobs = args.sleep_jobs or (2_000 if args.quick else 10_000)
     rss_points = (10_000, 100_000) if args.quick else (100_000, 1_000_000)
-    budget = Budget(args.budget or (170.0 if args.quick else 870.0), first_estimates(jobs, rss_points[1]))
+    budget = Budget(args.budget or (420.0 if args.quick else 2400.0),
+                    first_estimates(jobs, rss_points[1], sleep_jobs))
     workloads = {w.strip() for w in args.workloads.split(",")}
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
-    # Both systems log a line per job start and finish at INFO; the same level for both, either way.
-    env = dict(os.environ, BENCH_SIDEKIQ_LOG_LEVEL="info" if args.job_logs == "on" else "warn",
-               SIDEPUNCH_LOG_LEVEL="info" if args.job_logs == "on" else "warning")
+    # Each daemon gets its log level from its row (bench_daemons.Daemon): the same level for both systems.
+    env = dict(os.environ)
     env.pop("REDIS_PROVIDER", None)
     if args.yjit:
         env["RUBYOPT"] = (env.get("RUBYOPT", "") + " --yjit").strip()
@@ -199,11 +222,11 @@ def main(argv: list[str] | None = None) -> int:
                                    else find_redis_server())
     logdir = Path(tempfile.mkdtemp(prefix="sidepunch-bench-"))
     server = RedisServer(binary=binary)
-    results: dict = {"w12": {}, "w3": {}, "w4": {}}
+    results: dict = {"w12": {}, "drains": {}, "w3": {}, "w4": {}}
     try:
         server.start()
         settings = Settings(jobs=jobs, latency_jobs=1000, latency_rate=200.0, cpu_jobs=80, cpu_ms=25.0,
-                            rss_points=rss_points)
+                            rss_points=rss_points, sleep_jobs=sleep_jobs)
         bench = Bench(server.url, settings, logdir)
         noise = Noise(server.process.pid)
         chosen = systems(args, server.url, logdir, env)
@@ -224,15 +247,19 @@ def main(argv: list[str] | None = None) -> int:
         results["settings"] = {"jobs": jobs, "runs": runs, "latency_jobs": settings.latency_jobs,
                                "latency_rate": settings.latency_rate, "cpu_jobs": settings.cpu_jobs,
                                "cpu_ms": settings.cpu_ms, "rss_points": list(rss_points), "threads": THREADS,
-                               "job_logs": args.job_logs, "quick": args.quick}
+                               "sleep_jobs": sleep_jobs, "quick": args.quick}
         results["labels"] = {s.key: s.label for s in chosen}
 
         if "w1" in workloads:
-            print(f"W1+W2: {jobs:,} jobs enqueue/drain, then 1,000 paced jobs; {runs} run(s)")
+            print(f"W1+W2: {jobs:,} jobs enqueue, IncrJob drain at INFO, then 1,000 paced jobs; {runs} run(s)")
             for run in range(runs):
                 for s in rotated(chosen, run):
                     results["w12"].setdefault(s.key, []).append(session(
                         budget, noise, "w12", f"W1+W2 run {run + 1} {s.label}", lambda: bench.throughput_and_latency(s)))
+            drains(args, bench, budget, noise, chosen, runs, results, DRAINS, jobs, "drain")
+        if "w5" in workloads:
+            print(f"W5: {sleep_jobs:,} jobs of 50 ms sleep (sync, and async def); {runs} run(s)")
+            drains(args, bench, budget, noise, chosen, runs, results, SLEEPS, sleep_jobs, "w5")
         if "w3" in workloads:
             print(f"W3: {settings.cpu_jobs} CPU jobs on 1 and 2 processes; {runs} run(s)")
             for run in range(runs):
@@ -277,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
 def all_sessions(results: dict, prefix: str = "") -> list[dict]:
     """Every session's result dict, optionally only those of systems whose key starts with `prefix`."""
     out = [run for k, runs in results["w12"].items() if k.startswith(prefix) for run in runs]
+    out += [run for per in results.get("drains", {}).values() for k, runs in per.items() if k.startswith(prefix)
+            for run in runs]
     out += [run for k, per in results["w3"].items() if k.startswith(prefix) for runs in per.values() for run in runs]
     return out + [run for k, run in results["w4"].items() if k.startswith(prefix)]
 
@@ -291,11 +320,10 @@ def render(results: dict) -> str:
     cal = results.get("calibration", {})
     lines += [f"- **CPU job calibration**: " + ", ".join(
         f"{lang} {c['loops']:,} loops = {c['ms']:.1f} ms" for lang, c in cal.items())]
-    logs = ("on (both at INFO)" if s.get("job_logs") == "on" else
-            "off (Sidekiq logger at WARN, sidepunchd --log-level warning)")
     lines += [f"- **Configuration**: Sidepunch `sidepunchd --workers 2 --threads {s['threads']}` (reliable fetch, "
-              f"and `--fetch basic`); Sidekiq `sidekiq -c {s['threads']}` × 2 processes; per-job log lines "
-              f"{logs}. Medians of {runs} run(s); system order rotates per run.", ""]
+              f"and `--fetch basic`); Sidekiq `sidekiq -c {s['threads']}` × 2 processes; log level per row: INFO "
+              "(both systems' default: a start and a done line per job) or WARN (no per-job lines), the same for "
+              f"both. Medians of {runs} run(s); system order rotates per run.", ""]
     foreign = [run["foreign_cpu_pct"] for run in all_sessions(results) if "foreign_cpu_pct" in run]
     if foreign:
         lines[-1:-1] = [f"- **Other load on the machine during the sessions**: {sum(foreign) / len(foreign):.0f}% of "
@@ -310,7 +338,7 @@ def render(results: dict) -> str:
     lines += ["Ratio = Sidepunch ÷ Sidekiq (higher is better for jobs/s, lower for ms and s). "
               "Targets are the issue's; \"Met\" is judged for the reliable / basic Sidepunch columns. "
               "W1 drain excludes boot; W2 latency is job start − enqueue stamp; W3 speedup is the median of "
-              "per-run (1-process time ÷ 2-process time); W4 RSS is sampled with psutil at 0 jobs, after the "
+              "per-run (1-process time ÷ 2-process time); W4 (no-op jobs at WARN) RSS is sampled with psutil at 0 jobs, after the "
               "first mark and at the end (Sidekiq has no master process).", ""]
     lines += other_frameworks() + [""]
     lines += [f"Run took {results['elapsed_s']:.0f} s; load average (1, 5, 15 min) at the end: "

@@ -1,8 +1,8 @@
 # Sidekiq's side of the enqueue work, one fresh process per call (bench/enqueue.py is Sidepunch's).
 #
-#   ruby bench/ruby/enqueue.rb single N | bulk N | cpu COUNT LOOPS | paced COUNT RATE | calibrate MS
+#   ruby bench/ruby/enqueue.rb single N | bulk N [KIND] | cpu COUNT LOOPS | paced COUNT RATE | calibrate MS
 #
-# Prints one JSON line. Timings cover only the pushes: Ruby's start-up and the first connection (a PING
+# KIND: noop (default), incr or sleep. Prints one JSON line. Timings cover only the pushes: Ruby's start-up and the first connection (a PING
 # before the clock starts) are outside them. Redis comes from $REDIS_URL.
 require "json"
 require_relative "jobs"
@@ -27,10 +27,13 @@ def single(n)
   { seconds: mono - started, jobs: n }
 end
 
-def bulk(n)
+KINDS = { "noop" => NoopJob, "incr" => IncrJob, "sleep" => SleepJob }.freeze
+
+def bulk(n, kind = "noop")
+  job = KINDS.fetch(kind) { abort("unknown job kind #{kind.inspect}") }
   started = mono
   (0...n).each_slice(BULK) do |slice|
-    Sidekiq::Client.push_bulk("class" => NoopJob, "args" => slice.map { |i| [i] })
+    Sidekiq::Client.push_bulk("class" => job, "args" => slice.map { |i| [i] })
   end
   { seconds: mono - started, jobs: n }
 end
@@ -83,7 +86,7 @@ Sidekiq.redis { |c| c.ping } unless mode == "calibrate"
 out =
   case mode
   when "single" then single(rest[0].to_i)
-  when "bulk" then bulk(rest[0].to_i)
+  when "bulk" then bulk(rest[0].to_i, rest[1] || "noop")
   when "cpu" then cpu(rest[0].to_i, rest[1].to_i)
   when "paced" then paced(rest[0].to_i, rest[1].to_f)
   when "calibrate" then calibrate(rest[0].to_f)

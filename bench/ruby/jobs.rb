@@ -1,4 +1,5 @@
-# The Sidekiq jobs the benchmarks run; bench/bench_jobs.py defines the same three for Sidepunch.
+# The Sidekiq jobs the benchmarks run; bench/bench_jobs.py defines the same ones for Sidepunch (it also has
+# AsyncSleepJob, which Sidekiq has no counterpart for).
 # Loaded by `sidekiq -r bench/ruby/jobs.rb` and by bench/ruby/enqueue.rb.
 require "sidekiq"
 
@@ -10,6 +11,8 @@ Redis.silence_deprecations = true
 
 LATENCY_KEY = "bench:latency"
 CPU_KEY = "bench:cpu"
+COUNTER_KEY = "bench:counter"
+SLEEP_SECONDS = 0.05
 
 # Sidekiq logs a "start" and a "done" line for every job at INFO, as sidepunchd does. The harness sets the
 # same level for both (BENCH_SIDEKIQ_LOG_LEVEL here, SIDEPUNCH_LOG_LEVEL there): warn unless --job-logs on.
@@ -35,6 +38,24 @@ class NoopJob
   include Sidekiq::Worker
 
   def perform(*args)
+  end
+end
+
+# W1's realistic job: one round trip through Sidekiq's own pool (a job's usual way to reach Redis).
+class IncrJob
+  include Sidekiq::Worker
+
+  def perform(*args)
+    Sidekiq.redis { |c| c.incr(COUNTER_KEY) }
+  end
+end
+
+# W5: waits 50 ms as if on I/O.
+class SleepJob
+  include Sidekiq::Worker
+
+  def perform(*args)
+    sleep(SLEEP_SECONDS)
   end
 end
 

@@ -1,5 +1,11 @@
 """Logging setup for the daemon: text or JSON lines, to stderr or a file; no timestamps under journald.
 
+In a worker process the per-job lines cost the processor threads only a queue put: a `BackgroundHandler`
+hands each record to one writer thread per process, which formats it and writes whatever has piled up with
+one write and one flush. The process that set logging up (the master, which must never start a thread) keeps
+writing inline. `flush()` waits until everything queued before it is written: the worker calls it before
+os._exit, so no line is lost on a clean exit (a SIGKILLed worker may lose the last few milliseconds' lines).
+
 Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
@@ -7,16 +13,35 @@ from __future__ import annotations
 import faulthandler
 import json
 import logging
+import os
+import queue
 import sys
+import threading
+import time
 from typing import Any, Mapping
+
+#: The writer thread wakes at most this often: each wake-up is one more thread asking for the GIL, so lines
+#: are written in batches (and reach the log at most this much later).
+WRITE_EVERY = 0.01
+#: Longest a flush waits for the writer thread (a stuck stream must not hold a worker's exit for long).
+FLUSH_WAIT = 5.0
+#: Argument types a record may keep unformatted until the writer thread formats it: immutable, so the line
+#: reads as it would have when logged. Anything else is formatted on the logging thread.
+_DEFERRABLE = (str, int, float, bool, bytes, type(None))
+
+
+def _deferrable(record: logging.LogRecord) -> bool:
+    """True if formatting the record later gives the same line (a dict argument is kept as the dict itself)."""
+    args = record.args
+    return type(record.msg) is str and (not args or type(args) is tuple and all(type(a) in _DEFERRABLE for a in args))
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": round(record.created, 6), "level": record.levelname, "pid": record.process,
                  "logger": record.name, "msg": record.getMessage()}
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+        if record.exc_text or record.exc_info:
+            entry["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -35,6 +60,111 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(f"<{priority}>{line}" for line in super().format(record).split("\n"))
 
 
+class BackgroundHandler(logging.Handler):
+    """Writes through `target` (a StreamHandler or FileHandler); off the calling thread in any process but
+    the one that built it. Order is kept: one queue and one writer per process."""
+
+    def __init__(self, target: logging.StreamHandler) -> None:
+        super().__init__()
+        self.target = target
+        self._home = os.getpid()
+        self._pid = 0                                   # the process whose queue and writer exist
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    @property
+    def stream(self) -> Any:
+        """The target's stream (enable_faulthandler dumps stacks there)."""
+        return self.target.stream
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:
+        self.target.setFormatter(fmt)
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # No handler lock around emit: the queue is thread-safe, and the target takes its own lock.
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        pid = os.getpid()
+        if pid == self._home:
+            self.target.handle(record)
+            return
+        if pid != self._pid:
+            self._start_writer(pid)
+        self._queue.put(self._prepared(record))
+
+    def _prepared(self, record: logging.LogRecord) -> logging.LogRecord:
+        """Freeze what could change before the writer formats it: mutable arguments, the traceback."""
+        try:
+            if not _deferrable(record):
+                record.msg, record.args = record.getMessage(), None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = (self.target.formatter or logging.Formatter()).formatException(record.exc_info)
+                record.exc_info = None
+        except Exception:
+            self.handleError(record)
+        return record
+
+    def _start_writer(self, pid: int) -> None:
+        with self.lock:  # logging re-creates handler locks after a fork
+            if self._pid != pid:
+                self._queue = queue.SimpleQueue()
+                threading.Thread(target=self._write_forever, args=(self._queue,), name="log-writer",
+                                 daemon=True).start()
+                self._pid = pid
+
+    def _write_forever(self, pending: queue.SimpleQueue[Any]) -> None:
+        while True:
+            batch = [pending.get()]
+            if not isinstance(batch[0], threading.Event):
+                time.sleep(WRITE_EVERY)
+            while True:
+                try:
+                    batch.append(pending.get_nowait())
+                except queue.Empty:
+                    break
+            self._write(batch)
+
+    def _write(self, batch: list[Any]) -> None:
+        """Records up to each flush marker in one write; then the marker's waiter is woken."""
+        records: list[logging.LogRecord] = []
+        for item in batch:
+            if isinstance(item, threading.Event):
+                self._write_records(records)
+                records = []
+                item.set()
+            else:
+                records.append(item)
+        self._write_records(records)
+
+    def _write_records(self, records: list[logging.LogRecord]) -> None:
+        target = self.target
+        try:
+            text = "".join(target.format(r) + target.terminator for r in records if target.filter(r))
+            if text:
+                with target.lock:
+                    target.stream.write(text)
+                    target.flush()
+        except Exception:  # one bad record (or a failed write): per record, so each gets its usual report
+            for record in records:
+                target.handle(record)
+
+    def flush(self) -> None:
+        """Wait until every record queued so far in this process is written."""
+        if self._pid == os.getpid():
+            done = threading.Event()
+            self._queue.put(done)
+            done.wait(FLUSH_WAIT)
+        self.target.flush()
+
+    def close(self) -> None:
+        self.flush()
+        self.target.close()
+        super().close()
+
+
 def enable_faulthandler() -> None:
     """Dump every thread's stack to the log's stream on SIGABRT, SIGSEGV and the like."""
     stream = next((h.stream for h in logging.getLogger().handlers if hasattr(h, "stream")), sys.stderr)
@@ -47,19 +177,19 @@ def enable_faulthandler() -> None:
 def setup_logging(config: Any, environ: Mapping[str, str]) -> None:
     """Log to the configured file or stderr; ValueError (one line, naming --logfile) if the file cannot be
     opened for appending, so the daemon stops at start instead of with a traceback."""
-    handler: logging.Handler = _file_handler(config.logfile) if config.logfile else logging.StreamHandler(sys.stderr)
+    target = _file_handler(config.logfile) if config.logfile else logging.StreamHandler(sys.stderr)
     if config.log_format == "json":
-        handler.setFormatter(JsonFormatter())
+        target.setFormatter(JsonFormatter())
     elif environ.get("JOURNAL_STREAM") and not config.logfile:
-        handler.setFormatter(JournalFormatter())
+        target.setFormatter(JournalFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+        target.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [BackgroundHandler(target)]
     root.setLevel(logging.DEBUG if config.verbose else getattr(logging, config.log_level.upper()))
 
 
-def _file_handler(path: str) -> logging.Handler:
+def _file_handler(path: str) -> logging.StreamHandler:
     try:
         # Job data may hold lone surrogates (JSON "\\ud800"); a strict encoder would turn each such line into
         # a "--- Logging error ---" traceback.
