@@ -69,6 +69,14 @@ class AsyncSleepJob(sidepunch.Job):
         await asyncio.sleep(SLEEP_SECONDS)
 
 
+class AsyncNapJob(sidepunch.Job):
+    """bench/async_drain.py: `await asyncio.sleep(seconds)`, the seconds given as the argument."""
+    wire_name = "AsyncNapJob"
+
+    async def perform(self, seconds):
+        await asyncio.sleep(seconds)
+
+
 class LatencyJob(sidepunch.Job):
     """args[0] is the enqueue stamp a client middleware set just before the write (as enqueued_at is)."""
     wire_name = "LatencyJob"
