@@ -24,7 +24,7 @@ from ..core.middleware import Outcome, Reschedule, run_server_chain
 from ..core.payload import decode
 from .fetch import UnitOfWork
 from .forks import ForkGuard
-from .interrupt import Interrupted, clear, interrupt
+from .interrupt import Interrupted, clear, interrupt, release_logging_locks
 from .outcomes import Outcomes, call_on_cancel, job_log, log, timeout_error
 from .state import ChildContext
 #: A job's `timeout` beyond this many seconds (about 31 years) means no practical limit; capped so that the
@@ -200,9 +200,12 @@ class Processor:
     def _leave_job(self) -> str | None:
         with self._lock:
             self._in_job = False
-            if self.stop_reason is not None:
-                clear(threading.get_ident())  # an interrupt sent but not raised yet must not hit our own code
-            return self.stop_reason
+            if self.stop_reason is None:
+                return None
+            clear(threading.get_ident())  # an interrupt sent but not raised yet must not hit our own code
+        if release_logging_locks():  # it landed inside a logging call: the other threads must go on logging
+            log.warning("an interrupt stopped a job inside a logging call; its logging locks were released")
+        return self.stop_reason
 
     def _ended(self, unit: UnitOfWork, job: dict, result: Any, failure: BaseException | None,
                reason: str | None) -> Outcome:

@@ -112,3 +112,67 @@ class AsyncStubborn(sidepunch.Job):
         _redis().sadd("began", self.jid)
         time.sleep(seconds)
         _redis().rpush("done", self.jid)
+
+
+class Chatty(sidepunch.Job):
+    """Logs in a tight loop until stopped: the interrupt lands inside logging sooner or later."""
+
+    def perform(self):
+        import logging
+        chat = logging.getLogger("asyncjobs.chatty")
+        while True:
+            chat.warning("still here")
+
+
+class HangingOnCancel(sidepunch.Job):
+    """Waits to be cancelled; its on_cancel hook then never returns."""
+
+    async def perform(self):
+        _redis().sadd("began", self.jid)
+        await asyncio.sleep(3600)
+
+    async def on_cancel(self):
+        _redis().rpush("on_cancel", self.jid)
+        await asyncio.sleep(3600)
+
+
+class SyncHangingOnCancel(sidepunch.Job):
+    """A sync job waiting to be cancelled; its on_cancel hook blocks (a C call) far past any grace."""
+
+    def perform(self):
+        _redis().sadd("began", self.jid)
+        while True:
+            time.sleep(0.01)
+
+    def on_cancel(self):
+        _redis().rpush("on_cancel", self.jid)
+        time.sleep(30)
+
+
+class StopsTheLoop(sidepunch.Job):
+    """Stops the event loop it runs on (hostile app code)."""
+
+    async def perform(self):
+        asyncio.get_running_loop().stop()
+        await asyncio.sleep(0.01)
+        _mark(self.jid)
+
+
+class KeepsBadly(sidepunch.Job):
+    """Sets a keep_result the class check never saw (an instance attribute): not a number of seconds."""
+
+    keep_result = 60
+
+    def perform(self, value):
+        self.keep_result = value
+        _mark(self.jid)
+        return "result"
+
+
+class AsyncKeepsBadly(sidepunch.Job):
+    keep_result = 60
+
+    async def perform(self, value):
+        self.keep_result = value
+        _mark(self.jid)
+        return "result"
