@@ -56,3 +56,62 @@ def test_interrupts_landing_inside_logging_never_leave_a_logging_lock_held(r, cl
         chat.removeHandler(handler)
         chat.propagate = True
         handler.stream.close()
+
+
+BAD_KEEPS = ["an hour", -5, 1.5, True, 10 ** 30, [60], None, 0]
+
+
+def test_a_keep_result_the_job_spoils_never_kills_its_thread_and_the_job_is_done_once(r, client):
+    pool, retired = make_pool(r, app="asyncjobs")
+    jids = [client.push({"class": asyncjobs.KeepsBadly, "args": [keep]}) for keep in BAD_KEEPS]
+    jids.append(client.push({"class": asyncjobs.KeepsBadly, "args": [30]}))  # a good one still keeps its result
+    pool.start()
+    wait_for(lambda: pool.ctx.counters.total_processed == len(jids) and drained(r), 10, message="every job")
+    assert [int(r.get(f"runs:{jid}")) for jid in jids] == [1] * len(jids)
+    assert pool.ctx.counters.take()[:2] == (len(jids), 0)
+    assert [r.exists(keys.result(jid)) for jid in jids] == [0] * len(BAD_KEEPS) + [1]
+    assert pool.processors[0].thread.is_alive() and retired == []
+    join_all(pool)
+
+
+def test_one_async_job_that_cannot_be_recorded_spoils_nothing_for_the_others_of_its_batch(r, client):
+    pool, _ = make_pool(r, app="asyncjobs")
+    naps = [client.push({"class": asyncjobs.Nap, "args": [0.3]}) for _ in range(100)]
+    bad = [client.push({"class": asyncjobs.AsyncKeepsBadly, "args": [keep]}) for keep in BAD_KEEPS]
+    pool.start()
+    total = len(naps) + len(bad)
+    # Unacknowledged jobs would run again when this process exits: every one must be acknowledged now.
+    wait_for(lambda: pool.ctx.counters.total_processed == total and drained(r), 15, message="every job")
+    assert pool.ctx.counters.take()[:2] == (total, 0)
+    assert [int(r.get(f"runs:{jid}")) for jid in naps + bad] == [1] * total
+    join_all(pool)
+
+
+def test_a_kept_result_whose_encoding_raises_is_kept_as_an_error_and_the_job_is_done(r, client):
+    pool, _ = make_pool(r, app="asyncjobs")
+    jid = client.push({"class": asyncjobs.AsyncKeepsHostile, "args": []})
+    pool.start()
+    wait_for(lambda: r.exists(keys.result(jid)) and drained(r), 10, message="the result")
+    assert "error" in json.loads(r.get(keys.result(jid))) and pool.ctx.counters.take()[:2] == (1, 0)
+    join_all(pool)
+
+
+def test_an_async_job_whose_recording_raises_fails_alone_and_its_batch_is_acknowledged(r, client, monkeypatch):
+    pool, _ = make_pool(r, app="asyncjobs")
+    outcomes = pool.runner._outcomes
+    real_done = outcomes.done
+
+    def done(unit, job, *rest):
+        if job["args"] == [0.31]:
+            raise RuntimeError("recording failed")
+        return real_done(unit, job, *rest)
+    monkeypatch.setattr(outcomes, "done", done)
+    naps = [client.push({"class": asyncjobs.Nap, "args": [0.3]}) for _ in range(50)]
+    bad = client.push({"class": asyncjobs.Nap, "args": [0.31]})
+    pool.start()
+    wait_for(lambda: r.zcard("retry") == 1 and pool.ctx.counters.total_processed == 51 and drained(r), 10,
+             message="every job recorded")
+    (entry,) = [json.loads(raw) for raw in r.zrange("retry", 0, -1)]
+    assert entry["jid"] == bad and entry["error_message"] == "recording failed"
+    assert pool.ctx.counters.take()[:2] == (51, 1)
+    join_all(pool)

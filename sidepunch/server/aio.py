@@ -155,17 +155,29 @@ class AsyncRunner:
             while not self._finished.empty() and len(batch) < 1000:
                 batch.append(self._finished.get())
             entries = [entry for entry in batch if entry is not None]
+            for entry in entries:
+                self._record_one(entry)
             try:
-                for entry in entries:
-                    self._outcome(entry)
                 self._outcomes.persist(self._acks.send_acks, "acknowledge")
             except BaseException:  # not an outage (persist rides those out): what is unacknowledged stays in its
                 # working list and is put back when this process exits; the slots are freed all the same
-                log.exception("could not record %d async job(s)", len(entries))
+                log.exception("could not acknowledge %d async job(s)", len(entries))
             for entry in entries:
                 self._forget(entry)
             if len(entries) < len(batch):
                 return  # close() asked: everything before its marker is recorded
+
+    def _record_one(self, entry: AsyncEntry) -> None:
+        """Record one job; one that cannot be recorded as it ended is a failure of its own (retry set), never
+        a reason to leave the rest of its batch unacknowledged."""
+        try:
+            self._outcome(entry)
+        except BaseException as exc:
+            log.exception("could not record async job %.200s", entry.unit.payload.decode("utf-8", "replace"))
+            try:
+                self._outcomes.fail(entry.unit, entry.job, exc, entry.started, entry.instance)
+            except BaseException:  # it stays in its working list and is put back when this process exits
+                log.exception("could not record its failure either")
 
     def _outcome(self, entry: AsyncEntry) -> Outcome:
         outcomes, unit, job, failure = self._outcomes, entry.unit, entry.job, entry.failure

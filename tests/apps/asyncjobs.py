@@ -176,3 +176,18 @@ class AsyncKeepsBadly(sidepunch.Job):
         self.keep_result = value
         _mark(self.jid)
         return "result"
+
+
+class Unlistable(dict):
+    """A return value whose encoding raises what no JSON encoder expects."""
+
+    def items(self):
+        raise RuntimeError("no items for you")
+
+
+class AsyncKeepsHostile(sidepunch.Job):
+    keep_result = 60
+
+    async def perform(self):
+        _mark(self.jid)
+        return Unlistable(a=1)
