@@ -115,3 +115,37 @@ def test_an_async_job_whose_recording_raises_fails_alone_and_its_batch_is_acknow
     assert entry["jid"] == bad and entry["error_message"] == "recording failed"
     assert pool.ctx.counters.take()[:2] == (51, 1)
     join_all(pool)
+
+
+def stop_within(pool, seconds):
+    """pool.stop(now) on a thread; True if it returned within `seconds`."""
+    import threading
+    pool.ctx.state.stop(time.monotonic())
+    stopper = threading.Thread(target=pool.stop, args=(time.monotonic(),), daemon=True)
+    stopper.start()
+    stopper.join(seconds)
+    return not stopper.is_alive()
+
+
+def test_an_async_on_cancel_that_hangs_is_run_once_and_never_stalls_the_stop(r, client):
+    pool, retired = make_pool(r, "--interrupt-grace", "1", app="asyncjobs")
+    jid = client.push({"class": asyncjobs.HangingOnCancel, "args": []})
+    pool.start()
+    wait_for(lambda: r.sismember("began", jid), 5, message="the job to start")
+    assert pool.stop_job(jid)
+    enforce_until(pool, lambda: drained(r), 8, "the cancelled job to be acknowledged")
+    assert pool.ctx.counters.take()[:2] == (1, 0) and r.zcard("retry") == 0
+    assert stop_within(pool, 6)
+    assert r.lrange("on_cancel", 0, -1) == [jid.encode()]  # run once, not again when the process exits
+    assert drained(r) and r.zcard("retry") == 0 and r.zcard("dead") == 0
+
+
+def test_a_sync_on_cancel_that_hangs_cannot_leave_the_cancelled_job_to_run_again(r, client):
+    pool, _ = make_pool(r, app="asyncjobs")
+    jid = client.push({"class": asyncjobs.SyncHangingOnCancel, "args": []})
+    pool.start()
+    wait_for(lambda: r.sismember("began", jid), 5, message="the job to start")
+    assert pool.stop_job(jid)
+    # Acknowledged before the hook runs: if the process died while the hook hangs, the job must not come back.
+    wait_for(lambda: r.llen("on_cancel") == 1 and drained(r), 4, message="the acknowledgement")
+    assert r.zcard("retry") == 0 and r.zcard("dead") == 0

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from ..core.middleware import Outcome, Reschedule, run_async_chain
 from .fetch import UnitOfWork
-from .outcomes import Outcomes, PendingAcks, job_log, timeout_error
+from .outcomes import Outcomes, PendingAcks, await_on_cancel, job_log, timeout_error
 from .processor import BadJob, Taken, job_timeout
 from .state import ChildContext
 
@@ -127,13 +127,13 @@ class AsyncRunner:
             entry.failure = exc
         if entry.failure is not None and entry.stop_reason is None and timer.expired():
             entry.stop_reason = "timeout"
-        if entry.failure is not None and entry.stop_reason == "cancel":
-            await _on_cancel(entry.instance)
         with self._lock:
             if entry.state is not RUNNING:
                 return  # taken (stop deadline, or it would not stop): whoever took it records it
             entry.state = FINISHED
         self._finished.put(entry)
+        if entry.failure is not None and entry.stop_reason == "cancel":  # once recorded: a hook that hangs
+            await await_on_cancel(entry.instance, self.ctx.config.interrupt_grace)  # cannot bring it back
 
     async def _perform(self, entry: AsyncEntry) -> Any:
         instance, job = entry.instance, entry.job
@@ -292,18 +292,6 @@ def _await_chain(task: asyncio.Task) -> str:
 def _cancel_task(entry: AsyncEntry) -> None:
     if entry.task is not None:
         entry.task.cancel()
-
-
-async def _on_cancel(instance: Any) -> None:
-    hook = getattr(instance, "on_cancel", None)
-    if hook is None:
-        return
-    try:
-        pending = hook()
-        if inspect.isawaitable(pending):
-            await pending
-    except BaseException:
-        log.exception("on_cancel of %s raised", type(instance).__qualname__)
 
 
 __all__ = ["AsyncRunner", "AsyncEntry", "job_log"]

@@ -10,6 +10,8 @@ Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import logging
 import time
@@ -160,20 +162,51 @@ def result_record(job: dict, result: Any) -> str:
                           separators=(",", ":"))
 
 
-def call_on_cancel(instance: Any) -> None:
-    """The job's `on_cancel(self)` hook, if it has one; what it raises is logged, never propagated. An async
-    hook is awaited on an event loop of its own (this runs on a processor thread)."""
+def claim_on_cancel(instance: Any) -> Callable[[], Any] | None:
+    """The job's `on_cancel(self)` hook the first time it is asked for, else None: it runs once, whichever
+    part of the worker records the job (the thread, the event loop, or the pool as the process exits)."""
     hook = getattr(instance, "on_cancel", None)
+    if hook is None or getattr(instance, "_sidepunch_hooked", False):
+        return None
+    instance._sidepunch_hooked = True
+    return hook
+
+
+def call_on_cancel(instance: Any, limit: float) -> None:
+    """Run the on_cancel hook on this (non-loop) thread, after the job was recorded: a hook that hangs cannot
+    bring a cancelled job back. What it raises is logged, never propagated; an async hook is awaited on an
+    event loop of its own for at most `limit` seconds."""
+    hook = claim_on_cancel(instance)
     if hook is None:
         return
     try:
         pending = hook()
-        if pending is not None and hasattr(pending, "__await__"):
-            import asyncio
-            asyncio.run(_awaited(pending))
+        if inspect.isawaitable(pending):
+            asyncio.run(_awaited(pending, limit))
+    except TimeoutError:
+        log.warning("on_cancel of %s did not finish within %gs; left unfinished", type(instance).__qualname__,
+                    limit)
     except BaseException:
         log.exception("on_cancel of %s raised", type(instance).__qualname__)
 
 
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
+async def await_on_cancel(instance: Any, limit: float) -> None:
+    """The on_cancel hook, on the event loop, after the job was recorded; at most `limit` seconds for an async
+    one (a sync one that blocks blocks the loop: see the README)."""
+    hook = claim_on_cancel(instance)
+    if hook is None:
+        return
+    try:
+        pending = hook()
+        if inspect.isawaitable(pending):
+            await _awaited(pending, limit)
+    except TimeoutError:
+        log.warning("on_cancel of %s did not finish within %gs; left unfinished", type(instance).__qualname__,
+                    limit)
+    except BaseException:
+        log.exception("on_cancel of %s raised", type(instance).__qualname__)
+
+
+async def _awaited(awaitable: Any, limit: float) -> Any:
+    async with asyncio.timeout(limit):
+        return await awaitable

@@ -104,10 +104,10 @@ class ProcessorPool:
             job = taken.job or {"class": "?"}
             try:
                 if taken.reason == "cancel":
-                    call_on_cancel(taken.instance)
                     acks = PendingAcks(self.ctx.redis, self._fetcher.ack_into)
                     outcomes.cancelled(taken.unit, job, taken.started, acks)
                     outcomes.persist(acks.send_acks, "acknowledge")
+                    call_on_cancel(taken.instance, self.ctx.config.interrupt_grace)
                 else:
                     outcomes.fail(taken.unit, job, timeout_error(taken.timeout), taken.started, taken.instance)
             except Exception:  # it stays in its working list and is recovered as interrupted

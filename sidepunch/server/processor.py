@@ -216,8 +216,9 @@ class Processor:
         if failure is None:
             return outcomes.done(unit, job, started, self.fetcher, instance, result)
         if reason == "cancel":
-            call_on_cancel(instance)
-            return outcomes.cancelled(unit, job, started, self.fetcher)
+            outcome = outcomes.cancelled(unit, job, started, self.fetcher)
+            call_on_cancel(instance, self.ctx.config.interrupt_grace)  # once recorded: a hook that hangs
+            return outcome  # cannot bring the job back
         if reason == "timeout":
             failure = timeout_error(self.timeout)
         if isinstance(failure, Reschedule):

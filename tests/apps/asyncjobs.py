@@ -146,7 +146,7 @@ class SyncHangingOnCancel(sidepunch.Job):
 
     def on_cancel(self):
         _redis().rpush("on_cancel", self.jid)
-        time.sleep(30)
+        time.sleep(6)
 
 
 class StopsTheLoop(sidepunch.Job):
