@@ -149,3 +149,15 @@ def test_a_sync_on_cancel_that_hangs_cannot_leave_the_cancelled_job_to_run_again
     # Acknowledged before the hook runs: if the process died while the hook hangs, the job must not come back.
     wait_for(lambda: r.llen("on_cancel") == 1 and drained(r), 4, message="the acknowledgement")
     assert r.zcard("retry") == 0 and r.zcard("dead") == 0
+
+
+def test_an_async_job_that_stops_the_event_loop_does_not_strand_the_others(r, client):
+    pool, _ = make_pool(r, app="asyncjobs")
+    naps = [client.push({"class": asyncjobs.Nap, "args": [0.5]}) for _ in range(20)]
+    hostile = client.push({"class": asyncjobs.StopsTheLoop, "args": []})
+    naps += [client.push({"class": asyncjobs.Nap, "args": [0.1]}) for _ in range(20)]
+    pool.start()
+    wait_for(lambda: pool.ctx.counters.total_processed == 41 and drained(r), 10, message="every job")
+    assert [int(r.get(f"runs:{jid}")) for jid in [*naps, hostile]] == [1] * 41
+    assert pool.processors[0].thread.is_alive()
+    join_all(pool)

@@ -71,6 +71,7 @@ class AsyncRunner:
         self._ids = itertools.count(1)
         self._kinds: dict[type, bool] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def is_async(self, instance: Any) -> bool:
@@ -90,7 +91,13 @@ class AsyncRunner:
                            job_timeout(job, self.ctx.config.job_timeout))
         self._entries[entry.tid] = entry
         self.ctx.work.start(entry.tid, unit.queue, unit.payload)
-        self.loop.call_soon_threadsafe(self._spawn, entry)  # type: ignore[union-attr]
+        try:
+            if self._closing.is_set():  # handed over after the stop deadline took the loop's jobs back
+                raise RuntimeError("the event loop is closing")
+            self.loop.call_soon_threadsafe(self._spawn, entry)  # type: ignore[union-attr]
+        except RuntimeError:  # closed under us: the caller puts the job back with its prefetched ones
+            self._forget(entry)
+            return False
         return True
 
     def _start_threads(self) -> None:
@@ -105,11 +112,12 @@ class AsyncRunner:
                 self._threads[-1].start()
             self.loop = loop
 
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    def _run_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         asyncio.set_event_loop(loop)
         try:
-            loop.run_forever()
+            # Until close(): a job that stops the loop (loop.stop()) must not strand every other job on it.
+            while not self._closing.is_set():
+                loop.run_forever()
         finally:
             loop.close()
 
@@ -256,6 +264,7 @@ class AsyncRunner:
             return
         self._finished.put(None)
         self._threads[1].join(timeout)
+        self._closing.set()
         if not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.loop.stop)
         self._threads[0].join(1.0)
