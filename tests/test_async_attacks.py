@@ -161,3 +161,43 @@ def test_an_async_job_that_stops_the_event_loop_does_not_strand_the_others(r, cl
     assert [int(r.get(f"runs:{jid}")) for jid in [*naps, hostile]] == [1] * 41
     assert pool.processors[0].thread.is_alive()
     join_all(pool)
+
+
+@pytest.mark.parametrize("name", ["SystemExit", "KeyboardInterrupt", "GeneratorExit", "CancelledError",
+                                  "StopIteration", "StopAsyncIteration"])
+def test_an_async_job_raising_a_base_exception_is_a_failure_and_the_worker_goes_on(r, client, name):
+    pool, retired = make_pool(r, app="asyncjobs")
+    jid = client.push({"class": asyncjobs.AsyncRaises, "args": [name]})
+    after = client.push({"class": asyncjobs.Nap, "args": [0.05]})
+    pool.start()
+    wait_for(lambda: r.zcard("retry") == 1 and r.sismember("ran", after) and drained(r), 10, message="both")
+    (entry,) = [json.loads(raw) for raw in r.zrange("retry", 0, -1)]
+    assert entry["jid"] == jid and pool.ctx.counters.take()[:2] == (2, 1)
+    assert retired == [] and pool.processors[0].thread.is_alive() and pool.runner._threads[0].is_alive()
+    join_all(pool)
+
+
+def test_perform_shapes_each_run_or_fail_clearly_once(r, client):
+    pool, _ = make_pool(r, app="asyncjobs")
+    for cls in (asyncjobs.StaticAsync, asyncjobs.CallableObjectPerform, asyncjobs.AsyncGeneratorPerform,
+                asyncjobs.BorrowedPerform):
+        client.push({"class": cls, "args": ["x"]})
+    pool.start()
+    wait_for(lambda: pool.ctx.counters.total_processed == 4 and drained(r), 10, message="4 jobs")
+    assert sorted(r.lrange("done", 0, -1)) == [b"other x", b"static x"]
+    failed = sorted(json.loads(raw)["class"] for raw in r.zrange("retry", 0, -1))
+    assert failed == ["asyncjobs.AsyncGeneratorPerform", "asyncjobs.CallableObjectPerform"]
+    assert all("instead of running" in json.loads(raw)["error_message"] for raw in r.zrange("retry", 0, -1))
+    join_all(pool)
+
+
+def test_a_job_swallowing_its_timeout_is_taken_once_and_recorded_once(r, client):
+    pool, retired = make_pool(r, "--interrupt-grace", "1", app="asyncjobs")
+    jid = client.push({"class": asyncjobs.SwallowsCancel, "args": [3], "timeout": 0.2})
+    pool.start()
+    enforce_until(pool, lambda: retired, 5, "the escalation")
+    assert stop_within(pool, 5)
+    (entry,) = [json.loads(raw) for raw in r.zrange("retry", 0, -1)]
+    assert entry["jid"] == jid and entry["error_class"] == "sidepunch.JobTimeout" and drained(r)
+    time.sleep(3)  # it finishes on the abandoned loop: nothing more is recorded
+    assert r.zcard("retry") == 1 and drained(r) and pool.ctx.counters.take()[:2] == (1, 1)

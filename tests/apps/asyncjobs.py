@@ -191,3 +191,62 @@ class AsyncKeepsHostile(sidepunch.Job):
     async def perform(self):
         _mark(self.jid)
         return Unlistable(a=1)
+
+
+class AsyncRaises(sidepunch.Job):
+    """Raises the named BaseException from an async perform."""
+
+    retry = 3
+
+    async def perform(self, name):
+        await asyncio.sleep(0)
+        raise {"SystemExit": SystemExit(3), "KeyboardInterrupt": KeyboardInterrupt(),
+               "GeneratorExit": GeneratorExit(), "CancelledError": asyncio.CancelledError(),
+               "StopIteration": StopIteration(), "StopAsyncIteration": StopAsyncIteration()}[name]
+
+
+class SwallowsCancel(sidepunch.Job):
+    """Swallows every cancellation and naps on for `seconds` in all."""
+
+    retry = 3
+
+    async def perform(self, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                pass
+        _mark(self.jid)
+
+
+class StaticAsync(sidepunch.Job):
+    @staticmethod
+    async def perform(tag):
+        _redis().rpush("done", f"static {tag}")
+
+
+class _AsyncCallable:
+    async def __call__(self, tag):
+        _redis().rpush("done", f"callable {tag}")
+
+
+class CallableObjectPerform(sidepunch.Job):
+    retry = 3
+    perform = _AsyncCallable()
+
+
+class AsyncGeneratorPerform(sidepunch.Job):
+    retry = 3
+
+    async def perform(self, tag):
+        yield tag
+
+
+class _Other:
+    async def work(self, tag):
+        _redis().rpush("done", f"other {tag}")
+
+
+class BorrowedPerform(sidepunch.Job):
+    perform = staticmethod(_Other().work)
