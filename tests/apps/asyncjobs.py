@@ -250,3 +250,16 @@ class _Other:
 
 class BorrowedPerform(sidepunch.Job):
     perform = staticmethod(_Other().work)
+
+
+class ResilientNap(sidepunch.Job):
+    """Naps, then appends its argument to `done`, trying again through a Redis outage."""
+
+    async def perform(self, value, seconds):
+        await asyncio.sleep(seconds)
+        while True:
+            try:
+                _redis().rpush("done", value)
+                return
+            except Exception:
+                await asyncio.sleep(0.2)
