@@ -275,3 +275,31 @@ def test_a_redis_restart_in_an_async_drain_loses_nothing_and_logs_no_flood(daemo
     assert r.zcard("retry") == 0 and r.zcard("dead") == 0 and d.proc.poll() is None
     log = d.log()
     assert "died" not in log and "could not" not in log and log.count("Traceback") == 0
+
+
+def test_interrupts_landing_inside_redis_calls_leave_no_connection_answering_for_another(r, client):
+    pool, retired = make_pool(r, "--threads", "2", app="asyncjobs")
+    for _ in range(150):
+        client.push({"class": asyncjobs.RedisChatty, "args": [], "timeout": 0.02, "retry": False})
+    pool.start()
+    enforce_until(pool, lambda: pool.ctx.counters.total_processed == 150 and drained(r), 40, "150 stopped jobs")
+    values = [str(i) for i in range(200)]
+    for v in values:
+        client.push({"class": testjobs.Record, "args": [v]})
+    wait_for(lambda: r.llen("done") == 200 and drained(r), 15, message="the next jobs")
+    assert sorted(r.lrange("done", 0, -1), key=int) == [v.encode() for v in values]
+    assert r.llen("crosstalk") == 0 and retired == [] and all(p.thread.is_alive() for p in pool.processors)
+    join_all(pool)
+
+
+def test_a_sync_job_past_its_timeout_during_the_stop_wait_is_still_stopped_as_a_timeout(r, client):
+    pool, _ = make_pool(r, app="asyncjobs")
+    jid = client.push({"class": asyncjobs.Spin, "args": [30], "timeout": 1, "retry": 3})
+    pool.start()
+    wait_for(lambda: r.sismember("began", jid), 5, message="the job to start")
+    began = time.monotonic()
+    pool.ctx.state.stop(began + 10)  # TERM with --timeout 10, before the job's own timeout
+    pool.stop(began + 10)
+    (entry,) = [json.loads(raw) for raw in r.zrange("retry", 0, -1)]  # not requeued to spin again
+    assert entry["jid"] == jid and entry["error_class"] == "sidepunch.JobTimeout"
+    assert time.monotonic() - began < 5 and r.llen("queue:default") == 0 and drained(r)

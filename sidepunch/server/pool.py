@@ -122,9 +122,7 @@ class ProcessorPool:
     def stop(self, deadline: float) -> None:
         """Wait for running jobs until `deadline` (monotonic), then requeue what is left; record the jobs that
         would not stop last, just before the process exits."""
-        for proc in self.processors:
-            if proc.thread is not None and not proc.abandoned:  # an abandoned thread is left to its C call
-                proc.thread.join(max(0.0, deadline - time.monotonic()))
+        self._wait_threads(deadline)
         self.runner.wait(deadline)
         stuck = self._requeue_unfinished()
         self.runner.close(max(1.0, IDLE_JOIN))
@@ -135,6 +133,19 @@ class ProcessorPool:
         for proc in self.processors:
             if proc.thread is not None and proc not in stuck and not proc.abandoned:
                 proc.thread.join(max(0.0, end - time.monotonic()))
+
+    def _wait_threads(self, deadline: float) -> None:
+        """Until `deadline`: wait for the threads to end (an abandoned one is left to its C call), still
+        interrupting a job past its own timeout, so it is not requeued to run as long again."""
+        while True:
+            now = time.monotonic()
+            busy = [p for p in self.processors if p.thread is not None and p.thread.is_alive() and not p.abandoned]
+            if not busy or now >= deadline:
+                return
+            for proc in busy:
+                if proc.deadline is not None and now >= proc.deadline:
+                    proc.request_stop("timeout", now)
+            busy[0].thread.join(min(0.1, deadline - now))
 
     def _requeue_unfinished(self) -> list[Processor]:
         """At the deadline: take back what threads still run (so they cannot also record it) and put it,

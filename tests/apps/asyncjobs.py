@@ -263,3 +263,17 @@ class ResilientNap(sidepunch.Job):
                 return
             except Exception:
                 await asyncio.sleep(0.2)
+
+
+class RedisChatty(sidepunch.Job):
+    """Talks to Redis in a tight loop until stopped: the interrupt lands inside redis-py sooner or later."""
+
+    def perform(self):
+        r = _redis()
+        n = 0
+        while True:
+            n += 1
+            r.set(f"chat:{self.jid}", n)
+            got = r.get(f"chat:{self.jid}")
+            if got != str(n).encode():
+                r.rpush("crosstalk", repr(got))
