@@ -303,3 +303,34 @@ def test_a_sync_job_past_its_timeout_during_the_stop_wait_is_still_stopped_as_a_
     (entry,) = [json.loads(raw) for raw in r.zrange("retry", 0, -1)]  # not requeued to spin again
     assert entry["jid"] == jid and entry["error_class"] == "sidepunch.JobTimeout"
     assert time.monotonic() - began < 5 and r.llen("queue:default") == 0 and drained(r)
+
+
+def test_max_jobs_with_async_jobs_and_one_slot_puts_the_rest_back_untouched(r, client):
+    pool, _ = make_pool(r, "--max-jobs", "10", "--async-concurrency", "1", "--threads", "2", app="asyncjobs")
+    jids = [client.push({"class": asyncjobs.Nap, "args": [0.05]}) for _ in range(40)]
+    pool.start()
+    wait_for(lambda: pool.ctx.state.quiet and not pool.ctx.work.snapshot() and not r.keys("working:*"), 10,
+             message="quiet after --max-jobs, nothing in hand")
+    done = pool.ctx.counters.total_processed
+    assert 10 <= done < 40 and done + r.llen("queue:default") == 40
+    assert runs(r, jids).count(1) == done and runs(r, jids).count(0) == 40 - done
+    join_all(pool)
+    again, _ = make_pool(r, "--async-concurrency", "1", app="asyncjobs")  # the replacement worker
+    again.start()
+    wait_for(lambda: r.scard("ran") == 40 and drained(r), 10, message="the rest")
+    assert runs(r, jids) == [1] * 40
+    join_all(again)
+
+
+def test_quiet_then_cont_with_async_jobs_waiting_for_the_one_slot(r, client):
+    pool, _ = make_pool(r, "--async-concurrency", "1", "--threads", "3", app="asyncjobs")
+    jids = [client.push({"class": asyncjobs.Nap, "args": [0.2]}) for _ in range(12)]
+    pool.start()
+    wait_for(lambda: r.scard("began") >= 1, 5, message="the first job")
+    pool.ctx.state.go_quiet()  # TSTP while two threads wait for the slot with a job in hand
+    wait_for(lambda: not pool.ctx.work.snapshot() and not r.keys("working:*"), 10, message="quiet")
+    assert r.scard("ran") + r.llen("queue:default") == 12
+    pool.ctx.state.resume()
+    wait_for(lambda: r.scard("ran") == 12 and drained(r), 15, message="every job after CONT")
+    assert runs(r, jids) == [1] * 12
+    join_all(pool)
