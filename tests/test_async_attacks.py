@@ -334,3 +334,44 @@ def test_quiet_then_cont_with_async_jobs_waiting_for_the_one_slot(r, client):
     wait_for(lambda: r.scard("ran") == 12 and drained(r), 15, message="every job after CONT")
     assert runs(r, jids) == [1] * 12
     join_all(pool)
+
+
+async def mw_raises(instance, job, queue, call_next):
+    raise ValueError("middleware says no")
+
+
+async def mw_reschedules(instance, job, queue, call_next):
+    return sidepunch.Reschedule(60)
+
+
+async def mw_swallows(instance, job, queue, call_next):
+    return "skipped"
+
+
+async def mw_forgets_to_await(instance, job, queue, call_next):
+    return call_next()  # the job's coroutine, never awaited: the job must not count as done
+
+
+def mw_not_async(instance, job, queue, call_next):
+    return None
+
+
+@pytest.mark.parametrize("middleware, place", [(mw_raises, "retry"), (mw_reschedules, "schedule"),
+                                               (mw_swallows, "done"), (mw_forgets_to_await, "retry"),
+                                               (mw_not_async, "retry")])
+def test_async_middleware_that_misbehaves_leaves_the_job_in_exactly_one_place(r, client, middleware, place):
+    import warnings
+    pool, _ = make_pool(r, app="asyncjobs", async_chain=(middleware,))
+    jid = client.push({"class": asyncjobs.Nap, "args": [0.01], "retry": 3})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pool.start()
+        wait_for(lambda: pool.ctx.counters.total_processed == 1 and drained(r), 10, message="the job")
+        join_all(pool)
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+    where = {"retry": r.zcard("retry"), "schedule": r.zcard("schedule"), "queue": r.llen("queue:default")}
+    assert where == {"retry": int(place == "retry"), "schedule": int(place == "schedule"), "queue": 0}
+    assert not r.sismember("ran", jid)  # no middleware above let the job body finish
+    if place == "retry":
+        (entry,) = [json.loads(raw) for raw in r.zrange("retry", 0, -1)]
+        assert entry["jid"] == jid

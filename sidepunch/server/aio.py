@@ -153,6 +153,9 @@ class AsyncRunner:
                                            lambda: instance.perform(*args))
             if isinstance(result, Reschedule):
                 raise result
+            if inspect.iscoroutine(result):  # `return call_next()` without await: the job never ran
+                result.close()
+                raise BadJob("an async middleware returned call_next() without awaiting it; the job did not run")
             return result
         return await instance.perform(*args)
 
