@@ -375,3 +375,37 @@ def test_async_middleware_that_misbehaves_leaves_the_job_in_exactly_one_place(r,
     if place == "retry":
         (entry,) = [json.loads(raw) for raw in r.zrange("retry", 0, -1)]
         assert entry["jid"] == jid
+
+
+HOSTILE_JIDS = ["j" * 100_000, "\u00e9\u4e2d\U0001f600", " ", "a:b:*?[", 7, 1.5, None, ["x"], {"a": 1}, True, ""]
+
+
+@pytest.mark.parametrize("kind", [asyncjobs.AsyncForever, asyncjobs.Cooperative])
+def test_cancel_floods_and_hostile_jids_end_every_job_in_one_place(r, client, kind):
+    pool, retired = make_pool(r, "--threads", "3", "--interrupt-grace", "1", app="asyncjobs")
+    pipe = r.pipeline(transaction=False)
+    for i in range(5000):  # requests for jobs that run nowhere: never asked about, never touched
+        pipe.set(keys.cancel_request(f"elsewhere-{i}"), "{}", ex=60)
+    pipe.execute()
+    for jid in HOSTILE_JIDS:
+        payload = {"class": f"asyncjobs.{kind.__name__}", "args": [], "jid": jid, "queue": "default",
+                   "retry": 3, "timeout": 3, "created_at": time.time(), "enqueued_at": time.time()}
+        r.lpush("queue:default", json.dumps(payload))
+    cancellable = [jid for jid in HOSTILE_JIDS if type(jid) is str and jid]
+    for jid in cancellable:
+        r.set(keys.cancel_request(jid), "{}", ex=60)
+    pool.start()
+    watcher = CancelWatcher(pool.ctx, pool.running_jids, pool.stop_job)
+    acted = 0
+    end = time.monotonic() + 15
+    while time.monotonic() < end and pool.ctx.counters.total_processed < len(HOSTILE_JIDS):
+        acted += watcher.check()
+        pool.enforce_timeouts()
+        time.sleep(0.05)
+    wait_for(lambda: drained(r), 5, message="every job acknowledged")
+    processed, failed, cancelled = pool.ctx.counters.take()[:3]
+    assert (processed, cancelled) == (len(HOSTILE_JIDS), len(cancellable)) and acted == len(cancellable)
+    assert failed == r.zcard("retry") == len(HOSTILE_JIDS) - len(cancellable)  # the rest timed out
+    assert not any(r.exists(keys.cancel_request(jid)) for jid in cancellable)
+    assert r.dbsize() >= 5000 and retired == []
+    join_all(pool)
