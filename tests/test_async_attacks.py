@@ -409,3 +409,27 @@ def test_cancel_floods_and_hostile_jids_end_every_job_in_one_place(r, client, ki
     assert not any(r.exists(keys.cancel_request(jid)) for jid in cancellable)
     assert r.dbsize() >= 5000 and retired == []
     join_all(pool)
+
+
+def test_a_stop_decided_for_the_previous_job_never_hits_the_next_one(r, client):
+    """The main thread (timeouts) and the cancel watcher look at a thread, then act: the job they saw may have
+    ended and the next begun in between. The next job must not be stopped, above all not as cancelled (it would
+    be acknowledged without running: lost)."""
+    pool, _ = make_pool(r, app="asyncjobs")
+    first = client.push({"class": asyncjobs.Cooperative, "args": [], "timeout": 60})
+    pool.start()
+    wait_for(lambda: r.sismember("began", first), 5, message="the first job")
+    proc = pool.processors[0]
+    seen = proc.job  # what the watcher saw
+    assert pool.stop_job(first)
+    wait_for(lambda: r.lrange("on_cancel", 0, -1) == [first.encode()], 5, message="the first cancel")
+    second = client.push({"class": asyncjobs.Cooperative, "args": [], "timeout": 60})
+    wait_for(lambda: r.sismember("began", second), 5, message="the next job")
+    assert not proc.request_stop("cancel", time.monotonic(), seen)  # aimed at the job that ended
+    assert not proc.request_stop("timeout", time.monotonic())  # the next job is far from its deadline
+    time.sleep(0.3)
+    assert r.lrange("on_cancel", 0, -1) == [first.encode()] and proc.current is not None
+    assert pool.stop_job(second)
+    wait_for(lambda: r.llen("on_cancel") == 2 and drained(r), 5, message="the second cancel")
+    assert pool.ctx.counters.take()[:3] == (2, 0, 2)
+    join_all(pool)

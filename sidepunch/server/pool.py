@@ -90,7 +90,7 @@ class ProcessorPool:
         for proc in self.processors:
             job = proc.job
             if proc.current is not None and job is not None and job.get("jid") == jid:
-                return proc.request_stop("cancel", time.monotonic())
+                return proc.request_stop("cancel", time.monotonic(), job)
         return self.runner.cancel(jid)
 
     def running_jids(self) -> list[str]:

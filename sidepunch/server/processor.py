@@ -109,11 +109,19 @@ class Processor:
                 return  # the job would not stop; this thread is left to it and the process is retiring
         self.outcomes.persist(self.fetcher.release, "requeue of prefetched jobs")
 
-    def request_stop(self, reason: str, now: float) -> bool:
+    def request_stop(self, reason: str, now: float, job: dict | None = None) -> bool:
         """Interrupt the running sync job ("timeout" or "cancel"); False if none runs or one was already sent.
-        A cancel also sets the job's `cancelled` flag, for code that looks before the interrupt lands."""
+        A cancel also sets the job's `cancelled` flag, for code that looks before the interrupt lands.
+
+        The caller looked at this thread a moment ago; the job it saw may have ended and the next one begun
+        since. So, under the lock: a timeout stops only a job past its own deadline, and a stop aimed at `job`
+        (the dict the caller saw) only that job."""
         with self._lock:
             if not self._in_job or self.stop_reason is not None or self.thread is None:
+                return False
+            if job is not None and self.job is not job:
+                return False
+            if reason == "timeout" and (self.deadline is None or now < self.deadline):
                 return False
             if reason == "cancel":
                 self.instance._sidepunch_cancelled = True
