@@ -433,3 +433,23 @@ def test_a_stop_decided_for_the_previous_job_never_hits_the_next_one(r, client):
     wait_for(lambda: r.llen("on_cancel") == 2 and drained(r), 5, message="the second cancel")
     assert pool.ctx.counters.take()[:3] == (2, 0, 2)
     join_all(pool)
+
+
+def test_a_held_job_is_never_reclaimed_by_the_replacement_thread_after_an_outage(r, client):
+    pool, retired = make_pool(r, "--interrupt-grace", "1", app="asyncjobs")
+    jid = client.push({"class": asyncjobs.Block, "args": [1.5], "timeout": 0.2, "retry": 3})
+    pool.start()
+    enforce_until(pool, lambda: retired, 5, "the escalation")
+    old = pool.processors[0]
+    old.thread.join(5)  # its C call returned; the abandoned thread ended
+    pool.replace_dead()
+    new = pool.processors[0]
+    assert new is not old
+    new.fetcher._in_doubt = True  # as after a failed fetch: it looks for undelivered jobs in its working list
+    pool.ctx.state.resume()  # CONT reached the retiring worker
+    time.sleep(2.5)
+    assert r.llen("done") == 0  # the held job (stopped as its C call returned) is not run again here
+    pool.ctx.state.stop(time.monotonic())
+    pool.stop(time.monotonic())
+    (entry,) = [json.loads(raw) for raw in r.zrange("retry", 0, -1)]
+    assert entry["jid"] == jid and drained(r) and r.llen("done") == 0

@@ -55,8 +55,12 @@ class ProcessorPool:
     def _new_processor(self, index: int) -> Processor:
         ctx = self.ctx
         fetcher = self._fetcher.for_thread(ctx.redis, ctx.config, ctx.identity, ThreadSlot(self._number, index))
-        fetcher.lent = self.runner.units  # jobs of its working lists that are out on the event loop
+        fetcher.lent = self._lent  # jobs of its working lists that run elsewhere: it must not take them back
         return Processor(index, ctx, fetcher, self.runner)
+
+    def _lent(self) -> list:
+        """The jobs that left their thread: out on the event loop, or held (they would not stop)."""
+        return [*self.runner.units(), *(taken.unit for taken in self._held)]
 
     def replace_dead(self) -> None:
         for i, proc in enumerate(self.processors):
