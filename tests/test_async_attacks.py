@@ -382,3 +382,15 @@ def test_a_held_job_is_never_reclaimed_by_the_replacement_thread_after_an_outage
     pool.stop(time.monotonic())
     (entry,) = [json.loads(raw) for raw in r.zrange("retry", 0, -1)]
     assert entry["jid"] == jid and drained(r) and r.llen("done") == 0
+
+
+@pytest.mark.parametrize("name", ["SystemExit", "KeyboardInterrupt"])
+def test_a_callback_raising_out_of_the_event_loop_does_not_kill_it(r, client, name):
+    pool, _ = make_pool(r, app="asyncjobs")
+    naps = [client.push({"class": asyncjobs.Nap, "args": [0.3]}) for _ in range(10)]
+    hostile = client.push({"class": asyncjobs.ExitsFromACallback, "args": [name]})
+    naps += [client.push({"class": asyncjobs.Nap, "args": [0.1]}) for _ in range(10)]
+    pool.start()
+    wait_for(lambda: pool.ctx.counters.total_processed == 21 and drained(r), 10, message="every job")
+    assert runs(r, [*naps, hostile]) == [1] * 21 and pool.runner._threads[0].is_alive()
+    join_all(pool)

@@ -115,9 +115,13 @@ class AsyncRunner:
     def _run_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         asyncio.set_event_loop(loop)
         try:
-            # Until close(): a job that stops the loop (loop.stop()) must not strand every other job on it.
+            # Until close(): a job that stops the loop (loop.stop()), or whose callback raises SystemExit or
+            # KeyboardInterrupt out of it, must not strand every other job on it.
             while not self._closing.is_set():
-                loop.run_forever()
+                try:
+                    loop.run_forever()
+                except BaseException:
+                    log.exception("a callback raised out of the event loop; it runs on")
         finally:
             loop.close()
 

@@ -277,3 +277,16 @@ class RedisChatty(sidepunch.Job):
             got = r.get(f"chat:{self.jid}")
             if got != str(n).encode():
                 r.rpush("crosstalk", repr(got))
+
+
+class ExitsFromACallback(sidepunch.Job):
+    """Schedules a callback that raises SystemExit or KeyboardInterrupt out of the event loop itself."""
+
+    async def perform(self, name):
+        exc = SystemExit(3) if name == "SystemExit" else KeyboardInterrupt()
+
+        def boom():
+            raise exc
+        asyncio.get_running_loop().call_soon(boom)
+        await asyncio.sleep(0.01)
+        _mark(self.jid)
