@@ -88,3 +88,22 @@ def test_a_redis_restart_in_an_async_drain_loses_nothing_and_logs_no_flood(daemo
     assert r.zcard("retry") == 0 and r.zcard("dead") == 0 and d.proc.poll() is None
     log = d.log()
     assert "died" not in log and "could not" not in log and log.count("Traceback") == 0
+
+
+def test_many_sync_jobs_interrupted_on_the_real_daemon_never_kill_a_thread(daemon, r, client):
+    import testjobs
+    for i in range(40):
+        cls = asyncjobs.Spin if i % 2 else asyncjobs.RedisChatty
+        client.push({"class": cls, "args": [30] if i % 2 else [], "timeout": 0.1, "retry": False})
+    d = daemon("--workers", "1", "--threads", "4", "--interrupt-grace", "1", "-r", "asyncjobs")
+    wait_for(lambda: r.llen("queue:default") == 0 and not r.keys("working:*"), 60, message="40 stopped jobs")
+    values = [str(i) for i in range(100)]
+    for v in values:
+        client.push({"class": testjobs.Record, "args": [v]})
+    wait_for(lambda: r.llen("done") == 100 and not r.keys("working:*"), 20, message="the next jobs")
+    assert r.llen("crosstalk") == 0 and len(d.children()) == 1
+    d.signal(signal.SIGTERM)
+    assert d.wait() == 0
+    log = d.log()
+    assert "died" not in log and "Traceback" not in log and "retiring" not in log
+    assert int(r.get("stat:failed")) == 40 and int(r.get("stat:processed")) == 140
