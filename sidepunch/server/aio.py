@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from ..core.middleware import Outcome, Reschedule, run_async_chain
 from .fetch import UnitOfWork
-from .outcomes import Outcomes, PendingAcks, job_log, timeout_error
+from .outcomes import Outcomes, PendingAcks, await_on_cancel, job_log, timeout_error
 from .processor import BadJob, Taken, job_timeout
 from .state import ChildContext
 
@@ -71,6 +71,7 @@ class AsyncRunner:
         self._ids = itertools.count(1)
         self._kinds: dict[type, bool] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def is_async(self, instance: Any) -> bool:
@@ -90,7 +91,13 @@ class AsyncRunner:
                            job_timeout(job, self.ctx.config.job_timeout))
         self._entries[entry.tid] = entry
         self.ctx.work.start(entry.tid, unit.queue, unit.payload)
-        self.loop.call_soon_threadsafe(self._spawn, entry)  # type: ignore[union-attr]
+        try:
+            if self._closing.is_set():  # handed over after the stop deadline took the loop's jobs back
+                raise RuntimeError("the event loop is closing")
+            self.loop.call_soon_threadsafe(self._spawn, entry)  # type: ignore[union-attr]
+        except RuntimeError:  # closed under us: the caller puts the job back with its prefetched ones
+            self._forget(entry)
+            return False
         return True
 
     def _start_threads(self) -> None:
@@ -105,11 +112,16 @@ class AsyncRunner:
                 self._threads[-1].start()
             self.loop = loop
 
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    def _run_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         asyncio.set_event_loop(loop)
         try:
-            loop.run_forever()
+            # Until close(): a job that stops the loop (loop.stop()), or whose callback raises SystemExit or
+            # KeyboardInterrupt out of it, must not strand every other job on it.
+            while not self._closing.is_set():
+                try:
+                    loop.run_forever()
+                except BaseException:
+                    log.exception("a callback raised out of the event loop; it runs on")
         finally:
             loop.close()
 
@@ -127,13 +139,13 @@ class AsyncRunner:
             entry.failure = exc
         if entry.failure is not None and entry.stop_reason is None and timer.expired():
             entry.stop_reason = "timeout"
-        if entry.failure is not None and entry.stop_reason == "cancel":
-            await _on_cancel(entry.instance)
         with self._lock:
             if entry.state is not RUNNING:
                 return  # taken (stop deadline, or it would not stop): whoever took it records it
             entry.state = FINISHED
         self._finished.put(entry)
+        if entry.failure is not None and entry.stop_reason == "cancel":  # once recorded: a hook that hangs
+            await await_on_cancel(entry.instance, self.ctx.config.interrupt_grace)  # cannot bring it back
 
     async def _perform(self, entry: AsyncEntry) -> Any:
         instance, job = entry.instance, entry.job
@@ -145,6 +157,9 @@ class AsyncRunner:
                                            lambda: instance.perform(*args))
             if isinstance(result, Reschedule):
                 raise result
+            if inspect.iscoroutine(result):  # `return call_next()` without await: the job never ran
+                result.close()
+                raise BadJob("an async middleware returned call_next() without awaiting it; the job did not run")
             return result
         return await instance.perform(*args)
 
@@ -155,17 +170,29 @@ class AsyncRunner:
             while not self._finished.empty() and len(batch) < 1000:
                 batch.append(self._finished.get())
             entries = [entry for entry in batch if entry is not None]
+            for entry in entries:
+                self._record_one(entry)
             try:
-                for entry in entries:
-                    self._outcome(entry)
                 self._outcomes.persist(self._acks.send_acks, "acknowledge")
             except BaseException:  # not an outage (persist rides those out): what is unacknowledged stays in its
                 # working list and is put back when this process exits; the slots are freed all the same
-                log.exception("could not record %d async job(s)", len(entries))
+                log.exception("could not acknowledge %d async job(s)", len(entries))
             for entry in entries:
                 self._forget(entry)
             if len(entries) < len(batch):
                 return  # close() asked: everything before its marker is recorded
+
+    def _record_one(self, entry: AsyncEntry) -> None:
+        """Record one job; one that cannot be recorded as it ended is a failure of its own (retry set), never
+        a reason to leave the rest of its batch unacknowledged."""
+        try:
+            self._outcome(entry)
+        except BaseException as exc:
+            log.exception("could not record async job %.200s", entry.unit.payload.decode("utf-8", "replace"))
+            try:
+                self._outcomes.fail(entry.unit, entry.job, exc, entry.started, entry.instance)
+            except BaseException:  # it stays in its working list and is put back when this process exits
+                log.exception("could not record its failure either")
 
     def _outcome(self, entry: AsyncEntry) -> Outcome:
         outcomes, unit, job, failure = self._outcomes, entry.unit, entry.job, entry.failure
@@ -244,6 +271,7 @@ class AsyncRunner:
             return
         self._finished.put(None)
         self._threads[1].join(timeout)
+        self._closing.set()
         if not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.loop.stop)
         self._threads[0].join(1.0)
@@ -280,18 +308,6 @@ def _await_chain(task: asyncio.Task) -> str:
 def _cancel_task(entry: AsyncEntry) -> None:
     if entry.task is not None:
         entry.task.cancel()
-
-
-async def _on_cancel(instance: Any) -> None:
-    hook = getattr(instance, "on_cancel", None)
-    if hook is None:
-        return
-    try:
-        pending = hook()
-        if inspect.isawaitable(pending):
-            await pending
-    except BaseException:
-        log.exception("on_cancel of %s raised", type(instance).__qualname__)
 
 
 __all__ = ["AsyncRunner", "AsyncEntry", "job_log"]

@@ -10,6 +10,8 @@ Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import logging
 import time
@@ -28,6 +30,8 @@ from .state import ChildContext
 log = logging.getLogger("sidepunch.processor")
 #: One line per job start and finish; `--log-jobs off` (or a level above INFO) silences it.
 job_log = logging.getLogger("sidepunch.job")
+#: The longest keep_result (seconds) a class may declare (client/job.py checks the class attribute).
+MAX_KEEP = 10 ** 8
 
 
 class Acks(Protocol):
@@ -71,16 +75,26 @@ class Outcomes:
         ctx = self.ctx
         ctx.counters.record(failed=False)
         elapsed = time.monotonic() - started
-        keep, jid = getattr(instance, "keep_result", None), job.get("jid")
-        if keep and type(jid) is str and jid:  # opt-in: the only classes that pay a round trip for their result
-            record = result_record(job, result)
-            self.persist(lambda: ctx.redis.set(keys.result(jid), record, ex=keep), "result write")
+        keep = getattr(instance, "keep_result", None)
+        if keep:  # opt-in: the only classes that pay a round trip for their result
+            self._keep(job, result, keep)
         if acks.ack(unit, elapsed):
             self.persist(acks.send_acks, "acknowledge")
         self._check_job_limit()
         if job_log.isEnabledFor(logging.INFO):
             job_log.info("done %.200s jid=%.100s queue=%s %.3fs", job["class"], job.get("jid"), unit.queue, elapsed)
         return Outcome.DONE
+
+    def _keep(self, job: dict, result: Any, keep: Any) -> None:
+        """Write the kept result. The class's keep_result was checked when it was defined; one the job set on
+        itself may be anything, and a result that cannot be kept must not undo a job that ran."""
+        jid = job.get("jid")
+        if type(keep) is not int or not 0 < keep <= MAX_KEEP:
+            log.warning("the result of %.200s jid=%.100s is not kept: keep_result must be a number of seconds "
+                        "(int, 1 to %d), got %.100r", job.get("class"), jid, MAX_KEEP, keep)
+        elif type(jid) is str and jid:
+            record = result_record(job, result)
+            self.persist(lambda: self.ctx.redis.set(keys.result(jid), record, ex=keep), "result write")
 
     def cancelled(self, unit: UnitOfWork, job: dict, started: float, acks: Acks) -> Outcome:
         """Stopped by sidepunch.api.cancel: acknowledged, counted (processed and cancelled), not retried."""
@@ -141,27 +155,58 @@ def result_record(job: dict, result: Any) -> str:
     record = {"jid": job.get("jid"), "class": job.get("class"), "finished_at": time.time()}
     try:
         return json.dumps({**record, "result": result}, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError, RecursionError) as exc:
+    except Exception as exc:  # not JSON (TypeError, ValueError, RecursionError), or a value that raises its own
         log.warning("the result of %.200s jid=%.100s is not JSON and is not kept: %s", job.get("class"),
                     job.get("jid"), exc)
         return json.dumps({**record, "error": f"the return value is not JSON: {error_message(exc)}"[:1000]},
                           separators=(",", ":"))
 
 
-def call_on_cancel(instance: Any) -> None:
-    """The job's `on_cancel(self)` hook, if it has one; what it raises is logged, never propagated. An async
-    hook is awaited on an event loop of its own (this runs on a processor thread)."""
+def claim_on_cancel(instance: Any) -> Callable[[], Any] | None:
+    """The job's `on_cancel(self)` hook the first time it is asked for, else None: it runs once, whichever
+    part of the worker records the job (the thread, the event loop, or the pool as the process exits)."""
     hook = getattr(instance, "on_cancel", None)
+    if hook is None or getattr(instance, "_sidepunch_hooked", False):
+        return None
+    instance._sidepunch_hooked = True
+    return hook
+
+
+def call_on_cancel(instance: Any, limit: float) -> None:
+    """Run the on_cancel hook on this (non-loop) thread, after the job was recorded: a hook that hangs cannot
+    bring a cancelled job back. What it raises is logged, never propagated; an async hook is awaited on an
+    event loop of its own for at most `limit` seconds."""
+    hook = claim_on_cancel(instance)
     if hook is None:
         return
     try:
         pending = hook()
-        if pending is not None and hasattr(pending, "__await__"):
-            import asyncio
-            asyncio.run(_awaited(pending))
+        if inspect.isawaitable(pending):
+            asyncio.run(_awaited(pending, limit))
+    except TimeoutError:
+        log.warning("on_cancel of %s did not finish within %gs; left unfinished", type(instance).__qualname__,
+                    limit)
     except BaseException:
         log.exception("on_cancel of %s raised", type(instance).__qualname__)
 
 
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
+async def await_on_cancel(instance: Any, limit: float) -> None:
+    """The on_cancel hook, on the event loop, after the job was recorded; at most `limit` seconds for an async
+    one (a sync one that blocks blocks the loop: see the README)."""
+    hook = claim_on_cancel(instance)
+    if hook is None:
+        return
+    try:
+        pending = hook()
+        if inspect.isawaitable(pending):
+            await _awaited(pending, limit)
+    except TimeoutError:
+        log.warning("on_cancel of %s did not finish within %gs; left unfinished", type(instance).__qualname__,
+                    limit)
+    except BaseException:
+        log.exception("on_cancel of %s raised", type(instance).__qualname__)
+
+
+async def _awaited(awaitable: Any, limit: float) -> Any:
+    async with asyncio.timeout(limit):
+        return await awaitable

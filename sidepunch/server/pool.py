@@ -55,8 +55,12 @@ class ProcessorPool:
     def _new_processor(self, index: int) -> Processor:
         ctx = self.ctx
         fetcher = self._fetcher.for_thread(ctx.redis, ctx.config, ctx.identity, ThreadSlot(self._number, index))
-        fetcher.lent = self.runner.units  # jobs of its working lists that are out on the event loop
+        fetcher.lent = self._lent  # jobs of its working lists that run elsewhere: it must not take them back
         return Processor(index, ctx, fetcher, self.runner)
+
+    def _lent(self) -> list:
+        """The jobs that left their thread: out on the event loop, or held (they would not stop)."""
+        return [*self.runner.units(), *(taken.unit for taken in self._held)]
 
     def replace_dead(self) -> None:
         for i, proc in enumerate(self.processors):
@@ -90,7 +94,7 @@ class ProcessorPool:
         for proc in self.processors:
             job = proc.job
             if proc.current is not None and job is not None and job.get("jid") == jid:
-                return proc.request_stop("cancel", time.monotonic())
+                return proc.request_stop("cancel", time.monotonic(), job)
         return self.runner.cancel(jid)
 
     def running_jids(self) -> list[str]:
@@ -104,10 +108,10 @@ class ProcessorPool:
             job = taken.job or {"class": "?"}
             try:
                 if taken.reason == "cancel":
-                    call_on_cancel(taken.instance)
                     acks = PendingAcks(self.ctx.redis, self._fetcher.ack_into)
                     outcomes.cancelled(taken.unit, job, taken.started, acks)
                     outcomes.persist(acks.send_acks, "acknowledge")
+                    call_on_cancel(taken.instance, self.ctx.config.interrupt_grace)
                 else:
                     outcomes.fail(taken.unit, job, timeout_error(taken.timeout), taken.started, taken.instance)
             except Exception:  # it stays in its working list and is recovered as interrupted
@@ -122,9 +126,7 @@ class ProcessorPool:
     def stop(self, deadline: float) -> None:
         """Wait for running jobs until `deadline` (monotonic), then requeue what is left; record the jobs that
         would not stop last, just before the process exits."""
-        for proc in self.processors:
-            if proc.thread is not None and not proc.abandoned:  # an abandoned thread is left to its C call
-                proc.thread.join(max(0.0, deadline - time.monotonic()))
+        self._wait_threads(deadline)
         self.runner.wait(deadline)
         stuck = self._requeue_unfinished()
         self.runner.close(max(1.0, IDLE_JOIN))
@@ -135,6 +137,19 @@ class ProcessorPool:
         for proc in self.processors:
             if proc.thread is not None and proc not in stuck and not proc.abandoned:
                 proc.thread.join(max(0.0, end - time.monotonic()))
+
+    def _wait_threads(self, deadline: float) -> None:
+        """Until `deadline`: wait for the threads to end (an abandoned one is left to its C call), still
+        interrupting a job past its own timeout, so it is not requeued to run as long again."""
+        while True:
+            now = time.monotonic()
+            busy = [p for p in self.processors if p.thread is not None and p.thread.is_alive() and not p.abandoned]
+            if not busy or now >= deadline:
+                return
+            for proc in busy:
+                if proc.deadline is not None and now >= proc.deadline:
+                    proc.request_stop("timeout", now)
+            busy[0].thread.join(min(0.1, deadline - now))
 
     def _requeue_unfinished(self) -> list[Processor]:
         """At the deadline: take back what threads still run (so they cannot also record it) and put it,

@@ -24,7 +24,7 @@ from ..core.middleware import Outcome, Reschedule, run_server_chain
 from ..core.payload import decode
 from .fetch import UnitOfWork
 from .forks import ForkGuard
-from .interrupt import Interrupted, clear, interrupt
+from .interrupt import Interrupted, clear, interrupt, release_logging_locks
 from .outcomes import Outcomes, call_on_cancel, job_log, log, timeout_error
 from .state import ChildContext
 #: A job's `timeout` beyond this many seconds (about 31 years) means no practical limit; capped so that the
@@ -109,11 +109,19 @@ class Processor:
                 return  # the job would not stop; this thread is left to it and the process is retiring
         self.outcomes.persist(self.fetcher.release, "requeue of prefetched jobs")
 
-    def request_stop(self, reason: str, now: float) -> bool:
+    def request_stop(self, reason: str, now: float, job: dict | None = None) -> bool:
         """Interrupt the running sync job ("timeout" or "cancel"); False if none runs or one was already sent.
-        A cancel also sets the job's `cancelled` flag, for code that looks before the interrupt lands."""
+        A cancel also sets the job's `cancelled` flag, for code that looks before the interrupt lands.
+
+        The caller looked at this thread a moment ago; the job it saw may have ended and the next one begun
+        since. So, under the lock: a timeout stops only a job past its own deadline, and a stop aimed at `job`
+        (the dict the caller saw) only that job."""
         with self._lock:
             if not self._in_job or self.stop_reason is not None or self.thread is None:
+                return False
+            if job is not None and self.job is not job:
+                return False
+            if reason == "timeout" and (self.deadline is None or now < self.deadline):
                 return False
             if reason == "cancel":
                 self.instance._sidepunch_cancelled = True
@@ -200,9 +208,12 @@ class Processor:
     def _leave_job(self) -> str | None:
         with self._lock:
             self._in_job = False
-            if self.stop_reason is not None:
-                clear(threading.get_ident())  # an interrupt sent but not raised yet must not hit our own code
-            return self.stop_reason
+            if self.stop_reason is None:
+                return None
+            clear(threading.get_ident())  # an interrupt sent but not raised yet must not hit our own code
+        if release_logging_locks():  # it landed inside a logging call: the other threads must go on logging
+            log.warning("an interrupt stopped a job inside a logging call; its logging locks were released")
+        return self.stop_reason
 
     def _ended(self, unit: UnitOfWork, job: dict, result: Any, failure: BaseException | None,
                reason: str | None) -> Outcome:
@@ -213,8 +224,9 @@ class Processor:
         if failure is None:
             return outcomes.done(unit, job, started, self.fetcher, instance, result)
         if reason == "cancel":
-            call_on_cancel(instance)
-            return outcomes.cancelled(unit, job, started, self.fetcher)
+            outcome = outcomes.cancelled(unit, job, started, self.fetcher)
+            call_on_cancel(instance, self.ctx.config.interrupt_grace)  # once recorded: a hook that hangs
+            return outcome  # cannot bring the job back
         if reason == "timeout":
             failure = timeout_error(self.timeout)
         if isinstance(failure, Reschedule):
