@@ -34,9 +34,10 @@ def populate(r, n: int = 5, hostile: bool = True) -> None:
     r.lpush("queue:critical", job("c0001", queue="critical"))
     r.set(keys.STAT_PROCESSED, 1234)
     r.set(keys.STAT_FAILED, 56)
-    today = time.strftime("%Y-%m-%d", time.gmtime(now))
-    r.set(keys.daily_stat(keys.STAT_PROCESSED, today), 100)
-    r.set(keys.daily_stat(keys.STAT_FAILED, today), 7)
+    for day in range(30):  # a made-up month of history, today's numbers being 100 and 7
+        date = time.strftime("%Y-%m-%d", time.gmtime(now - day * 86400))
+        r.set(keys.daily_stat(keys.STAT_PROCESSED, date), 100 + (day * 37) % 90)
+        r.set(keys.daily_stat(keys.STAT_FAILED, date), 7 + (day * 13) % 11)
     add_process(r)
     if hostile:
         add_hostile(r)

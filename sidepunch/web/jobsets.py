@@ -72,6 +72,7 @@ def search(jobset: api.JobSet, needle: str, newest_first: bool) -> tuple[list[ap
         pattern = b"*" + name_key(needle) + b"*"
     found: list[api.SortedEntry] = []
     for member, score in jobset.redis.zscan_iter(jobset.name, match=pattern, count=1000):
+        # _entries builds what the set's own reads build (a dead entry with its reason).
         entry = jobset._entries([(member, score)])[0]
         if _hit(entry, needle):
             found.append(entry)

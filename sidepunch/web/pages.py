@@ -6,6 +6,7 @@ through api.ops.AdminOps (quiet, stop, delete a queue) or the api's own records 
 """
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from werkzeug.wrappers import Response
 
 from .. import api
 from ..api.ops import AdminOps, NotFound
+from ..api.records import jsonable
 from .render import decode_name
 
 HISTORY_DAYS = (7, 30, 90, 180)
@@ -71,8 +73,6 @@ def queues_json(ctx: Any) -> Response:
 
 
 def _json(body: Any) -> Response:
-    import json
-    from ..api.records import jsonable
     return Response(json.dumps(jsonable(body), allow_nan=False), content_type="application/json")
 
 
