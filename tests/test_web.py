@@ -338,14 +338,13 @@ def test_unknown_paths_are_404(web, r):
     assert web.get("/retries/not-a-key").status_code == 404
 
 
-def test_asgi_app_answers(redis_server, r):
-    app = create_asgi_app(redis_server.url)
+def asgi_get(app, path: str, root_path: str = "") -> tuple[int, bytes]:
     sent = []
 
     async def call():
-        scope = {"type": "http", "http_version": "1.1", "method": "GET", "path": "/stats", "raw_path": b"/stats",
-                 "root_path": "", "scheme": "http", "query_string": b"", "headers": [(b"host", b"localhost")],
-                 "server": ("localhost", 80), "client": ("127.0.0.1", 5000)}
+        scope = {"type": "http", "http_version": "1.1", "method": "GET", "path": path, "raw_path": path.encode(),
+                 "root_path": root_path, "scheme": "http", "query_string": b"",
+                 "headers": [(b"host", b"localhost")], "server": ("localhost", 80), "client": ("127.0.0.1", 5000)}
 
         async def receive():
             return {"type": "http.request", "body": b"", "more_body": False}
@@ -354,8 +353,15 @@ def test_asgi_app_answers(redis_server, r):
             sent.append(message)
         await app(scope, receive, send)
     asyncio.run(call())
-    assert sent[0]["status"] == 200
-    assert json.loads(b"".join(m.get("body", b"") for m in sent[1:]))["sidekiq"]["processed"] == 0
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_asgi_app_answers(redis_server, r):
+    app = create_asgi_app(redis_server.url)
+    status, body = asgi_get(app, "/stats")
+    assert status == 200 and json.loads(body)["sidekiq"]["processed"] == 0
+    status, body = asgi_get(app, "/admin/jobs/retries", root_path="/admin/jobs")  # mounted, as FastAPI does
+    assert status == 200 and b'href="/admin/jobs/morgue"' in body
 
 
 def test_mounted_under_a_prefix(redis_server, r):

@@ -94,7 +94,7 @@ def busy_post(ctx: Any) -> Response:
 
 def queues(ctx: Any) -> Response:
     now = time.time()
-    rows = []
+    rows: list[tuple[api.Queue, int | None, float | None]] = []
     for queue in api.Queue.all(ctx.redis, clock=lambda: now):
         try:
             rows.append((queue, queue.size, queue.latency))
