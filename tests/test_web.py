@@ -181,6 +181,7 @@ def test_all_actions_ask_first(web, r):
     webdata.populate(r, hostile=False)
     resp = post(web, "/retries/all/retry")
     assert resp.status_code == 200 and "Are you sure?" in resp.get_data(as_text=True)
+    assert 'href="/retries" id="cancel"' in resp.get_data(as_text=True)
     assert r.zcard(keys.RETRY) == 5
 
 
@@ -240,6 +241,8 @@ def test_filter_matches_class_args_and_error(web, r, monkeypatch):
     assert len(entry_keys(web, "/retries?q=NeedleClass")) == 1
     assert len(entry_keys(web, "/retries?q=z%C3%BCrich")) == 1
     assert len(entry_keys(web, "/retries?q=a4")) == 0  # the jid is not searched
+    r.zadd(keys.RETRY, {b'{"class":"Rails","args":["\\u003ci\\u003e"],"jid":"a5"}': now + 4})  # escaped <i>
+    assert len(entry_keys(web, "/retries?q=%3Ci%3E")) == 1
     monkeypatch.setattr("sidepunch.web.jobsets.MAX_MATCHES", 2)
     html = web.get("/retries?q=boom").get_data(as_text=True)
     assert "first 2 matches" in html and len(entry_keys(web, "/retries?q=boom")) == 2

@@ -92,6 +92,12 @@ def no_injection(driver) -> None:
     assert driver.find_elements(*by("main img, main svg[onload], main script")) == []
 
 
+def click(driver, css: str) -> None:
+    """Click an element of the page a previous click submitted, once that page has loaded."""
+    wait_until(lambda: driver.find_elements(*by(css)))
+    driver.find_element(*by(css)).click()
+
+
 def notice(driver) -> str:
     """The notice of the page a click submitted, once it has loaded."""
     wait_until(lambda: driver.find_elements(*by(".notice")))
@@ -136,7 +142,7 @@ def test_retry_all_by_clicking(live, browser, r):
     queued = r.llen("queue:default")
     browser.get(live.url + "/retries")
     browser.find_element(*by("#all-retry")).click()
-    browser.find_element(*by("#confirm")).click()
+    click(browser, "#confirm")
     assert "job(s) enqueued" in notice(browser)
     assert r.zcard(keys.RETRY) == 0 and r.llen("queue:default") == queued + 6
 
@@ -156,7 +162,7 @@ def test_kill_from_the_entry_page(live, browser, r):
     dead, retries = r.zcard(keys.DEAD), r.zcard(keys.RETRY)
     browser.get(live.url + "/retries")
     browser.find_element(*by("#bulk td a")).click()
-    browser.find_element(*by("#entry-kill")).click()
+    click(browser, "#entry-kill")
     assert "moved to Dead" in notice(browser)
     assert r.zcard(keys.DEAD) == dead + 1 and r.zcard(keys.RETRY) == retries - 1
 
@@ -164,7 +170,7 @@ def test_kill_from_the_entry_page(live, browser, r):
 def test_delete_a_queue_by_clicking(live, browser, r):
     browser.get(live.url + "/queues/critical")
     browser.find_element(*by("#delete-queue")).click()
-    browser.find_element(*by("#confirm")).click()
+    click(browser, "#confirm")
     assert "Queue deleted" in notice(browser)
     assert not r.exists("queue:critical") and not r.sismember(keys.QUEUES, "critical")
 

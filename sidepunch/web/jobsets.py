@@ -35,7 +35,8 @@ LABELS = {"retry": "Retry now", "add_to_queue": "Add to queue", "delete": "Delet
 _KEY = re.compile(r"(-?[0-9]+(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?)-(.+)", re.ASCII)
 #: Needle characters every JSON writer leaves as they are and that are not glob characters: such a needle can
 #: be looked for in the raw bytes by Redis (ZSCAN MATCH); any other is tested on every entry parsed.
-_PLAIN = re.compile(r"[A-Za-z0-9_.:@+=~ ,;!#$%&()<>'-]+", re.ASCII)
+#: (Not `<>&'`: some JSON writers, Rails' among them, escape those as \u003c and so on.)
+_PLAIN = re.compile(r"[A-Za-z0-9_.:@+=~ ,;!#$%()-]+", re.ASCII)
 
 
 def entry_key(entry: api.SortedEntry) -> str:
@@ -136,7 +137,8 @@ def everything(ctx: Any, kind: str, action: str) -> Response:
     if ctx.request.form.get("confirm") != "yes":
         return ctx.render("confirm.html", tab="jobset:" + kind,
                           what=f"{LABELS[action].replace(' now', '')} all {jobset_size(ctx, kind):,} in {title}?",
-                          action_url=ctx.url("jobset_all", kind=kind, action=action), fields={})
+                          action_url=ctx.url("jobset_all", kind=kind, action=action), fields={},
+                          back=ctx.url("jobset:" + kind))
     jobset, ops = _jobset(ctx, kind), AdminOps(ctx.redis)
     if action == "delete":
         return ctx.redirect("jobset:" + kind, notice="deleted", n=ops.clear(jobset.name).removed)

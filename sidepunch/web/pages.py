@@ -122,7 +122,8 @@ def queue_post(ctx: Any, name: str) -> Response:
     if form.get("action") == "delete_queue":
         if form.get("confirm") != "yes":
             return ctx.render("confirm.html", tab="queues", what=f"Delete queue {queue.name} and every job in it?",
-                              action_url=ctx.url("queue", name=name), fields={"action": "delete_queue"})
+                              action_url=ctx.url("queue", name=name), fields={"action": "delete_queue"},
+                              back=ctx.url("queue", name=name))
         cleared = AdminOps(ctx.redis).clear("queue:" + queue.name)
         return ctx.redirect("queues", notice="cleared", n=cleared.removed)
     if form.get("action") == "delete":
