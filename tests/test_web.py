@@ -419,3 +419,25 @@ def unused_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_process_with_a_non_utf8_identity_can_be_quieted(web, r):
+    identity = b"host\xff<b>:1:abc"
+    webdata.add_process(r, identity=identity.decode("utf-8", "surrogateescape"))
+    html = web.get("/busy").get_data(as_text=True)
+    assert "host\\xff&lt;b&gt;:1:abc" in html
+    hidden = re.search(r'name="identity" value="(~x[0-9a-f]+)"', html).group(1)
+    assert post(web, "/busy", {"action": "quiet", "identity": hidden}).status_code == 303
+    assert r.lrange(b"host\xff<b>:1:abc-signals", 0, -1) == [b"TSTP"]
+
+
+@pytest.mark.parametrize("bind,env,warned", [
+    ("127.0.0.1", {}, False), ("::1", {}, False), ("localhost", {}, False), ("0.0.0.0", {}, True),
+    ("0.0.0.0", {"SIDEPUNCH_WEB_USERNAME": "a", "SIDEPUNCH_WEB_PASSWORD": "b"}, False)])
+def test_standalone_warns_when_open_beyond_loopback(redis_server, bind, env, warned):
+    import io
+    from sidepunch.web import serve
+    err = io.StringIO()
+    app = serve.build(redis_server.url, bind, False, env, err=err)
+    assert ("without authentication" in err.getvalue()) is warned
+    assert (app.auth is not None) is bool(env)

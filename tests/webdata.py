@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+from sidepunch.api.records import name_key
 from sidepunch.core import keys
 
 XSS = ['<script>window.__xss=1;alert(1)</script>', '"><img src=x onerror="window.__xss=2">', "'><svg onload=alert(3)>"]
@@ -46,12 +47,13 @@ def populate(r, n: int = 5, hostile: bool = True) -> None:
 def add_process(r, identity: str = IDENTITY) -> None:
     info = {"hostname": "web-host", "pid": 4242, "tag": "app <i>tag</i>", "started_at": time.time() - 3600,
             "queues": ["default", "critical"], "labels": [], "concurrency": 5, "identity": identity}
-    r.sadd(keys.PROCESSES, identity)
-    r.hset(keys.process(identity), mapping={"info": json.dumps(info), "busy": 1, "beat": time.time(),
+    raw = name_key(identity)  # an identity may hold bytes that are not UTF-8 (as surrogate escapes)
+    r.sadd(keys.PROCESSES, raw)
+    r.hset(keys.process(raw), mapping={"info": json.dumps(info), "busy": 1, "beat": time.time(),
                                             "quiet": "false", "rss": 102400, "rtt_us": 100})
     work = {"queue": "default", "payload": job("w0001", args=XSS).decode(), "run_at": int(time.time())}
-    r.hset(keys.workers(identity), "tid-1", json.dumps(work))
-    r.expire(keys.process(identity), 60)
+    r.hset(keys.workers(raw), "tid-1", json.dumps(work))
+    r.expire(keys.process(raw), 60)
 
 
 def add_hostile(r) -> None:
