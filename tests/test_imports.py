@@ -20,7 +20,7 @@ ALLOWED = {
     "client": {"core"},
     "server": {"core", "client"},
     "api": {"core", "client"},
-    "admin": {"core", "client", "api"},
+    "admin": {"core", "client", "api", "web"},
     "web": {"core", "client", "api"},
     "testing": {"core", "client"},
 }

@@ -3,7 +3,7 @@
 Owns running each command and turning failures into one line on stderr with an exit status, never a
 traceback; flags are parsed in parser.py and printed through output.py. It holds no Redis logic of its own:
 every read is a sidepunch.api call and every change an api.ops call, so the CLI and a dashboard cannot
-disagree. Imports core, client and api only (never server).
+disagree. Imports core, client and api (never server); `sidepunch web` imports the web package when run.
 
 Whatever is in Redis is hostile input: names that are not UTF-8, payloads that are not JSON or hold NaN,
 times of 1e300. Every cell is escaped so job data cannot drive the terminal, and `--json` output is always
@@ -14,7 +14,7 @@ not_found, `result` not there in time or not kept), Redis refused the command, o
 it cannot enqueue; 2 bad usage (flags, JSON, Redis URL); 3 Redis unreachable;
 4 an unexpected error (a bug: the one line says what).
 
-Must not import: sidepunch.server (core, client and api only).
+Must not import: sidepunch.server (core, client, api and web only).
 """
 from __future__ import annotations
 
@@ -247,6 +247,25 @@ def cmd_result(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
              lambda: json.dumps(jsonable(value), allow_nan=False).replace("\x7f", "\\u007f"))
 
 
+def cmd_web(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
+    """Serve the dashboard until interrupted; r is unused (the app makes its own client from the same URL)."""
+    try:
+        from ..web import serve
+    except ImportError as exc:
+        raise Failure(f"sidepunch web: needs the web extra: pip install 'sidepunch[web]' ({exc})",
+                      Status.USAGE) from None
+    try:
+        app = serve.build(getattr(args, "redis_url", None), args.bind, args.read_only, os.environ)
+    except ValueError as exc:
+        raise Failure(f"sidepunch web: {exc}", Status.USAGE) from None
+    print(f"sidepunch web: serving on http://{args.bind}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
+    try:
+        serve.serve(app, args.bind, args.port)
+    except OSError as exc:  # the port is taken, or the address is not ours
+        raise Failure(f"sidepunch web: cannot listen on {args.bind}:{args.port} ({exc.strerror or exc})",
+                      Status.USAGE) from None
+
+
 COMMANDS: dict[str, Callable[[redis.Redis, argparse.Namespace, Output], Status | None]] = {
     "stats": cmd_stats, "queues": cmd_queues, "jobs": cmd_jobs,
     "retries": lambda r, a, o: _list_set(api.RetrySet(r), a, o),
@@ -256,6 +275,7 @@ COMMANDS: dict[str, Callable[[redis.Redis, argparse.Namespace, Output], Status |
     "status": cmd_status, "cancel": cmd_cancel, "result": cmd_result,
     "processes": cmd_processes, "workers": cmd_workers,
     "quiet": lambda r, a, o: _signal(r, a, o, "quiet"), "stop": lambda r, a, o: _signal(r, a, o, "stop"),
+    "web": cmd_web,
 }
 
 

@@ -1,7 +1,7 @@
 """Argument parsing of the `sidepunch` command, and how it fails: `Status` (exit statuses) and `Failure`.
 
 Owns the commands' flags and arguments and checking their values (whole numbers in range), and keeping a Redis
-URL given in the wrong place out of the usage error argparse echoes. Imports core and api only (never server).
+URL given in the wrong place out of the usage error argparse echoes. Imports core and api only (never server; the web package is imported by command.py).
 
 Must not import: sidepunch.server (core, client and api only).
 """
@@ -140,6 +140,19 @@ def _add_processes(add: Add) -> None:
         p.add_argument("--all", action="store_true", help="every live process")
 
 
+def _port(text: str) -> int:
+    return _whole(text, 1, 65535)
+
+
+def _add_web(add: Add) -> None:
+    p = add("web", "serve the web dashboard (needs the web extra: pip install 'sidepunch[web]')")
+    p.add_argument("--port", type=_port, default=9292, help="TCP port (default 9292)")
+    p.add_argument("--bind", default="127.0.0.1", metavar="HOST",
+                   help="address to listen on (default 127.0.0.1; elsewhere, set SIDEPUNCH_WEB_USERNAME and "
+                        "SIDEPUNCH_WEB_PASSWORD)")
+    p.add_argument("--read-only", action="store_true", help="hide and refuse every action")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     parser = _Parser(prog="sidepunch", parents=[common],
@@ -153,4 +166,5 @@ def build_parser() -> argparse.ArgumentParser:
     _add_actions(add)
     _add_jobs(add)
     _add_processes(add)
+    _add_web(add)
     return parser
