@@ -30,19 +30,13 @@ from typing import Any, Callable, NoReturn
 import setproctitle
 
 from ..core import identity as identities
-from ..core.connection import Outage, make_client
 from ..core.exitcodes import ExitCode
 from .children import unblock_after_fork
-from .fetch import fetcher_class
-from .cancels import CancelWatcher
-from .heartbeat import Heartbeat
 from .hooks import load_middleware
 from .logs import enable_faulthandler
-from .poller import Poller
-from .pool import ProcessorPool
-from .resolver import JobResolver
-from .retry import DeadSet, RetryPolicy, error_message
-from .state import ChildContext, LifecycleState
+from .parts import build_parts, process_info
+from .retry import error_message
+from .state import LifecycleState
 
 log = logging.getLogger("sidepunch.child")
 
@@ -157,24 +151,13 @@ class Launcher:
     def _build(self, middleware: tuple[Any, ...], death_handlers: tuple[Any, ...],
                async_middleware: tuple[Any, ...] = ()) -> None:
         """Everything that exists once the app is loaded, built here and only here (nothing started yet)."""
-        config = self.config
         identity = identities.current(self.nonce)
-        # a connection per processor thread, plus the heartbeat, poller, async recorder, cancel watcher, spares
-        client = make_client(config.redis_url, max_connections=config.threads + 8)
-        fetcher = fetcher_class(config)
-        retry = RetryPolicy(client, DeadSet(config.dead_max_jobs, config.dead_timeout), config.max_retries,
-                            fetcher.ack_into, death_handlers=death_handlers)
-        self.ctx = ChildContext(redis=client, config=config, identity=identity, state=self.state,
-                                outage=Outage(config.redis_url, log), resolver=JobResolver(config.require),
-                                retry=retry, server_middleware=middleware)
-        self.pool = ProcessorPool(self.ctx, fetcher, self.number, retire=self.retire, async_chain=async_middleware)
-        self.cancels = CancelWatcher(self.ctx, self.pool.running_jids, self.pool.stop_job)
-        info = {"hostname": identities.hostname(), "started_at": time.time(), "pid": os.getpid(),
-                "tag": config.tag, "concurrency": config.threads,
-                "queues": [q.name for q in config.queues], "labels": [], "identity": identity}
-        self.heartbeat = Heartbeat(self.ctx, info, on_signal=self._remote_signal, on_beat=self._set_title,
-                                   on_tick=self._report_alive)
-        self.poller = Poller(self.ctx, DeadSet(config.dead_max_jobs, config.dead_timeout))
+        parts = build_parts(self.config, identity, self.state, self.number,
+                            (middleware, death_handlers, async_middleware), retire=self.retire,
+                            on_signal=self._remote_signal, info=process_info(self.config, identity), logger=log,
+                            on_beat=self._set_title, on_tick=self._report_alive)
+        self.ctx, self.pool, self.cancels = parts.ctx, parts.pool, parts.cancels
+        self.heartbeat, self.poller = parts.heartbeat, parts.poller
 
     def _start(self) -> bool:
         """Register (and be alive) before the first job is fetched; False if told to stop meanwhile."""
@@ -239,6 +222,8 @@ class Launcher:
         self._set_title()
 
     def handle_cont(self) -> None:
+        if self.retiring:  # a worker asked to be replaced stays quiet until the master stops it
+            return
         if self.state.quiet and not self.state.stopping:
             log.info("worker %d resumes fetching", self.number)
         self.state.resume()

@@ -159,6 +159,7 @@ class ProcessorPool:
         for proc in stuck:
             taken = proc.abandon()
             held.append((proc.fetcher, ([taken.unit] if taken else []) + proc.fetcher.buffered()))
+            proc.request_stop("shutdown", time.monotonic())  # requeued: its side effects must stop here too
         if self.processors:
             held.append((self.processors[0].fetcher, self.runner.take_running()))
         count = sum(len(units) for _, units in held)

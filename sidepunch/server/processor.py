@@ -110,7 +110,8 @@ class Processor:
         self.outcomes.persist(self.fetcher.release, "requeue of prefetched jobs")
 
     def request_stop(self, reason: str, now: float, job: dict | None = None) -> bool:
-        """Interrupt the running sync job ("timeout" or "cancel"); False if none runs or one was already sent.
+        """Interrupt the running sync job ("timeout", "cancel", or "shutdown": it was requeued at the stop
+        deadline); False if none runs or one was already sent.
         A cancel also sets the job's `cancelled` flag, for code that looks before the interrupt lands.
 
         The caller looked at this thread a moment ago; the job it saw may have ended and the next one begun
