@@ -14,6 +14,7 @@ import redis
 from werkzeug.wrappers import Response
 
 from .. import api
+from ..core import keys
 from ..api.ops import AdminOps, NotFound
 from ..api.records import jsonable
 from .render import decode_name
@@ -124,7 +125,7 @@ def queue_post(ctx: Any, name: str) -> Response:
             return ctx.render("confirm.html", tab="queues", what=f"Delete queue {queue.name} and every job in it?",
                               action_url=ctx.url("queue", name=name), fields={"action": "delete_queue"},
                               back=ctx.url("queue", name=name))
-        cleared = AdminOps(ctx.redis).clear("queue:" + queue.name)
+        cleared = AdminOps(ctx.redis).clear(keys.queue(queue.name))
         return ctx.redirect("queues", notice="cleared", n=cleared.removed)
     if form.get("action") == "delete":
         wanted = set(form.getlist("id"))
