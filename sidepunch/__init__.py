@@ -2,30 +2,53 @@
 
 Client side: `Job`, `@job`, `Client`, `AsyncClient` (for asyncio code: `await Job.aperform_async(...)`),
 `configure`. The daemon is `sidepunchd` (sidepunch.cli); the admin API is sidepunch.api. `Manager` runs jobs inside
-the current process (sidepunch.server.manager); it is imported on first use, so an app that only enqueues never
-loads the server's code. Importing this package connects to nothing and reads no environment variable.
+the current process (sidepunch.server.manager). Importing this package connects to nothing, reads no environment
+variable and imports nothing of sidepunch's: every name below is imported on first use (PEP 562), so
+`import sidepunch.server.cli` does not load redis-py into sidepunchd's master, and an app that only enqueues never
+loads the server's code.
 """
+from __future__ import annotations
+
+import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .client.push import Client, configure, default_client  # noqa: E402
-from .client.aio import AsyncClient, default_async_client  # noqa: E402
-from .core.errors import JobTimeout  # noqa: E402
-from .core.middleware import Middleware, MiddlewareContext, Outcome, Reschedule  # noqa: E402
-from .client.job import Job, JobSetter, job  # noqa: E402
-from .core.payload import PayloadError  # noqa: E402
+#: Each exported name -> the module (relative to this package) that defines it.
+_EXPORTS = {
+    "Client": ".client.push", "configure": ".client.push", "default_client": ".client.push",
+    "AsyncClient": ".client.aio", "default_async_client": ".client.aio",
+    "JobTimeout": ".core.errors",
+    "Middleware": ".core.middleware", "MiddlewareContext": ".core.middleware", "Outcome": ".core.middleware",
+    "Reschedule": ".core.middleware",
+    "Job": ".client.job", "JobSetter": ".client.job", "job": ".client.job",
+    "PayloadError": ".core.payload",
+    "Manager": ".server.manager",
+}
 
 __all__ = ["AsyncClient", "Client", "Job", "JobSetter", "JobTimeout", "Middleware", "MiddlewareContext", "Outcome",
            "PayloadError", "Reschedule", "configure", "default_async_client", "default_client", "job", "__version__"]
 
 if TYPE_CHECKING:
+    from .client.aio import AsyncClient, default_async_client
+    from .client.job import Job, JobSetter, job
+    from .client.push import Client, configure, default_client
+    from .core.errors import JobTimeout
+    from .core.middleware import Middleware, MiddlewareContext, Outcome, Reschedule
+    from .core.payload import PayloadError
     from .server.manager import Manager
 
 
 def __getattr__(name: str) -> Any:
-    """`sidepunch.Manager`, imported on first use (left out of __all__ so `import *` does not load it either)."""
-    if name == "Manager":
-        from .server.manager import Manager
-        return Manager
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """Import an exported name on first use and keep it here (the next lookup does not come back).
+    `Manager` is left out of __all__, so `import *` loads the client but not the server."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

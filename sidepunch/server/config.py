@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
 from .. import __version__
-from ..core.connection import DEFAULT_URL, resolve_url
+from ..core.urls import DEFAULT_URL, resolve_url
 from .settings import (DAY, MAX_WEIGHT, ConfigError, QueueSpec, Setting, one_line, option, parse_queue, resolve,
                        section, sections_of, settings_of, show_names, show_number, show_value, toml_type)
 from . import settings as _settings

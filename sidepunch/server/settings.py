@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 from ..client.validate import check_queue_name
-from ..core.connection import hide_urls
+from ..core.urls import hide_urls
 
 
 class ConfigError(ValueError):
