@@ -209,10 +209,12 @@ def setup_logging(config: Any, environ: Mapping[str, str]) -> None:
 
 def _skip_unused_record_fields() -> None:
     """The logging HOWTO's "Optimization" switches for what the daemon's formats never show: the caller's
-    file, line and function (a walk up the stack for every line) and the multiprocessing process name. At INFO
-    a worker logs two lines per job, and these were a tenth of their cost. Only the daemon sets them, when it
-    sets up its own logging; the embedded Manager leaves the host application's logging alone."""
+    file, line and function (a walk up the stack for every line), the thread name and the multiprocessing
+    process name. At INFO a worker logs two lines per job, and these were a tenth of their cost. Only the daemon
+    sets them, when it sets up its own logging; the embedded Manager leaves the host application's logging
+    alone."""
     logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
     logging.logMultiprocessing = False
 
 
