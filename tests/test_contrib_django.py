@@ -41,6 +41,7 @@ def shop(redis_server, tmp_path_factory):
         mp.syspath_prepend(str(DJANGO_APP))
         mp.setattr(push_module, "_default", push_module._default)  # ready() configures; put it back after
         django.setup()
+        logging.captureWarnings(False)  # Django's logging setup routes warnings to logging; keep this process's as is
         call_command("migrate", verbosity=0)
         yield db
 
@@ -285,3 +286,19 @@ def test_manage_py_sidepunchd_refuses_a_bad_option_in_one_line(shop, redis_serve
         daemon.kill_group(redis_server)
     assert daemon.log().strip().splitlines() == [
         "sidepunchd: error: --workers: must be at least 1, got '0' (allowed: 1 to 1,024)"]
+
+
+def test_the_dashboard_serves_asgi_requests_too(web):
+    """Under ASGI the request has no WSGI environ; the view builds one (Django's AsyncClient goes through ASGI)."""
+    import asyncio
+    from asgiref.sync import sync_to_async
+    from django.test import AsyncClient
+    user = _user("clerk", staff=True)
+
+    async def visit():
+        client = AsyncClient()
+        await sync_to_async(client.force_login)(user)
+        return await client.get("/sidepunch/queues", headers={"Sec-Fetch-Site": "same-origin"})
+    page = asyncio.run(visit())
+    assert page.status_code == 200 and 'href="/sidepunch/retries"' in page.content.decode()
+    assert page.cookies["sidepunch_session"]["path"] == "/sidepunch"

@@ -104,3 +104,11 @@ def test_without_an_auth_hook_the_dashboard_refuses_everyone(redis_server):
     ext.dashboard_auth(lambda request: request.headers.get("X-Admin") == "yes")  # set after init_app: applies
     assert web.get("/admin/jobs/", headers={"X-Admin": "yes"}).status_code == 200
     assert web.get("/admin/jobs/", headers={"X-Admin": "no"}).status_code == 403
+
+
+def test_init_app_twice_on_one_app_is_refused(redis_server):
+    app = Flask("t")
+    app.config.update(SIDEPUNCH_REDIS_URL=redis_server.url)
+    Sidepunch(app)
+    with pytest.raises(RuntimeError, match="already"):
+        Sidepunch(app)

@@ -31,7 +31,7 @@ from ..core.connection import check_url
 from ..core.middleware import load_dotted
 
 Auth = Callable[[Any], bool]
-DEFAULTS = {"SIDEPUNCH_REDIS_URL": None, "SIDEPUNCH_MIDDLEWARE": [], "SIDEPUNCH_DASHBOARD": "/sidepunch",
+DEFAULTS: dict[str, Any] = {"SIDEPUNCH_REDIS_URL": None, "SIDEPUNCH_MIDDLEWARE": [], "SIDEPUNCH_DASHBOARD": "/sidepunch",
             "SIDEPUNCH_DASHBOARD_READ_ONLY": False, "SIDEPUNCH_WEB_SECRET": None}
 
 
@@ -49,6 +49,8 @@ class Sidepunch:
         return hook
 
     def init_app(self, app: Flask) -> None:
+        if "sidepunch" in app.extensions:  # a second mount would wrap the first
+            raise RuntimeError("Sidepunch.init_app was already called for this app")
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         url = app.config["SIDEPUNCH_REDIS_URL"]
@@ -58,7 +60,8 @@ class Sidepunch:
         app.extensions["sidepunch"] = self
         prefix = app.config["SIDEPUNCH_DASHBOARD"]
         if prefix is not None:
-            app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {_check_prefix(prefix): self._dashboard(app, url)})
+            mounts = {_check_prefix(prefix): self._dashboard(app, url)}
+            app.wsgi_app = DispatcherMiddleware(app.wsgi_app, mounts)  # type: ignore[method-assign]
 
     def _dashboard(self, app: Flask, url: str | None) -> Any:
         from ..web import create_app

@@ -24,6 +24,7 @@ from typing import Any, Callable
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
+from django.http.request import RawPostDataException
 from django.urls import URLPattern, re_path
 from django.utils.crypto import salted_hmac
 
@@ -65,7 +66,11 @@ class DashboardView:
             if user is None or not user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             return HttpResponse("forbidden\n", status=403, content_type="text/plain")
-        return call_wsgi(self.app(), wsgi_environ(request, path))
+        try:
+            environ = wsgi_environ(request, path)
+        except RawPostDataException:  # a middleware consumed a multipart body; the dashboard posts none
+            return HttpResponse("the request body was already read\n", status=400, content_type="text/plain")
+        return call_wsgi(self.app(), environ)
 
     def app(self) -> Any:
         """The dashboard's WSGI app, made on first use."""
