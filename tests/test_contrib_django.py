@@ -302,3 +302,39 @@ def test_the_dashboard_serves_asgi_requests_too(web):
     page = asyncio.run(visit())
     assert page.status_code == 200 and 'href="/sidepunch/retries"' in page.content.decode()
     assert page.cookies["sidepunch_session"]["path"] == "/sidepunch"
+
+
+def test_on_commit_keeps_the_job_signature_for_type_checkers(tmp_path):
+    """mypy flags exactly the calls that perform would refuse (as for Job.set; see tests/test_typing.py)."""
+    calls = tmp_path / "calls.py"
+    calls.write_text(TYPED_CALLS)
+    done = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"),
+                           "--follow-imports=silent", "--ignore-missing-imports", "--no-error-summary", str(calls)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    flagged = sorted({int(line.split(":")[1]) for line in done.stdout.splitlines() if ": error:" in line})
+    wrong = sorted(n for n, line in enumerate(TYPED_CALLS.splitlines(), 1) if line.endswith("# wrong"))
+    assert flagged == wrong, done.stdout + done.stderr
+
+
+TYPED_CALLS = '''\
+import sidepunch
+from sidepunch.contrib.django import on_commit
+
+
+class Ship(sidepunch.Job):
+    def perform(self, order_id: int, fast: bool = False) -> None: ...
+
+
+@sidepunch.job(queue="x")
+def notify(user: str) -> None: ...
+
+
+on_commit(Ship).perform_async(1)
+on_commit(Ship).perform_async(1, fast=True)
+on_commit(Ship.set(queue="low"), using="other").perform_in(5, 2)
+on_commit(notify).perform_async("ann")
+on_commit(Ship).perform_async("one")  # wrong
+on_commit(notify).perform_async(3)  # wrong
+on_commit(Ship.set(queue="low")).perform_async()  # wrong
+on_commit(Ship).perform_bulk([[1], [2]])
+'''

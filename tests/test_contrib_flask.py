@@ -4,6 +4,7 @@ app's auth hook (which sees Flask's session)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 
@@ -15,7 +16,7 @@ import sidepunch.testing
 from sidepunch.client import push as push_module
 from sidepunch.contrib.flask import Sidepunch
 
-from conftest import ROOT
+from conftest import ROOT, wait_for
 
 SAME = {"Sec-Fetch-Site": "same-origin"}
 
@@ -112,3 +113,13 @@ def test_init_app_twice_on_one_app_is_refused(redis_server):
     Sidepunch(app)
     with pytest.raises(RuntimeError, match="already"):
         Sidepunch(app)
+
+
+def test_sidepunchd_runs_the_example_job(example, daemon, r):
+    """What the example's README says: `sidepunchd -r flask_app.jobs -q mail`, from examples/."""
+    started = daemon("-r", "flask_app.jobs", "-q", "mail", "-w", "1", "-c", "1",
+                     env={"PYTHONPATH": os.pathsep.join([str(ROOT / "examples"), str(ROOT)])})
+    jid = example.post("/signup", json={"email": "cy@example.com"}).get_json()["jid"]
+    started.wait_log(f"done flask_app.jobs.SendWelcome jid={jid}", timeout=30)
+    wait_for(lambda: r.get("stat:processed") == b"1", 15, message="the processed count (flushed with a beat)")
+    assert r.llen("queue:mail") == 0

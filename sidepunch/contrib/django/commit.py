@@ -20,15 +20,25 @@ Imports django and sidepunch's client.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, ParamSpec, Sequence, overload
 
 from django.db import transaction
 
 from ...client import modes
-from ...client.job import JobSetter
+from ...client.job import JobFunction, JobSetter, _Performs
 from ...client.push import Client, Entry, default_client
 
+P = ParamSpec("P")
 log = logging.getLogger("sidepunch.django")
+
+
+# Typed as Job.set is, so that `on_commit(MyJob).perform_async(...)` is checked against MyJob.perform.
+@overload
+def on_commit(job: type[_Performs[P]], /, *, using: str | None = None,
+              client: Client | None = None) -> JobSetter[P]: ...
+@overload
+def on_commit(job: JobSetter[P] | JobFunction[P, Any], /, *, using: str | None = None,
+              client: Client | None = None) -> JobSetter[P]: ...
 
 
 def on_commit(job: Any, /, *, using: str | None = None, client: Client | None = None) -> JobSetter[Any]:
