@@ -338,3 +338,25 @@ on_commit(notify).perform_async(3)  # wrong
 on_commit(Ship.set(queue="low")).perform_async()  # wrong
 on_commit(Ship).perform_bulk([[1], [2]])
 '''
+
+
+def test_every_dashboard_path_reaches_the_dashboard(web, r, redis_server):
+    """Names with a newline, a slash or non-ASCII reach the dashboard as they do standalone: same answers."""
+    from django.urls import reverse
+    from werkzeug.test import Client as WsgiClient
+    from sidepunch.web import create_app
+    assert reverse("sidepunch-dashboard", kwargs={"path": ""}) == "/sidepunch/"
+    for name in ["a\nb", "ünï", "a/b", "%41"]:
+        r.lpush(f"queue:{name}", json.dumps({"class": "X", "args": [], "jid": "d" * 24, "queue": name}))
+        r.sadd("queues", name)
+    standalone = WsgiClient(create_app(redis_server.url))
+    web.force_login(_user("clerk", staff=True))
+    links = re.findall(r'href="/sidepunch(/queues/[^"]+)"', web.get("/sidepunch/queues").content.decode())
+    assert len(links) == 4
+    shown = 0
+    for link in links:
+        mounted, alone = web.get("/sidepunch" + link), standalone.get(link)
+        assert mounted.status_code == alone.status_code, link
+        assert ("d" * 24 in mounted.content.decode()) == ("d" * 24 in alone.get_data(as_text=True)), link
+        shown += "d" * 24 in mounted.content.decode()
+    assert shown >= 3  # the newline one is a 404 standalone too (Werkzeug's path converter stops at a newline)

@@ -45,7 +45,8 @@ def dashboard_path(prefix: str = "sidepunch/", *, allow: Allow = is_staff, read_
     if not prefix.endswith("/") or prefix.startswith("/"):
         raise ValueError(f"dashboard_path prefix must end with '/' and not start with one, got {prefix!r}")
     view = DashboardView(allow=allow, read_only=read_only, redis_url=redis_url)
-    return re_path(rf"^{re.escape(prefix)}(?P<path>.*)\Z", view, name=name)
+    # [\s\S], not `.`: a path may hold a newline (%0A), which is the dashboard's to answer, not a 404 here
+    return re_path(rf"^{re.escape(prefix)}(?P<path>[\s\S]*)\Z", view, name=name)
 
 
 class DashboardView:
