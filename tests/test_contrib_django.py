@@ -144,9 +144,11 @@ def test_nothing_is_written_before_the_commit_and_a_rolled_back_savepoint_drops_
         except RuntimeError:
             pass
         later = on_commit(ProcessOrder).perform_bulk([[4], [5]])
-        assert r.llen("queue:orders") == 0
+        scheduled = on_commit(ProcessOrder).perform_in(60, 6)
+        assert r.llen("queue:orders") == 0 and r.zcard("schedule") == 0
     assert [(j["jid"], j["args"]) for j in _queued(r)] == [(kept, [1]), (later[0], [4]), (later[1], [5])]
-    assert r.llen("queue:other") == 0 and r.zcard("schedule") == 0
+    assert [json.loads(raw)["jid"] for raw in r.zrange("schedule", 0, -1)] == [scheduled]
+    assert r.llen("queue:other") == 0
 
 
 def test_a_bad_argument_raises_at_the_call_inside_the_transaction(web, r):
@@ -360,3 +362,33 @@ def test_every_dashboard_path_reaches_the_dashboard(web, r, redis_server):
         assert ("d" * 24 in mounted.content.decode()) == ("d" * 24 in alone.get_data(as_text=True)), link
         shown += "d" * 24 in mounted.content.decode()
     assert shown >= 3  # the newline one is a 404 standalone too (Werkzeug's path converter stops at a newline)
+
+
+def test_under_inline_mode_the_job_runs_at_the_commit_and_its_error_reaches_the_test(web):
+    from django.db import transaction
+    from orders.jobs import ProcessOrder
+    from orders.models import Order
+    from sidepunch.contrib.django import on_commit
+    with sidepunch.testing.inline() as mode:
+        with transaction.atomic():
+            order = Order.objects.create(item="lamp")
+            on_commit(ProcessOrder).perform_async(order.pk)
+            assert mode.performed == []
+        assert Order.objects.get(pk=order.pk).status == "processed"
+        with pytest.raises(Order.DoesNotExist):
+            with transaction.atomic():
+                on_commit(ProcessOrder).perform_async(10 ** 9)  # no such order: the job raises at the commit
+
+
+def test_manual_transaction_management_is_refused_as_django_refuses_on_commit(web, r):
+    from django.db import transaction
+    from orders.jobs import ProcessOrder
+    from sidepunch.contrib.django import on_commit
+    transaction.set_autocommit(False)
+    try:
+        with pytest.raises(transaction.TransactionManagementError):
+            on_commit(ProcessOrder).perform_async(1)
+    finally:
+        transaction.rollback()
+        transaction.set_autocommit(True)
+    assert r.llen("queue:orders") == 0

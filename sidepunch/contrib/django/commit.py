@@ -8,7 +8,8 @@ client, `CommitClient`, that splits a push in two:
   would be (so a bad argument raises there, inside the transaction, and rolls it back), and its jid returned;
 - at the commit, those exact bytes are written through the real client's write seam (or to the testing mode
   active then), with Django's `transaction.on_commit`. A rolled back transaction, or savepoint, writes nothing.
-  Outside any atomic block (autocommit) the write happens at once and its errors reach the caller.
+  Outside any atomic block (autocommit) the write happens at once and its errors reach the caller; under
+  manual transaction management (set_autocommit(False)) Django refuses it.
 
 After the commit nothing can be rolled back any more: if the write fails (Redis unreachable past the client's
 retries), the error and the payloads that were not written are logged at ERROR on the "sidepunch.django" logger,
@@ -19,6 +20,7 @@ Imports django and sidepunch's client.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Iterable, Mapping, ParamSpec, Sequence, overload
 
@@ -62,7 +64,7 @@ class CommitClient:
                         "aperform_async")
 
     def push(self, item: Mapping[str, Any]) -> str | None:
-        client = self._client or default_client()
+        client = default_client() if self._client is None else self._client
         prepared = client.preparer.one(item)
         if prepared is None:  # a client middleware stopped it
             return None
@@ -73,18 +75,17 @@ class CommitClient:
         return self.push_batches([items])
 
     def push_batches(self, batches: Iterable[Any]) -> list[str]:
-        client = self._client or default_client()
+        client = default_client() if self._client is None else self._client
         prepared = client.preparer.batches(batches)
         self._defer(client, [entries for entries, _ in prepared if entries])
         return [jid for _, jids in prepared for jid in jids]
 
     def _defer(self, client: Client, writes: list[list[Entry]]) -> None:
-        if not writes:
-            return
-        if not transaction.get_connection(self.using).in_atomic_block:
-            send(client, writes)  # autocommit: nothing to wait for, and the caller sees any error
-            return
-        transaction.on_commit(lambda: _send_after_commit(client, writes), using=self.using)
+        """Django runs the callback at the commit, or at once outside an atomic block (then the caller sees
+        any error, as with perform_async); it refuses it under manual transaction management."""
+        if writes:
+            then = _send_after_commit if transaction.get_connection(self.using).in_atomic_block else send
+            transaction.on_commit(functools.partial(then, client, writes), using=self.using)
 
 
 def send(client: Client, writes: Sequence[Sequence[Entry]]) -> None:
@@ -96,6 +97,12 @@ def send(client: Client, writes: Sequence[Sequence[Entry]]) -> None:
 
 
 def _send_after_commit(client: Client, writes: Sequence[Sequence[Entry]]) -> None:
+    """The writes of a committed transaction; a failure is logged with what was not written, and the other
+    on-commit callbacks still run. Under a testing mode, what the mode raises (inline: the job's error) is
+    raised, out of the `atomic` block, as a test expects."""
+    if modes.active is not None:
+        send(client, writes)
+        return
     for done, entries in enumerate(writes):
         try:
             send(client, [entries])
