@@ -56,11 +56,13 @@ def test_init_app_reads_app_config(redis_server, r):
     ({"SIDEPUNCH_DASHBOARD": "sidepunch"}, ValueError),
     ({"SIDEPUNCH_DASHBOARD": "/sidepunch/"}, ValueError),
 ])
-def test_bad_config_raises_from_init_app(config, error):
+def test_bad_config_raises_from_init_app_and_changes_nothing(config, error):
+    before = sidepunch.default_client()
     app = Flask("t")
     app.config.update(config)
     with pytest.raises(error):
         Sidepunch(app)
+    assert sidepunch.default_client() is before and "sidepunch" not in app.extensions
 
 
 def test_a_route_enqueues_and_the_job_runs(example, r):

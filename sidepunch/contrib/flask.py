@@ -11,7 +11,8 @@
 The dashboard is `sidepunch.web.create_app` mounted in front of the app with Werkzeug's DispatcherMiddleware.
 It refuses everyone (403) until an auth hook says yes: `Sidepunch(app, auth=hook)` or `@ext.dashboard_auth`.
 The hook is called with the Flask `request` inside a request context of the app, so `session`, `g` and
-Flask-Login's `current_user` work in it, and returns True to let the request in. A bad setting raises
+Flask-Login's `current_user` work in it, and returns True to let the request in. It must not read the request
+body (`request.form`): the dashboard reads it next. A bad setting raises
 ValueError or TypeError from `init_app`, naming it.
 
 Imports flask, sidepunch's client and core, and sidepunch.web.
@@ -53,14 +54,16 @@ class Sidepunch:
             raise RuntimeError("Sidepunch.init_app was already called for this app")
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
+        # Every setting is checked before anything changes.
         url = app.config["SIDEPUNCH_REDIS_URL"]
         if url is not None:
             check_url(url)  # ValueError saying what is wrong with it; connects to nothing
-        sidepunch.configure(url, middleware=_middleware(app.config["SIDEPUNCH_MIDDLEWARE"]))
-        app.extensions["sidepunch"] = self
+        middleware = _middleware(app.config["SIDEPUNCH_MIDDLEWARE"])
         prefix = app.config["SIDEPUNCH_DASHBOARD"]
-        if prefix is not None:
-            mounts = {_check_prefix(prefix): self._dashboard(app, url)}
+        mounts = {} if prefix is None else {_check_prefix(prefix): self._dashboard(app, url)}
+        sidepunch.configure(url, middleware=middleware)
+        app.extensions["sidepunch"] = self
+        if mounts:
             app.wsgi_app = DispatcherMiddleware(app.wsgi_app, mounts)  # type: ignore[method-assign]
 
     def _dashboard(self, app: Flask, url: str | None) -> Any:
