@@ -271,7 +271,7 @@ def test_manage_py_sidepunchd_runs_the_jobs_of_installed_apps(web, shop, redis_s
         order = wait_for(lambda: Order.objects.filter(pk=created["id"], status="processed").first(), 30,
                          message="the order processed by the daemon's worker")
         assert order.processed_by not in (None, os.getpid(), daemon.pid)  # a forked worker ran it
-        assert f"done orders.jobs.ProcessOrder jid={created['jid']}" in daemon.log()
+        daemon.wait_log(f"done orders.jobs.ProcessOrder jid={created['jid']}")  # logged just after the save
         daemon.signal(15)
         assert daemon.wait() == 0
     finally:

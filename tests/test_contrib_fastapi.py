@@ -53,10 +53,11 @@ def test_the_async_job_runs_and_its_result_is_served(app, redis_server):
     with TestClient(app) as web:
         jid = web.post("/reports", json={"account_id": 3, "month": "2026-10"}).json()["jid"]
         assert web.get(f"/reports/{jid}").status_code == 404
-        with sidepunch.Manager(concurrency=1, queues=["reports"], redis_url=redis_server.url) as manager:
-            wait_for(lambda: manager.stats()["processed"] == 1, 20, message="the report job to run")
-        answer = web.get(f"/reports/{jid}")
-    assert answer.status_code == 200
+        with sidepunch.Manager(concurrency=1, queues=["reports"], redis_url=redis_server.url):
+            def served():
+                got = web.get(f"/reports/{jid}")
+                return got if got.status_code == 200 else None
+            answer = wait_for(served, 20, message="the report job to run and its result to be kept")
     assert answer.json() == {"jid": jid, "report": {"account": 3, "month": "2026-10", "rows": 30}}
 
 
