@@ -392,3 +392,11 @@ def test_manual_transaction_management_is_refused_as_django_refuses_on_commit(we
         transaction.rollback()
         transaction.set_autocommit(True)
     assert r.llen("queue:orders") == 0
+
+
+def test_manage_py_sidepunchd_help_lists_the_daemons_options(shop, redis_server):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), REDIS_URL=redis_server.url, SHOP_DB=str(shop),
+               DJANGO_SETTINGS_MODULE="shop.settings")
+    done = subprocess.run([sys.executable, "manage.py", "sidepunchd", "--help"], cwd=DJANGO_APP, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--workers" in done.stdout and "--require" in done.stdout, done.stderr

@@ -42,7 +42,7 @@ class Command(BaseCommand):
         self.handle(*args)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        """`call_command("sidepunchd", "-w", "2")` too; never returns (exits with the daemon's status)."""
+        """Runs the daemon with `args` (sidepunchd's options); never returns: exits with the daemon's status."""
         argv = daemon_args([str(a) for a in args], jobs_modules(), read_options().redis_url)
         connections.close_all()  # the workers fork from this process: none may inherit an open socket
         from sidepunch.server.cli import daemon_main
