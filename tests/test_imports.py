@@ -1,7 +1,8 @@
 """Import direction: the subpackages depend on each other one way only, read from the source with `ast`.
 
 core <- client <- server, and api / admin above them; core imports nothing of sidepunch's above it, the client
-never imports the server, and the server never imports api, admin or a web package. Cycles between modules
+never imports the server, and the server never imports api, admin or a web package. The framework integrations
+(contrib) sit on top: nothing imports them, and nothing else imports a web framework. Cycles between modules
 are refused too. Every import form counts: `from . import x`, `from ..core import y`, `import sidepunch.x`, and
 imports inside functions.
 """
@@ -23,7 +24,13 @@ ALLOWED = {
     "admin": {"core", "client", "api", "web"},
     "web": {"core", "client", "api"},
     "testing": {"core", "client"},
+    # Framework integrations sit on top; nothing else imports them (no layer lists "contrib").
+    "contrib": {"core", "client", "api", "web"},
 }
+#: Single modules allowed one import beyond their layer's: Django's `manage.py sidepunchd` runs the daemon.
+EXTRA = {"sidepunch.contrib.django.management.commands.sidepunchd": {"sidepunch.server.cli"}}
+#: Frameworks only sidepunch.contrib may import (the web dashboard uses werkzeug, which is none of these).
+FRAMEWORKS = {"django", "flask", "fastapi", "starlette"}
 
 
 def module_name(path: Path) -> str:
@@ -78,7 +85,8 @@ GRAPH = all_modules()
 def test_imports_flow_one_way(module):
     own = layer(module)
     wrong = sorted(t for t in GRAPH[module]
-                   if layer(t) != own and (layer(t) not in ALLOWED[own] if layer(t) else own == "core"))
+                   if layer(t) != own and (layer(t) not in ALLOWED[own] if layer(t) else own == "core")
+                   and t not in EXTRA.get(module, ()))
     assert not wrong, f"{module} ({own}) must not import {wrong}"
 
 
@@ -114,3 +122,21 @@ def test_the_guard_sees_every_import_form(tmp_path):
     found = imported_modules(sample)
     assert all(layer(t) in ("", "core") for t in found)
     assert any(t.endswith(".payload") for t in imported_modules(PACKAGE / "client" / "prepare.py"))
+
+
+def test_nothing_imports_contrib_and_only_contrib_imports_a_framework():
+    """The top-level package may import any layer, but not contrib; and the core, client, server, api, admin,
+    web and testing code never load Django, Flask, FastAPI or Starlette, even lazily."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = module_name(path)
+        if layer(module) == "contrib":
+            continue
+        assert not [t for t in GRAPH[module] if layer(t) == "contrib"], f"{module} imports sidepunch.contrib"
+        tree = ast.parse(path.read_text(), str(path))
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+        assert not {name.split(".")[0] for name in names} & FRAMEWORKS, f"{module} imports a web framework"
+
+
+def test_only_the_django_command_reaches_into_the_server():
+    assert set(EXTRA) == {m for m in GRAPH if layer(m) == "contrib" and any(layer(t) == "server" for t in GRAPH[m])}

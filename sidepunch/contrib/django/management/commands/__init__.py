@@ -1,0 +1,1 @@
+"""`manage.py sidepunchd`: see sidepunchd.py."""
