@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Client": ".client.push", "configure": ".client.push", "default_client": ".client.push",
     "AsyncClient": ".client.aio", "default_async_client": ".client.aio",
-    "JobTimeout": ".core.errors",
+    "JobTimeout": ".core.errors", "ResultTimeout": ".core.errors", "ResultError": ".core.errors",
     "Middleware": ".core.middleware", "MiddlewareContext": ".core.middleware", "Outcome": ".core.middleware",
     "Reschedule": ".core.middleware",
     "Job": ".client.job", "JobSetter": ".client.job", "job": ".client.job",
@@ -27,13 +27,13 @@ _EXPORTS = {
 }
 
 __all__ = ["AsyncClient", "Client", "Job", "JobSetter", "JobTimeout", "Middleware", "MiddlewareContext", "Outcome",
-           "PayloadError", "Reschedule", "configure", "default_async_client", "default_client", "job", "__version__"]
+           "PayloadError", "Reschedule", "ResultError", "ResultTimeout", "configure", "default_async_client", "default_client", "job", "__version__"]
 
 if TYPE_CHECKING:
     from .client.aio import AsyncClient, default_async_client
     from .client.job import Job, JobSetter, job
     from .client.push import Client, configure, default_client
-    from .core.errors import JobTimeout
+    from .core.errors import JobTimeout, ResultError, ResultTimeout
     from .core.middleware import Middleware, MiddlewareContext, Outcome, Reschedule
     from .core.payload import PayloadError
     from .server.manager import Manager

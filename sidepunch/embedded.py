@@ -78,11 +78,17 @@ class RedisServer:
                                     f"{self.directory}/redis.log")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return self
+                    s.sendall(b"INFO server\r\n")
+                    reply = s.recv(65536)
             except OSError:
                 time.sleep(0.02)
+                continue
+            if f"process_id:{self.process.pid}\r".encode() in reply:
+                return self
+            if reply.startswith(b"$") or reply.startswith(b"-"):  # another server owns the port
+                self.stop()
+                raise NoRedisServer(f"port {self.port} is in use by another server; pick another with --port")
+            time.sleep(0.02)
         self.stop()
         raise NoRedisServer(f"redis-server did not answer on port {self.port} within {timeout}s")
 
@@ -115,13 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = parser.parse_args(argv)
     server = RedisServer(port=opts.port, directory=opts.dir, appendonly=opts.appendonly)
     stop = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background (SIG_IGN)
     try:
         server.start()
         print(f"Redis {server.binary} on {server.url} (pid {server.process.pid}, data in {server.directory})\n"
               f"  export REDIS_URL={server.url}\nCtrl-C stops it.", flush=True)
         while server.process.poll() is None:
             time.sleep(0.5)
-        print(f"redis-server exited with status {server.process.returncode}; see {server.directory}/redis.log")
+        print(f"redis-server exited with status {server.process.returncode}; its log ends:\n" + _log_tail(server))
         return 1
     except KeyboardInterrupt:
         return 0
@@ -131,6 +138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         server.stop()
         signal.signal(signal.SIGTERM, stop)
+
+
+def _log_tail(server: RedisServer, lines: int = 10) -> str:
+    try:
+        with open(os.path.join(server.directory, "redis.log"), errors="replace") as log:
+            return "".join(log.readlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 if __name__ == "__main__":

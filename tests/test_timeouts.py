@@ -148,3 +148,14 @@ def test_a_timed_out_job_whose_cancel_comes_too_is_recorded_once(r, client):
     wait_for(lambda: r.zcard("retry") == 1 and not r.keys("working:*"), 5, message="the outcome")
     assert retry_entries(r)[0]["error_class"] == "sidepunch.JobTimeout"
     join_all(pool)
+
+
+def test_the_main_loop_wakes_at_the_nearest_deadline_not_a_tick_later(r, client):
+    pool, _ = make_pool(r, app="asyncjobs")
+    assert pool.next_check() == 1.0  # nothing runs: the usual tick
+    client.push({"class": asyncjobs.Spin, "args": [10], "timeout": 0.4, "retry": 3})
+    pool.start()
+    wait_for(lambda: pool.processors[0].deadline is not None, 5, message="the job to start")
+    assert pool.next_check() <= 0.4
+    enforce_until(pool, lambda: r.zcard("retry"), 5, "the timeout")
+    assert pool.next_check() == 1.0

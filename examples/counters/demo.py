@@ -275,7 +275,7 @@ def keep_running(stack: Stack) -> None:
                    f"{shlex.quote(sys.executable)} -m counters.enqueue increment apples 5")
     print("\nEverything keeps running. Enqueue more from another terminal, and watch the counts here:",
           f"  {enqueue_cmd}", f"  curl {stack.service_url}/counters",
-          f"Logs are in {stack.logdir}. Press Ctrl-C to stop.", sep="\n")
+          f"Logs are in {stack.logdir} (removed when it stops cleanly, kept after a failure). Press Ctrl-C to stop.", sep="\n")
     last = stack.counts()
     while True:
         time.sleep(1.0)
@@ -309,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     # SIGTERM takes Ctrl-C's way out, through the `finally` that stops everything.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background (SIG_IGN)
     # Everything here talks to 127.0.0.1; a proxy from the environment would only be in the way.
     os.environ["no_proxy"] = ",".join(filter(None, [os.environ.get("no_proxy"), "127.0.0.1", "localhost"]))
     sys.stdout = _PipeSafe(sys.stdout)

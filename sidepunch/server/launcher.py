@@ -128,7 +128,7 @@ class Launcher:
         self._build(middleware, death_handlers, async_middleware)
         if self._start():
             while not self.state.stopping:
-                self._dispatch(self._next_signal(1.0))
+                self._dispatch(self._next_signal(self.pool.next_check()))
                 self.pool.replace_dead()
                 self.pool.enforce_timeouts()
                 self._check_job_limit()

@@ -210,7 +210,7 @@ class Manager:
 
     def _supervise(self) -> None:
         """A worker's main loop, less the signals: boot, then replace dead threads and enforce job timeouts."""
-        while not self._halt.wait(TICK):
+        while not self._halt.wait(self._parts.pool.next_check(TICK) if self._parts is not None else TICK):
             try:
                 if self._boot():
                     pool = self._parts.pool  # type: ignore[union-attr]

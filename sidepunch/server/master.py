@@ -282,7 +282,8 @@ class Master:
                       lived, recovered, f" in {delay:.1f}s" if delay else "")
         else:
             log.info("worker %d (pid %d) %s%s; %s", record.number, pid, how,
-                     f" (replaced: {record.reason})" if record.reason else "", recovered)
+                     f" ({'stopped' if self.stopping else 'replaced'}: {record.reason})" if record.reason else "",
+                     recovered)
 
     def _recover(self, pid: int, record: ChildRecord, interrupted: bool, reason: str) -> str:
         """Hand the worker's jobs to the recoverer process: no Redis I/O in the master's loop."""

@@ -82,6 +82,16 @@ class ProcessorPool:
         for taken in self.runner.would_not_stop(now, grace):
             self._hold(taken, "the event loop (blocked by a sync call?)")
 
+    def next_check(self, longest: float = 1.0) -> float:
+        """Seconds until `enforce_timeouts` has something to do: the nearest sync job's deadline, at most
+        `longest` (the caller's usual tick), so a timeout is acted on when it passes, not up to a tick later."""
+        now, soonest = time.monotonic(), longest
+        for proc in self.processors:
+            deadline = proc.deadline
+            if deadline is not None and proc.stop_reason is None:
+                soonest = min(soonest, deadline - now)
+        return max(0.005, soonest)
+
     def _hold(self, taken: Taken, where: str) -> None:
         self._held.append(taken)
         grace = self.ctx.config.interrupt_grace
