@@ -249,3 +249,12 @@ def test_a_daemon_flushes_metrics_and_its_counts_at_its_heartbeat(daemon, r, cli
              message="the worker's processed/failed counts")
     assert all(0 < r.ttl(k) <= keys.METRICS_STEPS[60] or b":600:" in k for k in r.keys("sidepunch:metrics:*"))
     assert d.proc.poll() is None
+
+
+def test_stopping_flushes_the_last_tallies(r, redis_server):
+    beat, ctx = heartbeat(r, redis_server)
+    assert beat.beat()
+    ctx.counters.record(False, False, "Last", 0.002)
+    beat.stop()
+    assert by_name(Metrics(r).classes(1))["Last"] == Totals(1, 0, 2) and r.get(keys.STAT_PROCESSED) == b"1"
+    assert not r.sismember(keys.PROCESSES, IDENTITY)

@@ -146,12 +146,18 @@ class Metrics:
             row, hist = replies[2 * i], replies[2 * i + 1]
             row = row if isinstance(row, list) else [None] * 3
             series.append((start, Totals(*map(_count, row))))
-            for bucket, value in (hist.items() if isinstance(hist, dict) else ()):
-                index = _count(bucket)
-                if index < len(counts) and bucket.strip().isdigit():
-                    counts[index] += _count(value)
+            if isinstance(hist, dict):
+                _add_histogram(counts, hist)
         totals = sum((t for _, t in series), Totals())
         return ClassReport(name, hours, step, totals, series, histogram(counts))
+
+
+def _add_histogram(counts: list[int], hist: dict[bytes, bytes]) -> None:
+    """Add one slot's histogram hash; a field that is not a bucket index of ours is ignored."""
+    for bucket, value in hist.items():
+        index = bucket.strip()
+        if index.isdigit() and len(index) < 4 and int(index) < len(counts):
+            counts[int(index)] += _count(value)
 
 
 def histogram(counts: list[int]) -> list[Bucket]:

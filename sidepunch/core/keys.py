@@ -39,8 +39,9 @@ Only the working lists and the liveness keys of reliable fetch are our own addit
 The metrics slots are UTC `YYYYMMDDTHHMM` stamps of a slot's start; `<step>` is the slot length in seconds: 60
 (minutes, kept 9 hours) or 600 (10 minutes, kept 73 hours). The counts hash has three fields per class, as
 Sidekiq 7's metrics do: `<class>` + "|p" (runs, failed ones included), + "|f" (failures), + "|ms" (total
-execution time, whole milliseconds). The histogram's bucket bounds are METRICS_BUCKET_BOUNDS. The process hash `<identity>` also carries our fields `sidepunch_processed`
-and `sidepunch_failed`: the jobs that process has run and failed since it started.
+execution time, whole milliseconds). The histogram's bucket bounds are METRICS_BUCKET_BOUNDS. The process
+hash `<identity>` also carries our fields `sidepunch_processed` and `sidepunch_failed`: the jobs that process
+has run and failed since it started.
 
 The working-list name follows gitlab-sidekiq-fetcher's, with a thread suffix on the identity.
 

@@ -187,13 +187,15 @@ class Heartbeat:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2.0)
-        processed, failed, cancelled = self.ctx.counters.take()
-        tallies = self.ctx.counters.take_tallies()
         r, identity = self.ctx.redis, self.ctx.identity
+        try:
+            self._flush_metrics()
+        except redis.RedisError as exc:
+            log.error("could not write the last metrics of %s at exit (%s)", identity, exc)
+        processed, failed, cancelled = self.ctx.counters.take()
         try:
             pipe = r.pipeline(transaction=True)
             add_counts(pipe, processed, failed, cancelled)
-            add_metrics(pipe, tallies, time.time())
             pipe.srem(keys.PROCESSES, identity)
             pipe.unlink(keys.workers(identity), keys.alive(identity))
             pipe.execute()
