@@ -29,7 +29,8 @@ PAGES = ["/", "/stats", "/stats/queues", "/busy", "/queues", "/queues/default", 
          "/retries", "/retries?order=asc&page=2&per=50", "/scheduled", "/morgue", "/retries?q=two",
          "/morgue?q=RuntimeError", "/redis", "/keys", "/keys?match=queue:*", "/keys/show?key=retry",
          "/keys/show?key=queue:default", "/keys/show?key=queues", "/keys/show?key=stat:processed",
-         "/static/app.css", "/static/app.js"]
+         "/static/app.css", "/static/app.js", "/metrics", "/metrics?hours=72", "/metrics?hours=x",
+         "/metrics/app.Mailer", "/metrics/app.Mailer?hours=24", "/metrics/NoSuchClass"]
 
 
 @pytest.fixture

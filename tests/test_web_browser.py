@@ -114,7 +114,7 @@ def wait_until(predicate, timeout=10.0):
 def test_every_page_and_its_links(live, browser):
     browser.get(live.url + "/")
     tabs = [a.get_attribute("href") for a in browser.find_elements(*by("header nav a"))]
-    assert len(tabs) == 8
+    assert len(tabs) == 9
     seen = set()
     for tab in tabs:
         browser.get(tab)
@@ -182,8 +182,25 @@ def test_quiet_by_clicking(live, browser, r):
     assert r.lrange(keys.signals(webdata.IDENTITY), 0, -1) == [b"TSTP"]
 
 
+def test_metrics_pages_by_clicking(live, browser, r):
+    browser.get(live.url + "/metrics")
+    rows = browser.find_elements(*by("a.metrics-class"))
+    assert [a.text for a in rows] == [webdata.XSS[0], "app.Report", "app.Mailer"]  # the most total time first
+    no_injection(browser)
+    rows[2].click()
+    wait_until(lambda: browser.find_elements(*by("#m-processed")))
+    assert browser.find_element(*by("#m-processed")).text == "770"
+    assert len(browser.find_elements(*by("#histogram-chart rect"))) == 17
+    assert len(browser.find_elements(*by("#series-chart rect.processed"))) == 20
+    browser.find_element(*by("main .toolbar a[href*='hours=24']")).click()
+    wait_until(lambda: "hours=24" in browser.current_url)
+    assert browser.find_element(*by("#m-processed")).text == "770" and "per 10 minutes" in browser.page_source
+    browser.get(live.url + "/busy")
+    assert browser.find_element(*by(".processed-count")).text == "4,321"
+
+
 def test_hostile_args_show_as_text(live, browser, r):
-    for path in ("/retries", "/morgue", "/queues/default", "/busy"):
+    for path in ("/retries", "/morgue", "/queues/default", "/busy", "/metrics"):
         browser.get(live.url + path)
         no_injection(browser)
         assert "<script>window.__xss=1;alert(1)</script>" in browser.find_element(*by("main")).text

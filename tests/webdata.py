@@ -40,6 +40,7 @@ def populate(r, n: int = 5, hostile: bool = True) -> None:
         r.set(keys.daily_stat(keys.STAT_PROCESSED, date), 100 + (day * 37) % 90)
         r.set(keys.daily_stat(keys.STAT_FAILED, date), 7 + (day * 13) % 11)
     add_process(r)
+    add_metrics(r, hostile)
     if hostile:
         add_hostile(r)
 
@@ -50,10 +51,28 @@ def add_process(r, identity: str = IDENTITY) -> None:
     raw = name_key(identity)  # an identity may hold bytes that are not UTF-8 (as surrogate escapes)
     r.sadd(keys.PROCESSES, raw)
     r.hset(keys.process(raw), mapping={"info": json.dumps(info), "busy": 1, "beat": time.time(),
-                                            "quiet": "false", "rss": 102400, "rtt_us": 100})
+                                            "quiet": "false", "rss": 102400, "rtt_us": 100,
+                                            keys.PROCESS_PROCESSED: 4321, keys.PROCESS_FAILED: 87})
     work = {"queue": "default", "payload": job("w0001", args=XSS).decode(), "run_at": int(time.time())}
     r.hset(keys.workers(raw), "tid-1", json.dumps(work))
     r.expire(keys.process(raw), 60)
+
+
+def add_metrics(r, hostile: bool = True) -> None:
+    """An hour of metrics as the heartbeat writes them (into both rollups), for app.Mailer, app.Report and
+    (hostile) a class whose name is markup."""
+    now = time.time()
+    classes = ["app.Mailer", "app.Report"] + ([XSS[0]] if hostile else [])
+    for minute in range(0, 60, 3):
+        for step in keys.METRICS_STEPS:
+            slot = keys.metrics_slot(now - minute * 60, step)
+            for n, name in enumerate(classes, 1):
+                counts = keys.metrics_jobs(step, slot)
+                r.hincrby(counts, f"{name}|p", 10 * n + minute)
+                r.hincrby(counts, f"{name}|f", minute % 4)
+                r.hincrby(counts, f"{name}|ms", (10 * n + minute) * 15 * n)
+                for bucket, count in (("3", 4 * n), ("5", 5 + minute), ("9", 1)):
+                    r.hincrby(keys.metrics_histogram(step, slot, name), bucket, count)
 
 
 def add_hostile(r) -> None:

@@ -21,7 +21,7 @@ from ..core import keys
 from .records import JobRecord, finite, jsonable, loads, name_key, name_of
 
 SIGNAL_TTL = 60
-_FIELDS = ("info", "busy", "beat", "quiet", "rss", "rtt_us")
+_FIELDS = ("info", "busy", "beat", "quiet", "rss", "rtt_us", keys.PROCESS_PROCESSED, keys.PROCESS_FAILED)
 
 
 def _int(raw: bytes | None) -> int:
@@ -62,7 +62,9 @@ class Process:
     """One live process as its last heartbeat described it.
 
     `is_quiet` (Sidekiq's `stopping?`) is the `quiet == "true"` flag; `quiet()`, `stop()` and
-    `dump_threads()` ask the process to act at its next beat (about 5 s later).
+    `dump_threads()` ask the process to act at its next beat (about 5 s later). `processed` and `failed` are
+    the jobs it has run and failed since it started (our fields of the record; 0 for a process that does not
+    write them, such as Ruby Sidekiq).
     """
 
     identity: str
@@ -73,6 +75,8 @@ class Process:
     rss: int
     rtt_us: int
     redis: redis.Redis = field(repr=False, compare=False)
+    processed: int = 0
+    failed: int = 0
 
     @property
     def hostname(self) -> str:
@@ -143,7 +147,8 @@ class Process:
         return jsonable({"identity": self.identity, "hostname": self.hostname, "pid": self.pid, "tag": self.tag,
                          "started_at": self.started_at, "queues": self.queues, "labels": self.labels,
                          "concurrency": self.concurrency, "busy": self.busy, "beat": self.beat,
-                         "quiet": self.is_quiet, "rss": self.rss, "rtt_us": self.rtt_us})
+                         "quiet": self.is_quiet, "rss": self.rss, "rtt_us": self.rtt_us,
+                         "processed": self.processed, "failed": self.failed})
 
 
 class ProcessSet:
@@ -182,13 +187,13 @@ class ProcessSet:
                 yield process
 
     def _build(self, identity: str, row: list[bytes | None]) -> Process | None:
-        info_raw, busy, beat, quiet, rss, rtt = row
+        info_raw, busy, beat, quiet, rss, rtt, processed, failed = row
         if info_raw is None:
             return None  # expired between the prune and the read
         info = _json(info_raw)
         return Process(identity=identity, info=info if isinstance(info, dict) else {}, busy=_int(busy),
                        beat=_float(beat), is_quiet=quiet == b"true", rss=_int(rss), rtt_us=_int(rtt),
-                       redis=self.redis)
+                       redis=self.redis, processed=_int(processed), failed=_int(failed))
 
     def find(self, ident: str) -> Process:
         """The one process whose identity is `ident`, starts with it, or whose pid it is.

@@ -30,6 +30,18 @@ Only the working lists and the liveness keys of reliable fetch are our own addit
 |                                   |        |                              | {"jid","class","result","finished_at"} or |
 |                                   |        |                              | {"jid","class","error",...} (ours)        |
 | sidepunch:stat:cancelled          | STRING | heartbeat INCRBY             | all-time count of cancelled jobs (ours)   |
+| sidepunch:metrics:j:<step>:<slot> | HASH   | heartbeat HINCRBY, TTL per   | per job class, the executions that ended  |
+|                                   |        | step (METRICS_STEPS)         | in the slot: runs, failures, total ms     |
+|                                   |        |                              | (fields below) (ours)                     |
+| sidepunch:metrics:h:<step>:<slot>:| HASH   | heartbeat HINCRBY, TTL per   | execution-time histogram of one class:    |
+| <class>                           |        | step                         | bucket index -> count (ours)              |
+
+The metrics slots are UTC `YYYYMMDDTHHMM` stamps of a slot's start; `<step>` is the slot length in seconds: 60
+(minutes, kept 9 hours) or 600 (10 minutes, kept 73 hours). The counts hash has three fields per class, as
+Sidekiq 7's metrics do: `<class>` + "|p" (runs, failed ones included), + "|f" (failures), + "|ms" (total
+execution time, whole milliseconds). The histogram's bucket bounds are METRICS_BUCKET_BOUNDS. The process
+hash `<identity>` also carries our fields `sidepunch_processed` and `sidepunch_failed`: the jobs that process
+has run and failed since it started.
 
 The working-list name follows gitlab-sidekiq-fetcher's, with a thread suffix on the identity.
 
@@ -45,6 +57,7 @@ Imports nothing of sidepunch's.
 """
 from __future__ import annotations
 
+import time
 import unicodedata
 
 QUEUES = "queues"
@@ -65,6 +78,18 @@ RESULT_PREFIX = "sidepunch:result:"
 STAT_CANCELLED = "sidepunch:stat:cancelled"
 #: How long a cancel request waits for the process that runs (or will run) its jid to act on it.
 CANCEL_TTL = 86_400
+METRICS_PREFIX = "sidepunch:metrics:"
+#: Metrics rollups: slot length in seconds -> how long its keys live (a little over the longest window read
+#: from it: 8 hours from minutes, 72 hours from 10-minute slots).
+METRICS_STEPS = {60: 9 * 3600, 600: 73 * 3600}
+#: Upper bounds (seconds, exclusive) of the execution-time histogram's buckets; bucket i counts times below
+#: bound i (and at or over bound i-1), the last bucket (index len(bounds)) the rest. Fixed: histograms of every
+#: process and slot add up.
+METRICS_BUCKET_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                         60.0, 300.0)
+#: Our fields in the process hash: jobs run and failed by the process since it started (resque-web shows them).
+PROCESS_PROCESSED = "sidepunch_processed"
+PROCESS_FAILED = "sidepunch_failed"
 
 
 def _join(prefix: str, name: str | bytes, suffix: str = "") -> str | bytes:
@@ -138,6 +163,21 @@ def cancel_request(jid: str) -> str:
 def result(jid: str) -> str:
     """`sidepunch:result:<jid>`: the JSON return value of a job whose class sets `keep_result` (seconds)."""
     return RESULT_PREFIX + jid
+
+
+def metrics_slot(epoch: float, step: int) -> str:
+    """The UTC stamp (`YYYYMMDDTHHMM`) of the `step`-second metrics slot holding `epoch`."""
+    return time.strftime("%Y%m%dT%H%M", time.gmtime(int(epoch // step * step)))
+
+
+def metrics_jobs(step: int, slot: str) -> str:
+    """`sidepunch:metrics:j:<step>:<slot>`: per-class counts and total time of the jobs that ended in the slot."""
+    return f"{METRICS_PREFIX}j:{step}:{slot}"
+
+
+def metrics_histogram(step: int, slot: str, klass: str | bytes) -> str | bytes:
+    """`sidepunch:metrics:h:<step>:<slot>:<class>`: one class's execution-time histogram in the slot."""
+    return _join(f"{METRICS_PREFIX}h:{step}:{slot}:", klass)
 
 
 def alive(identity: str | bytes) -> str | bytes:

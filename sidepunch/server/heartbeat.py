@@ -1,7 +1,10 @@
 """Heartbeat: every ~5 s, write the process record Sidekiq's tools read and flush the job counters.
 
-Per beat (SIDEKIQ_WIRE.md section 9): counters to stat:* and the UTC day keys; the workers hash rebuilt;
-the process hash (info, busy, beat, quiet, rss, rtt_us) with TTL 60; our own short-lived liveness key for
+Per beat (SIDEKIQ_WIRE.md section 9): the per-class metrics tallied since the last beat into the current slot
+of each metrics rollup (keys.py: counts and an execution-time histogram, with expiry; a job is counted in the
+slot of the beat that flushes it), in a MULTI just before the counters'; counters to stat:* and the UTC day keys;
+the workers hash rebuilt; the process hash (info, busy, beat, quiet, rss, rtt_us, and our
+sidepunch_processed / sidepunch_failed) with TTL 60; our own short-lived liveness key for
 orphan recovery; and at most one remote signal popped from <identity>-signals, which is handed to the
 caller's `on_signal` (the child passes it to the master, since the daemon stops and quiets as one).
 The identity it writes under is built by core/identity.py. Imports core and server modules only (never api,
@@ -24,6 +27,7 @@ import redis
 from ..core import keys
 from ..core.connection import OUTAGE_ERRORS
 from .state import ChildContext
+from .stats import Tallies
 
 log = logging.getLogger("sidepunch.heartbeat")
 
@@ -53,6 +57,28 @@ def add_counts(pipe: "redis.client.Pipeline", processed: int, failed: int, cance
         pipe.expire(keys.daily_stat(stat, day), DAY_TTL)
 
 
+def add_metrics(pipe: "redis.client.Pipeline", tallies: Tallies, now: float) -> None:
+    """HINCRBY each class's runs, failures, total ms and histogram into the slot holding `now` of every metrics
+    rollup, and renew those keys' expiry."""
+    if not tallies:
+        return
+    for step, ttl in keys.METRICS_STEPS.items():
+        slot = keys.metrics_slot(now, step)
+        counts_key = keys.metrics_jobs(step, slot)
+        for klass, (runs, failed, seconds, hist) in tallies.items():
+            name = klass.encode("utf-8", "backslashreplace")  # a str redis-py can always send
+            pipe.hincrby(counts_key, name + b"|p", runs)
+            if failed:
+                pipe.hincrby(counts_key, name + b"|f", failed)
+            pipe.hincrby(counts_key, name + b"|ms", round(seconds * 1000))
+            hist_key = keys.metrics_histogram(step, slot, name)
+            for bucket, n in enumerate(hist):
+                if n:
+                    pipe.hincrby(hist_key, str(bucket), n)
+            pipe.expire(hist_key, ttl)
+        pipe.expire(counts_key, ttl)
+
+
 class Heartbeat:
     def __init__(self, ctx: ChildContext, info: dict, on_signal: Callable[[str], None],
                  on_beat: Callable[[], None] = lambda: None, on_tick: Callable[[], None] = lambda: None) -> None:
@@ -64,6 +90,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._refused: str | None = None  # the last refusal logged, so a lasting one is logged once
+        self._metrics_refused: str | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -84,15 +111,17 @@ class Heartbeat:
     def beat(self) -> bool:
         """One beat; returns False (and keeps the counts) if Redis is unreachable."""
         self._on_beat()
-        counts = self.ctx.counters.take()
+        counters = self.ctx.counters
+        counts = counters.take()
         try:
+            self._flush_metrics()
             self._write(counts)
         except OUTAGE_ERRORS as exc:
-            self.ctx.counters.give_back(*counts)
+            counters.give_back(*counts)
             self.ctx.outage.failed(exc)
             return False
         except redis.RedisError as exc:  # not an outage: a key of ours holds another type, say; logged once
-            self.ctx.counters.give_back(*counts)
+            counters.give_back(*counts)
             if str(exc) != self._refused:
                 self._refused = str(exc)
                 log.error("heartbeat write refused by Redis: %s", exc)
@@ -100,6 +129,26 @@ class Heartbeat:
         self._refused = None
         self.ctx.outage.ok()
         return True
+
+    def _flush_metrics(self) -> None:
+        """The per-class tallies in one MULTI of their own, before the counters': if it fails as a whole the
+        tallies are given back (and the error raised, so the counters wait too); if Redis refused only some of
+        its commands (a metrics key of another type), the rest were applied, so nothing is given back (that
+        would count them twice) and the refusal is logged once."""
+        tallies = self.ctx.counters.take_tallies()
+        if not tallies:
+            return
+        pipe = self.ctx.redis.pipeline(transaction=True)
+        add_metrics(pipe, tallies, time.time())
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except BaseException:
+            self.ctx.counters.give_back_tallies(tallies)
+            raise
+        refused = next((str(x) for x in replies if isinstance(x, Exception)), None)
+        if refused is not None and refused != self._metrics_refused:
+            log.error("metrics write partly refused by Redis (those counts are dropped): %s", refused)
+        self._metrics_refused = refused
 
     def _write(self, counts: tuple[int, int, int]) -> None:
         r, identity = self.ctx.redis, self.ctx.identity
@@ -122,7 +171,9 @@ class Heartbeat:
         pipe.sadd(keys.PROCESSES, identity)
         pipe.hset(keys.process(identity), mapping={"info": self.info, "busy": len(running), "beat": time.time(),
                                      "quiet": "true" if self.ctx.state.quiet else "false",
-                                     "rss": rss_kb(), "rtt_us": rtt_us})
+                                     "rss": rss_kb(), "rtt_us": rtt_us,
+                                     keys.PROCESS_PROCESSED: self.ctx.counters.total_processed,
+                                     keys.PROCESS_FAILED: self.ctx.counters.total_failed})
         pipe.expire(keys.process(identity), PROCESS_TTL)
         pipe.set(keys.alive(identity), 1, ex=ALIVE_TTL)
         pipe.rpop(keys.signals(identity))
@@ -136,8 +187,12 @@ class Heartbeat:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2.0)
-        processed, failed, cancelled = self.ctx.counters.take()
         r, identity = self.ctx.redis, self.ctx.identity
+        try:
+            self._flush_metrics()
+        except redis.RedisError as exc:
+            log.error("could not write the last metrics of %s at exit (%s)", identity, exc)
+        processed, failed, cancelled = self.ctx.counters.take()
         try:
             pipe = r.pipeline(transaction=True)
             add_counts(pipe, processed, failed, cancelled)

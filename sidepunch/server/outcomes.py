@@ -73,8 +73,8 @@ class Outcomes:
     def done(self, unit: UnitOfWork, job: dict, started: float, acks: Acks, instance: Any = None,
              result: Any = None) -> Outcome:
         ctx = self.ctx
-        ctx.counters.record(failed=False)
         elapsed = time.monotonic() - started
+        ctx.counters.record(False, False, job.get("wrapped") or job["class"], elapsed)
         keep = getattr(instance, "keep_result", None)
         if keep:  # opt-in: the only classes that pay a round trip for their result
             self._keep(job, result, keep)
@@ -98,12 +98,13 @@ class Outcomes:
 
     def cancelled(self, unit: UnitOfWork, job: dict, started: float, acks: Acks) -> Outcome:
         """Stopped by sidepunch.api.cancel: acknowledged, counted (processed and cancelled), not retried."""
-        self.ctx.counters.record(failed=False, cancelled=True)
+        elapsed = time.monotonic() - started
+        self.ctx.counters.record(False, True, job.get("wrapped") or job["class"], elapsed)
         if acks.ack(unit, 1.0):  # sent at once: a cancelled job must not run again if the process dies now
             self.persist(acks.send_acks, "acknowledge")
         self._check_job_limit()
         job_log.warning("cancelled %.200s jid=%.100s queue=%s %.3fs", job["class"], job.get("jid"), unit.queue,
-                        time.monotonic() - started)
+                        elapsed)
         return Outcome.CANCELLED
 
     def reschedule(self, unit: UnitOfWork, job: dict, exc: Reschedule, started: float, instance: Any) -> Outcome:
@@ -114,18 +115,21 @@ class Outcomes:
             return self.fail(unit, job, bad, started, instance)
         outcome = self.ctx.retry.reschedule(unit, seconds, exc,
                                             persist=lambda write: self.persist(write, "schedule write"))
-        self.ctx.counters.record(failed=outcome is not Outcome.RESCHEDULED)
+        elapsed = time.monotonic() - started
+        self.ctx.counters.record(outcome is not Outcome.RESCHEDULED, False, job.get("wrapped") or job["class"],
+                                 elapsed)
         self._check_job_limit()
         job_log.info("reschedule %.200s jid=%.100s queue=%s %.3fs in %gs -> %s", job["class"], job.get("jid"),
-                     unit.queue, time.monotonic() - started, seconds, outcome)
+                     unit.queue, elapsed, seconds, outcome)
         return outcome
 
     def fail(self, unit: UnitOfWork, job: dict, exc: BaseException, started: float, instance: Any) -> Outcome:
-        self.ctx.counters.record(failed=True)
+        elapsed = time.monotonic() - started
+        self.ctx.counters.record(True, False, job.get("wrapped") or job["class"], elapsed)
         outcome = self.ctx.retry.handle(unit, instance, exc,
                                         persist=lambda write: self.persist(write, "retry-set write"))
         job_log.warning("fail %.200s jid=%.100s queue=%s %.3fs %s: %.1000s -> %s", job["class"], job.get("jid"),
-                        unit.queue, time.monotonic() - started, error_class_name(exc), error_message(exc), outcome)
+                        unit.queue, elapsed, error_class_name(exc), error_message(exc), outcome)
         return outcome
 
     def _check_job_limit(self) -> None:

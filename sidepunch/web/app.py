@@ -1,7 +1,7 @@
 """The dashboard's WSGI application: routing, the per-request context, sessions, errors and static files.
 
-Owns dispatching a request to a page (pages.py, jobsets.py, browse.py), the checks every request passes
-(the `auth` callable; for a POST the read-only switch, the cross-site check and the CSRF token of
+Owns dispatching a request to a page (pages.py, jobsets.py, metrics.py, browse.py), the checks every request
+passes (the `auth` callable; for a POST the read-only switch, the cross-site check and the CSRF token of
 security.py) and turning failures into pages: an admin operation that cannot be done (api.ops.OpError,
 payload.PayloadError) is a 409/404 page saying why, Redis down is a 503 page naming the masked URL. A GET never
 changes state. Imports core and api (never server).
@@ -23,7 +23,7 @@ from ..api.ops import OpError
 from ..core.connection import OUTAGE_ERRORS
 from ..core.payload import PayloadError
 from ..core.urls import mask_url
-from . import browse, jobsets, pages
+from . import browse, jobsets, metrics, pages
 from .render import make_env
 from .security import COOKIE, CSRF_FIELD, Guard, challenge_of, secure_headers
 
@@ -32,7 +32,8 @@ STATIC_FILES = {"app.css", "app.js", "LICENSE.txt"}
 Handler = Callable[..., Response]
 #: Tabs of the navigation bar: (endpoint, label).
 TABS = [("dashboard", "Dashboard"), ("busy", "Busy"), ("queues", "Queues"), ("jobset:retries", "Retries"),
-        ("jobset:scheduled", "Scheduled"), ("jobset:morgue", "Dead"), ("redis", "Redis"), ("keys", "Keys")]
+        ("jobset:scheduled", "Scheduled"), ("jobset:morgue", "Dead"), ("metrics", "Metrics"), ("redis", "Redis"),
+        ("keys", "Keys")]
 NOTICES = {"retried": "{n} job(s) enqueued.", "deleted": "{n} job(s) deleted.", "killed": "{n} job(s) moved to Dead.",
            "signalled": "{n} process(es) signalled; they act at their next heartbeat (about 5 s).",
            "cleared": "Queue deleted ({n} job(s) removed).", "left": "{n} entry(ies) could not be enqueued and stay."}
@@ -41,7 +42,7 @@ NOTICES = {"retried": "{n} job(s) enqueued.", "deleted": "{n} job(s) deleted.", 
 def _routes() -> tuple[Map, dict[str, Handler]]:
     handlers: dict[str, Handler] = {}
     rules = []
-    for module in (pages, jobsets, browse):
+    for module in (pages, jobsets, metrics, browse):
         for path, endpoint, methods, handler in module.ROUTES:
             rules.append(Rule(path, endpoint=endpoint, methods=methods))
             handlers[endpoint] = handler

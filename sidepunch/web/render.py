@@ -88,8 +88,21 @@ def number(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def seconds(ms: Any) -> str:
+    """A total time given in ms, in seconds ('12.3 s'); '-' for none."""
+    return f"{ms / 1000:,.1f} s" if isinstance(ms, (int, float)) and math.isfinite(ms) else "-"
+
+
+def millis(ms: Any) -> str:
+    """An average time in ms ('4.21 ms', '1,530 ms'); '-' for none (no runs)."""
+    if not isinstance(ms, (int, float)) or not math.isfinite(ms):
+        return "-"
+    return f"{ms:,.0f} ms" if ms >= 100 else f"{ms:.2f} ms"
+
+
 def make_env() -> Environment:
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]),
                       finalize=_finalize, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(pretty=pretty, compact=compact, when=when, ago=ago, number=number, name=encode_name)
+    env.filters.update(pretty=pretty, compact=compact, when=when, ago=ago, number=number, name=encode_name,
+                       seconds=seconds, millis=millis)
     return env
