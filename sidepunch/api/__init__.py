@@ -24,11 +24,12 @@ import redis
 from ..core import keys
 from ..core.errors import ResultError, ResultTimeout
 from .jobs import OUTCOMES, STATES, cancel, result, status
+from .metrics import Metrics
 from .processes import Process, ProcessSet, Work, Workers
 from .records import JobRecord, name_key, name_of
 from .sets import DEFAULT_DEAD, BulkResult, Clock, DeadSet, JobSet, RetrySet, ScheduledSet, SortedEntry
 
-__all__ = ["ResultError", "ResultTimeout", "DEFAULT_DEAD", "OUTCOMES", "STATES", "BulkResult", "DayStats", "DeadSet", "JobRecord", "JobSet",
+__all__ = ["Metrics", "ResultError", "ResultTimeout", "DEFAULT_DEAD", "OUTCOMES", "STATES", "BulkResult", "DayStats", "DeadSet", "JobRecord", "JobSet",
            "Process", "ProcessSet", "Queue", "RetrySet", "ScheduledSet", "SortedEntry", "Stats", "Work", "Workers",
            "cancel", "result", "status"]
 
