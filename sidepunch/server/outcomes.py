@@ -11,11 +11,12 @@ Must not import: sidepunch.api or sidepunch.admin (core and client only).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import redis
 
@@ -183,15 +184,10 @@ def call_on_cancel(instance: Any, limit: float) -> None:
     hook = claim_on_cancel(instance)
     if hook is None:
         return
-    try:
+    with _hook_reported(instance, limit):
         pending = hook()
         if inspect.isawaitable(pending):
             asyncio.run(_awaited(pending, limit))
-    except TimeoutError:
-        log.warning("on_cancel of %s did not finish within %gs; left unfinished", type(instance).__qualname__,
-                    limit)
-    except BaseException:
-        log.exception("on_cancel of %s raised", type(instance).__qualname__)
 
 
 async def await_on_cancel(instance: Any, limit: float) -> None:
@@ -200,10 +196,17 @@ async def await_on_cancel(instance: Any, limit: float) -> None:
     hook = claim_on_cancel(instance)
     if hook is None:
         return
-    try:
+    with _hook_reported(instance, limit):
         pending = hook()
         if inspect.isawaitable(pending):
             await _awaited(pending, limit)
+
+
+@contextlib.contextmanager
+def _hook_reported(instance: Any, limit: float) -> Iterator[None]:
+    """What an on_cancel hook raises is logged, never propagated (it ran after the job was recorded)."""
+    try:
+        yield
     except TimeoutError:
         log.warning("on_cancel of %s did not finish within %gs; left unfinished", type(instance).__qualname__,
                     limit)
