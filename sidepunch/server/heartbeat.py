@@ -109,26 +109,32 @@ class Heartbeat:
                 log.exception("heartbeat failed; trying again at the next beat")
 
     def beat(self) -> bool:
-        """One beat; returns False (and keeps the counts) if Redis is unreachable."""
+        """One beat; returns False if Redis is unreachable or refused it. The counts are given back only if they
+        did not land: once their MULTI ran, a failure of the rest of the beat must not count them twice."""
         self._on_beat()
         counters = self.ctx.counters
         counts = counters.take()
         try:
             self._flush_metrics()
-            self._write(counts)
-        except OUTAGE_ERRORS as exc:
+            running = self._write_counts(counts)
+        except redis.RedisError as exc:
             counters.give_back(*counts)
-            self.ctx.outage.failed(exc)
-            return False
-        except redis.RedisError as exc:  # not an outage: a key of ours holds another type, say; logged once
-            counters.give_back(*counts)
-            if str(exc) != self._refused:
-                self._refused = str(exc)
-                log.error("heartbeat write refused by Redis: %s", exc)
-            return False
+            return self._failed(exc)
+        try:
+            self._register(running)
+        except redis.RedisError as exc:
+            return self._failed(exc)
         self._refused = None
         self.ctx.outage.ok()
         return True
+
+    def _failed(self, exc: redis.RedisError) -> bool:
+        if isinstance(exc, OUTAGE_ERRORS):
+            self.ctx.outage.failed(exc)
+        elif str(exc) != self._refused:  # not an outage: a key of ours holds another type, say; logged once
+            self._refused = str(exc)
+            log.error("heartbeat write refused by Redis: %s", exc)
+        return False
 
     def _flush_metrics(self) -> None:
         """The per-class tallies in one MULTI of their own, before the counters': if it fails as a whole the
@@ -150,7 +156,8 @@ class Heartbeat:
             log.error("metrics write partly refused by Redis (those counts are dropped): %s", refused)
         self._metrics_refused = refused
 
-    def _write(self, counts: tuple[int, int, int]) -> None:
+    def _write_counts(self, counts: tuple[int, int, int]) -> int:
+        """The counters and the workers hash in one MULTI; returns how many jobs run (the process's `busy`)."""
         r, identity = self.ctx.redis, self.ctx.identity
         pipe = r.pipeline(transaction=True)
         add_counts(pipe, *counts)
@@ -164,12 +171,17 @@ class Heartbeat:
                 for tid, w in running.items()})
             pipe.expire(workers_key, PROCESS_TTL)
         pipe.execute()
+        return len(running)
+
+    def _register(self, busy: int) -> None:
+        """The process record Sidekiq's tools read, liveness, and one remote signal, if any."""
+        r, identity = self.ctx.redis, self.ctx.identity
         started = time.perf_counter()
         r.ping()
         rtt_us = int((time.perf_counter() - started) * 1e6)
         pipe = r.pipeline(transaction=True)
         pipe.sadd(keys.PROCESSES, identity)
-        pipe.hset(keys.process(identity), mapping={"info": self.info, "busy": len(running), "beat": time.time(),
+        pipe.hset(keys.process(identity), mapping={"info": self.info, "busy": busy, "beat": time.time(),
                                      "quiet": "true" if self.ctx.state.quiet else "false",
                                      "rss": rss_kb(), "rtt_us": rtt_us,
                                      keys.PROCESS_PROCESSED: self.ctx.counters.total_processed,
