@@ -318,7 +318,7 @@ def render(results: dict) -> str:
     lines = [f"# Sidepunch benchmark ({mode}, {when})", ""]
     lines += [f"- **{k}**: {v}" for k, v in results["machine"].items()]
     cal = results.get("calibration", {})
-    lines += [f"- **CPU job calibration**: " + ", ".join(
+    lines += ["- **CPU job calibration**: " + ", ".join(
         f"{lang} {c['loops']:,} loops = {c['ms']:.1f} ms" for lang, c in cal.items())]
     lines += [f"- **Configuration**: Sidepunch `sidepunchd --workers 2 --threads {s['threads']}` (reliable fetch, "
               f"and `--fetch basic`); Sidekiq `sidekiq -c {s['threads']}` × 2 processes; log level per row: INFO "

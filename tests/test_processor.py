@@ -13,7 +13,7 @@ from sidepunch.server import fetch
 from sidepunch.server.config import QueueSpec, build_config
 from sidepunch.core.connection import Outage
 from sidepunch.core.middleware import Outcome
-from sidepunch.server.fetch import BasicFetch, QueueOrder, ReliableFetch, UnitOfWork
+from sidepunch.server.fetch import BasicFetch, QueueOrder, ReliableFetch
 from sidepunch.server.processor import Processor
 from sidepunch.server.resolver import JobResolver, UnknownJobClass
 from sidepunch.core.jobsets import decode_backtrace

@@ -21,7 +21,6 @@ import sys
 import threading
 from typing import Any, Callable
 
-from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.http.request import RawPostDataException
