@@ -117,11 +117,12 @@ def test_a_workers_hash_of_a_process_whose_record_expired_is_not_running(r):
 @pytest.mark.parametrize("fetch, state", [("reliable", "unknown"), ("basic", "running"), (None, "running")])
 def test_a_reliable_processs_workers_hash_is_not_trusted_after_the_job_ended(r, fetch, state):
     """The workers hash is rewritten every beat; a job that just ended is still in it. A reliable-fetch process
-    says so in its info, and its working lists (empty here: the job was acknowledged) decide instead."""
+    says so in its record, and its working lists (empty here: the job was acknowledged) decide instead."""
     identity = "web.3:9:0a1b2c3d4e5f"
-    info = {"hostname": "web.3", "pid": 9, "identity": identity, **({"fetch": fetch} if fetch else {})}
+    info = {"hostname": "web.3", "pid": 9, "identity": identity}
     r.sadd(keys.PROCESSES, identity)
-    r.hset(keys.process(identity), mapping={"info": json.dumps(info), "beat": 1})
+    r.hset(keys.process(identity), mapping={"info": json.dumps(info), "beat": 1,
+                                           **({keys.PROCESS_FETCH: fetch} if fetch else {})})
     r.hset(keys.workers(identity), "p0", json.dumps({"queue": "default", "payload": job("ended").decode(),
                                                       "run_at": 1}))
     assert api.status("ended", r) == state

@@ -125,3 +125,46 @@ def test_a_grandchild_gets_its_own_writer(logfile):
     assert in_child(body) == 0
     text = path.read_text()
     assert "child line" in text and "grandchild line" in text
+
+
+def test_a_per_job_line_reads_the_same_through_the_fast_path(tmp_path, monkeypatch):
+    """job_line hands the worker's per-job lines to the writer thread as tuples; the text is what Logger.info
+    writes, argument types that could change later are formatted at once, and a reconfigured logging (an app
+    that replaced the root handlers) gets the line as any other."""
+    import logging
+    import os
+    from types import SimpleNamespace
+
+    from sidepunch.server import logs
+
+    path = tmp_path / "daemon.log"
+    config = SimpleNamespace(logfile=str(path), log_format="text", verbose=False, log_level="info")
+    saved = logging.root.handlers[:], logging.root.level
+    switches = logging._srcfile, logging.logThreads, logging.logMultiprocessing
+    try:
+        logs.setup_logging(config, {})
+        sink = logging.root.handlers[0]
+        sink._home = os.getpid() + 1  # act as a forked worker: lines go through the writer thread
+        job = logging.getLogger(logs.JOB_LOGGER)
+        mutable = {"jid": ["a", "list"]}
+        logs.job_line(job, logging.INFO, "done %.200s jid=%.100s queue=%s %.3fs", "C", "abc", "default", 0.25)
+        logs.job_line(job, logging.INFO, "start %.200s jid=%.100s queue=%s", "C", mutable["jid"], "q")
+        mutable["jid"].append("changed")
+        job.info("done %.200s jid=%.100s queue=%s %.3fs", "C", "abc", "default", 0.25)
+        sink.flush()
+        lines = path.read_text().splitlines()
+        assert [line.split(" ", 3)[3] for line in lines] == [
+            "INFO sidepunch.job: done C jid=abc queue=default 0.250s",
+            "INFO sidepunch.job: start C jid=['a', 'list'] queue=q",
+            "INFO sidepunch.job: done C jid=abc queue=default 0.250s"]
+        assert all(line.split(" ", 3)[2] == str(os.getpid()) for line in lines)
+        captured = []
+        other = logging.Handler()
+        other.emit = captured.append
+        logging.root.handlers[:] = [other]  # an app reconfigured logging: the fast path steps aside
+        logs.job_line(job, logging.INFO, "start %s", "X")
+        assert [r.getMessage() for r in captured] == ["start X"]
+    finally:
+        logging.root.handlers[:], level = saved
+        logging.root.setLevel(level)
+        logging._srcfile, logging.logThreads, logging.logMultiprocessing = switches

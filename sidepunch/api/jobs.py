@@ -165,31 +165,24 @@ def _take(r: redis_lib.Redis, kind: str, key: Any, needle: _Needle) -> bool:
 
 def _in_workers(r: redis_lib.Redis, needle: _Needle) -> bool:
     """In the workers hash of a live process (one whose `<identity>` record has not expired). A Sidepunch process
-    with reliable fetch is skipped: its hash is rewritten only every beat (a job that just ended would still
-    read as running), and its working lists, searched next, say exactly what it holds."""
+    with reliable fetch (its record's `sidepunch_fetch` field) is skipped: its hash is rewritten only every beat
+    (a job that just ended would still read as running), and its working lists, searched next, say exactly what
+    it holds."""
     try:
         identities = sorted(r.smembers(keys.PROCESSES))
     except redis_lib.ResponseError:
         return False
     pipe = r.pipeline(transaction=False)
     for identity in identities:
-        pipe.hget(keys.process(identity), "info")
+        pipe.hmget(keys.process(identity), ["beat", keys.PROCESS_FETCH])
         pipe.hvals(keys.workers(identity))
     replies = pipe.execute(raise_on_error=False)
-    for info, values in zip(replies[::2], replies[1::2]):
-        if isinstance(info, bytes) and not _reliable(info):  # None: expired; an error reply: not a hash
+    for record, values in zip(replies[::2], replies[1::2]):
+        # an error reply: not a hash; no beat: the record expired
+        if isinstance(record, list) and record[0] is not None and record[1] not in (b"reliable", "reliable"):
             if isinstance(values, list) and any(needle.in_work(v) for v in values):
                 return True
     return False
-
-
-def _reliable(info: bytes) -> bool:
-    """True if a process record's info says the process fetches reliably (its working lists are the truth)."""
-    try:
-        parsed = json.loads(info)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(parsed, dict) and parsed.get("fetch") == "reliable"
 
 
 def _in_working_lists(r: redis_lib.Redis, needle: _Needle) -> bool:

@@ -41,7 +41,7 @@ The metrics slots are UTC `YYYYMMDDTHHMM` stamps of a slot's start; `<step>` is 
 Sidekiq 7's metrics do: `<class>` + "|p" (runs, failed ones included), + "|f" (failures), + "|ms" (total
 execution time, whole milliseconds). The histogram's bucket bounds are METRICS_BUCKET_BOUNDS. The process
 hash `<identity>` also carries our fields `sidepunch_processed` and `sidepunch_failed`: the jobs that process
-has run and failed since it started.
+has run and failed since it started; and `sidepunch_fetch`, its fetch strategy.
 
 The working-list name follows gitlab-sidekiq-fetcher's, with a thread suffix on the identity.
 
@@ -90,6 +90,9 @@ METRICS_BUCKET_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 #: Our fields in the process hash: jobs run and failed by the process since it started (resque-web shows them).
 PROCESS_PROCESSED = "sidepunch_processed"
 PROCESS_FAILED = "sidepunch_failed"
+#: The process's fetch strategy ("reliable" or "basic"): with reliable fetch its working lists, not its workers
+#: hash (rewritten only every beat), say which jobs it holds (sidepunch.api.status reads them).
+PROCESS_FETCH = "sidepunch_fetch"
 
 
 def _join(prefix: str, name: str | bytes, suffix: str = "") -> str | bytes:

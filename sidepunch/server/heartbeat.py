@@ -185,7 +185,8 @@ class Heartbeat:
                                      "quiet": "true" if self.ctx.state.quiet else "false",
                                      "rss": rss_kb(), "rtt_us": rtt_us,
                                      keys.PROCESS_PROCESSED: self.ctx.counters.total_processed,
-                                     keys.PROCESS_FAILED: self.ctx.counters.total_failed})
+                                     keys.PROCESS_FAILED: self.ctx.counters.total_failed,
+                                     keys.PROCESS_FETCH: getattr(self.ctx.config, "fetch", "unknown")})
         pipe.expire(keys.process(identity), PROCESS_TTL)
         pipe.set(keys.alive(identity), 1, ex=ALIVE_TTL)
         pipe.rpop(keys.signals(identity))

@@ -25,12 +25,13 @@ from ..core.connection import OUTAGE_ERRORS
 from ..core.errors import JobTimeout
 from ..core.middleware import Outcome, Reschedule, check_delay
 from .fetch import UnitOfWork
+from .logs import JOB_LOGGER, job_line
 from .retry import error_class_name, error_message
 from .state import ChildContext
 
 log = logging.getLogger("sidepunch.processor")
 #: One line per job start and finish; `--log-jobs off` (or a level above INFO) silences it.
-job_log = logging.getLogger("sidepunch.job")
+job_log = logging.getLogger(JOB_LOGGER)
 #: The longest keep_result (seconds) a class may declare (client/job.py checks the class attribute).
 MAX_KEEP = 10 ** 8
 
@@ -82,8 +83,8 @@ class Outcomes:
         if acks.ack(unit, elapsed):
             self.persist(acks.send_acks, "acknowledge")
         self._check_job_limit()
-        if job_log.isEnabledFor(logging.INFO):
-            job_log.info("done %.200s jid=%.100s queue=%s %.3fs", job["class"], job.get("jid"), unit.queue, elapsed)
+        job_line(job_log, logging.INFO, "done %.200s jid=%.100s queue=%s %.3fs", job["class"], job.get("jid"),
+                 unit.queue, elapsed)
         return Outcome.DONE
 
     def _keep(self, job: dict, result: Any, keep: Any) -> None:

@@ -27,12 +27,10 @@ from .state import ChildContext, LifecycleState
 
 
 def process_info(config: Config, identity: str, **extra: Any) -> dict[str, Any]:
-    """The `info` a process record carries (SIDEKIQ_WIRE.md section 9); concurrency is the processor threads.
-    `fetch` is ours: with reliable fetch, the working lists (not the workers hash, rewritten only every beat) say
-    which jobs the process holds, and `sidepunch.api.status` reads them instead."""
+    """The `info` a process record carries (SIDEKIQ_WIRE.md section 9); concurrency is the processor threads."""
     return {"hostname": identities.hostname(), "started_at": time.time(), "pid": os.getpid(), "tag": config.tag,
             "concurrency": config.threads, "queues": [q.name for q in config.queues], "labels": [],
-            "identity": identity, "fetch": config.fetch, **extra}
+            "identity": identity, **extra}
 
 
 @dataclass

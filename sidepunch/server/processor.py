@@ -25,6 +25,7 @@ from ..core.payload import decode
 from .fetch import UnitOfWork
 from .forks import ForkGuard
 from .interrupt import Interrupted, clear, interrupt, release_logging_locks
+from .logs import job_line
 from .outcomes import Outcomes, call_on_cancel, job_log, log, timeout_error
 from .state import ChildContext
 #: A job's `timeout` beyond this many seconds (about 31 years) means no practical limit; capped so that the
@@ -168,8 +169,8 @@ class Processor:
                 ctx.retry.kill_unparseable(unit, problem,
                                            persist=lambda w: self.outcomes.persist(w, "dead-set write"))
                 return Outcome.DEAD
-            if job_log.isEnabledFor(logging.INFO):
-                job_log.info("start %.200s jid=%.100s queue=%s", job["class"], job.get("jid"), unit.queue)
+            job_line(job_log, logging.INFO, "start %.200s jid=%.100s queue=%s", job["class"], job.get("jid"),
+                     unit.queue)
             try:
                 self.instance = ctx.resolver.resolve(job["class"])()
                 self.instance.jid = job.get("jid", "")
