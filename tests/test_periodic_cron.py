@@ -133,3 +133,8 @@ def test_bad_expressions_raise_value_error_with_one_line(expression):
 def test_unknown_zones_raise_value_error(zone):
     with pytest.raises(ValueError, match="unknown time zone"):
         Schedule("* * * * *", zone)  # type: ignore[arg-type]
+
+
+def test_the_end_of_time_is_none():
+    assert Schedule("0 0 1 1 *").next_after(datetime(9999, 6, 1, tzinfo=UTC).timestamp()) is None
+    assert Schedule("0 0 1 1 *").next_after(1e30) is None

@@ -57,14 +57,14 @@ class Schedule:
 
     def next_after(self, epoch: float) -> int | None:
         """The first tick strictly after `epoch` (None if the expression never fires again, e.g. 30 Feb)."""
-        start = datetime.fromtimestamp(int(epoch), self.zone).replace(tzinfo=None)
-        walls = CronSim(self._fields, start)
         try:
+            start = datetime.fromtimestamp(int(epoch), self.zone).replace(tzinfo=None)
+            walls = CronSim(self._fields, start)
             for _ in range(MAX_STEPS):
                 tick = self._instant(next(walls))
                 if tick > epoch:
                     return tick
-        except (StopIteration, CronSimError):
+        except (StopIteration, CronSimError, OverflowError, ValueError, OSError):  # past year 9999, say
             pass
         return None
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -76,11 +77,12 @@ class PeriodicScheduler:
     """Duties: claim and enqueue due ticks, catch up missed ones by policy, register entries, say troubles once."""
 
     def __init__(self, ctx: ChildContext, clock: Callable[[], float] = time.time,
-                 client: Client | None = None) -> None:
+                 client: Client | None = None, entries: list[Scheduled] | None = None) -> None:
+        """`entries`: what to schedule; by default the config's and the imported app's, loaded on first use."""
         self.ctx = ctx
         self.clock = clock
         self._client = client
-        self._entries: list[Scheduled] | None = None
+        self._entries = entries
         self._registered = 0.0
         self._stop = threading.Event()
         self._complaints: dict[str, str] = {}
@@ -154,7 +156,8 @@ class PeriodicScheduler:
         raw = self.ctx.redis.hget(keys.PERIODIC_LAST, name)
         try:
             tick = json.loads(raw)["tick"] if raw is not None else 0
-            return float(tick) if type(tick) in (int, float) else 0.0
+            ok = type(tick) in (int, float) and math.isfinite(tick) and 0 <= tick <= self.clock() + 86400
+            return float(tick) if ok else 0.0
         except (ValueError, TypeError, KeyError, RecursionError):  # hostile or foreign data: as if none
             return 0.0
 
