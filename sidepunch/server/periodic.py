@@ -196,7 +196,9 @@ class PeriodicScheduler:
         """Tell the admin API which entries exist: each lives REGISTRATION_TTL seconds unless renewed."""
         pipe = self.ctx.redis.pipeline(transaction=False)
         for item in self.entries:
-            pipe.hset(keys.PERIODIC_ENTRIES, item.entry.name, item.entry.to_json())
+            # the job class's options ride along, so `sidepunch periodic run` pushes what a tick would
+            record = dict(json.loads(item.entry.to_json()), job_options=item.job.job_options())
+            pipe.hset(keys.PERIODIC_ENTRIES, item.entry.name, json.dumps(record, default=str))
             pipe.zadd(keys.PERIODIC_SEEN, {item.entry.name: now + REGISTRATION_TTL})
         pipe.execute()
         self._registered = now
