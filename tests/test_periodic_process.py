@@ -51,3 +51,24 @@ def test_three_daemons_enqueue_every_tick_exactly_once_through_a_kill_and_a_rest
     values = sorted(delays[next(iter(jids[t]))] for t in ticks if t > booted)
     p50, p99 = values[len(values) // 2], values[min(len(values) - 1, int(len(values) * 0.99))]
     print(f"periodic tick-to-enqueue delay over {len(values)} ticks: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+
+
+BAD_ENTRIES = {
+    "bad expression": ('[[periodic]]\nname = "n1"\ncron = "61 * * * *"\njob = "periodicjobs.Plain"\n', "'n1'"),
+    "unknown zone": ('[[periodic]]\nname = "n2"\ncron = "@daily"\njob = "periodicjobs.Plain"\ntz = "Mars/Base"\n',
+                     "'n2'"),
+    "bad policy": ('[[periodic]]\nname = "n3"\ncron = "@daily"\njob = "periodicjobs.Plain"\nmissed = "twice"\n',
+                   "entry 1 key missed"),
+    "duplicate names": ('[[periodic]]\nname = "n4"\ncron = "@daily"\njob = "periodicjobs.Plain"\n' * 2, "'n4'"),
+    "unknown key": ('[[periodic]]\nname = "n5"\ncron = "@daily"\njob = "x.Y"\nevery = 3\n', "'every'"),
+}
+
+
+def test_bad_entries_stop_the_daemon_with_status_2_and_one_line(daemon, tmp_path):
+    for case, (text, named) in BAD_ENTRIES.items():
+        path = tmp_path / f"{case.replace(' ', '-')}.toml"
+        path.write_text(text)
+        d = daemon("-C", str(path), "-r", "periodicjobs")
+        assert d.wait() == 2, case
+        lines = d.log().strip().splitlines()
+        assert len(lines) == 1 and "periodic" in lines[0] and named in lines[0], (case, lines)
