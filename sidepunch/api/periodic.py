@@ -51,7 +51,7 @@ class PeriodicSet:
 
     def names(self) -> list[str]:
         """Names some daemon registers now, sorted."""
-        raw = self.redis.zrangebyscore(keys.PERIODIC_SEEN, self.clock(), "+inf")
+        raw: list[bytes] = self.redis.zrangebyscore(keys.PERIODIC_SEEN, self.clock(), "+inf")  # type: ignore[assignment]
         return sorted(n.decode("utf-8", "replace") for n in raw)
 
     def __iter__(self) -> Any:
@@ -114,15 +114,16 @@ def _last(raw: bytes | None) -> tuple[float | None, str | None]:
     if not isinstance(data, dict):
         return None, None
     tick, jid = data.get("tick"), data.get("jid")
-    tick = float(tick) if type(tick) in (int, float) and math.isfinite(tick) else None
-    return tick, jid if isinstance(jid, str) else None
+    if not isinstance(tick, (int, float)) or isinstance(tick, bool) or not math.isfinite(tick):
+        tick = None
+    return (None if tick is None else float(tick)), (jid if isinstance(jid, str) else None)
 
 
 #: The job-class options a registration may carry (Job.job_options); anything else in it is ignored.
 OPTIONS = ("retry", "queue", "dead", "backtrace", "retry_queue", "tags", "timeout")
 
 
-def _job_options(raw: bytes | None) -> dict[str, Any]:
+def _job_options(raw: Any) -> dict[str, Any]:
     """The registering daemon's job-class options (queue, retry, ...); the client's push checks their values."""
     try:
         options = json.loads(raw or b"{}").get("job_options")
