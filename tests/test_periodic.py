@@ -192,3 +192,12 @@ def test_config_entries_resolve_their_jobs_and_unknown_ones_are_logged(tmp_path,
     assert names["a"].job is periodicjobs.Plain and names["every2"].job is periodicjobs.Plain  # the file's wins
     assert "b" not in names
     assert "'b' is not scheduled" in caplog.text and "'every2' is declared twice" in caplog.text
+
+
+def test_a_process_schedules_what_its_require_packages_declare(r):
+    ours = {i.entry.name for i in make(r, None, Clock(T0)).entries}
+    assert {"every2", "daily-function"} <= ours
+    other = make(r, None, Clock(T0), config_args=())
+    other.ctx = type(other.ctx)(**{**vars(other.ctx), "config": build_config(["-r", "testjobs"], {})})
+    assert other.entries == []
+    assert [e.name for e, _ in declared(["testjobs"])] == []

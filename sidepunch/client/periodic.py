@@ -2,7 +2,9 @@
 
 No registry: the declaration is kept on the job class itself (`__sidepunch_periodic__`, in the class's own
 namespace so a subclass does not inherit it), and `declared()` finds every one by walking Job's subclasses
-after the app is imported. So importing the app is declaring, and nothing here is module-global state.
+after the app is imported. So importing the app is declaring, and nothing here is module-global state. A
+daemon schedules the entries declared in the packages it was told to load (--require), not every class that
+happens to be imported in its process (a test suite, an app that embeds a Manager for something else).
 Imports core and client only.
 """
 from __future__ import annotations
@@ -42,8 +44,10 @@ def _job_class(target: Any) -> type[Job]:
                     "(put it above @sidepunch.job)")
 
 
-def declared() -> list[tuple[PeriodicEntry, type[Job]]]:
-    """Every entry declared on a Job subclass imported so far, with its class, in a stable order."""
+def declared(packages: Sequence[str] | None = None) -> list[tuple[PeriodicEntry, type[Job]]]:
+    """Every entry declared on a Job subclass imported so far, with its class, in a stable order; with
+    `packages` (a daemon's --require), only those declared in modules of their top-level packages."""
+    roots = None if packages is None else {p.split(".")[0] for p in packages}
     found: list[tuple[PeriodicEntry, type[Job]]] = []
     seen: set[type] = set()
     todo = list(Job.__subclasses__())
@@ -53,5 +57,6 @@ def declared() -> list[tuple[PeriodicEntry, type[Job]]]:
             continue
         seen.add(cls)
         todo.extend(cls.__subclasses__())
-        found.extend((entry, cls) for entry in vars(cls).get(ATTRIBUTE, ()))
+        if roots is None or cls.__module__.split(".")[0] in roots:
+            found.extend((entry, cls) for entry in vars(cls).get(ATTRIBUTE, ()))
     return sorted(found, key=lambda pair: pair[0].name)

@@ -75,13 +75,6 @@ class Schedule:
             yield tick
             tick = self.next_after(tick)
 
-    def last_at_or_before(self, epoch: float, since: float) -> int | None:
-        """The latest tick in (since, epoch], or None."""
-        found = None
-        for found in self.ticks(since, epoch):
-            pass
-        return found
-
     def _instant(self, wall: datetime) -> int:
         """The epoch of a wall time in this zone, by the DST rule in the module docstring."""
         first = wall.replace(tzinfo=self.zone, fold=0)

@@ -10,7 +10,8 @@ nothing: every look also covers the last LOOKBACK seconds, and a tick already cl
 
 At start, ticks no daemon was up for (after the entry's last enqueue, older than LOOKBACK) follow the entry's
 `missed` policy: "skip" none, "latest" the latest within `grace` seconds, "all" every one within `grace`.
-Entries come from the config's `[[periodic]]` tables and from `@sidepunch.periodic` on imported job classes; an
+Entries come from the config's `[[periodic]]` tables and from `@sidepunch.periodic` on job classes of the --require
+packages; an
 entry whose job cannot be found, or whose name is taken, is logged once and not scheduled. Each process also
 registers its entries (keys.PERIODIC_ENTRIES, with a lapse time in keys.PERIODIC_SEEN) for the admin API, and
 honours keys.PERIODIC_DISABLED.
@@ -91,7 +92,9 @@ class PeriodicScheduler:
     def entries(self) -> list[Scheduled]:
         """Loaded on first use, so after the app (and its @periodic declarations) is imported."""
         if self._entries is None:
-            self._entries = load_entries(getattr(self.ctx.config, "periodic", ()), self.ctx.resolver.resolve, declared())
+            config = self.ctx.config
+            self._entries = load_entries(getattr(config, "periodic", ()), self.ctx.resolver.resolve,
+                                         declared(getattr(config, "require", ())))
         return self._entries
 
     @property
