@@ -115,8 +115,14 @@ def test_missed_ticks_of_a_restarted_fleet_are_enqueued_once(r):
 def test_a_hostile_last_record_reads_as_none(r, raw):
     entry = PeriodicEntry(name="minutely", cron="* * * * *", job="periodicjobs.Plain", missed="latest", grace=300)
     r.hset(keys.PERIODIC_LAST, "minutely", raw)
-    make(r, [entry], Clock(T0 + 30 + LOOKBACK)).look()
-    assert [j["periodic_tick"] for j in enqueued(r)] == [T0]
+    make(r, [entry], Clock(T0 + 90 + LOOKBACK)).look()
+    assert enqueued(r) == []  # as if never enqueued: nothing missed (T0 + 60 would be, after a real record)
+
+
+def test_a_new_entry_does_not_catch_up_its_past(r):
+    entry = PeriodicEntry(name="minutely", cron="* * * * *", job="periodicjobs.Plain", missed="all", grace=3600)
+    make(r, [entry], Clock(T0 + 30)).look()
+    assert enqueued(r) == []
 
 
 def test_disabled_entries_enqueue_nothing_until_enabled(r):
@@ -201,3 +207,22 @@ def test_a_process_schedules_what_its_require_packages_declare(r):
     other.ctx = type(other.ctx)(**{**vars(other.ctx), "config": build_config(["-r", "testjobs"], {})})
     assert other.entries == []
     assert [e.name for e, _ in declared(["testjobs"])] == []
+
+
+@pytest.mark.parametrize("key", [keys.PERIODIC_DISABLED, keys.PERIODIC_LAST, keys.PERIODIC_ENTRIES,
+                                 keys.PERIODIC_SEEN])
+def test_keys_of_another_type_do_not_stop_the_schedule(r, key, caplog):
+    r.set(key, "not mine")
+    clock = Clock(T0)
+    entry = every2(missed="all")
+    s = make(r, [entry], clock)
+    with caplog.at_level(logging.ERROR, "sidepunch.periodic"):
+        for _ in range(6):
+            s.look()
+            clock.now += 1
+            s._registered = 0  # register at every look: the complaint still comes once
+    ticks = [j["periodic_tick"] for j in enqueued(r)]
+    assert ticks == list(range(T0 - LOOKBACK + 2, T0 + 6, 2))
+    messages = [rec.getMessage() for rec in caplog.records]
+    assert 1 <= len(messages) <= 2 and len(set(messages)) == len(messages)  # once per operation refused
+    assert "WRONGTYPE" in caplog.text and "Traceback" not in caplog.text

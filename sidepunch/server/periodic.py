@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import redis
+
 from ..client.job import Job
 from ..client.periodic import declared
 from ..client.push import Client, default_client
@@ -43,7 +45,7 @@ LOOKBACK = 10
 #: Seconds a registration lives unless renewed; renewed every REGISTER_EVERY.
 REGISTRATION_TTL = 60
 REGISTER_EVERY = 10.0
-#: Ticks one entry may enqueue in one look (a `missed="all"` catch-up of a busy schedule goes on at the next).
+#: Ticks one entry may enqueue in one look: a `missed="all"` catch-up enqueues at most the first this many.
 MAX_PER_LOOK = 1000
 
 
@@ -117,8 +119,11 @@ class PeriodicScheduler:
                 self.ctx.outage.ok()
             except OUTAGE_ERRORS as exc:
                 self.ctx.outage.failed(exc)
-            except Exception:
-                log.exception("periodic look failed; trying again in a second")
+            except Exception as exc:  # a bug: its traceback once per cause, not every second
+                cause = f"{type(exc).__name__}: {exc}"
+                if self._complaints.get("look") != cause:
+                    self._complaints["look"] = cause
+                    log.exception("periodic look failed; trying again every second")
             self._stop.wait(self._next_wait())
 
     def _next_wait(self) -> float:
@@ -131,7 +136,8 @@ class PeriodicScheduler:
         now = self.clock()
         if now - self._registered >= REGISTER_EVERY:
             self.register(now)
-        disabled = self.ctx.redis.smembers(keys.PERIODIC_DISABLED)
+        disabled = self._soft("read the disabled entries", lambda: self.ctx.redis.smembers(keys.PERIODIC_DISABLED),
+                              set())
         enqueued = 0
         for item in self.entries:
             if item.cursor is None:
@@ -144,25 +150,29 @@ class PeriodicScheduler:
         return enqueued
 
     def _catch_up(self, item: Scheduled, now: float, disabled: bool) -> int:
-        """At the first look: the ticks missed while no daemon ran, by the entry's policy."""
+        """At the first look: the ticks missed since the entry's last enqueue, by its policy. An entry never
+        enqueued (or whose record is unreadable) has missed nothing: a new entry does not run its past."""
         entry = item.entry
         item.cursor = now - LOOKBACK
         if entry.missed == "skip" or disabled:
             return 0
-        since = max(self._last_tick(entry.name), now - entry.grace)
-        missed = list(_take(entry.schedule.ticks(since, now - LOOKBACK)))
+        last = self._last_tick(entry.name)
+        if last is None:
+            return 0
+        missed = list(_take(entry.schedule.ticks(max(last, now - entry.grace), now - LOOKBACK)))
         if entry.missed == "latest":
             missed = missed[-1:]
         return sum(self.claim(item, tick) for tick in missed)
 
-    def _last_tick(self, name: str) -> float:
-        raw = self.ctx.redis.hget(keys.PERIODIC_LAST, name)
+    def _last_tick(self, name: str) -> float | None:
+        raw = self._soft("read the last ticks", lambda: self.ctx.redis.hget(keys.PERIODIC_LAST, name), None)
         try:
-            tick = json.loads(raw)["tick"] if raw is not None else 0
-            ok = type(tick) in (int, float) and math.isfinite(tick) and 0 <= tick <= self.clock() + 86400
-            return float(tick) if ok else 0.0
+            tick: Any = json.loads(raw)["tick"] if raw is not None else None
         except (ValueError, TypeError, KeyError, RecursionError):  # hostile or foreign data: as if none
-            return 0.0
+            return None
+        if type(tick) not in (int, float) or not math.isfinite(tick) or not 0 <= tick <= self.clock() + 86400:
+            return None
+        return float(tick)
 
     def claim(self, item: Scheduled, tick: int) -> int:
         """1 if this process claimed `tick` and enqueued it; 0 if another process had claimed it."""
@@ -185,7 +195,8 @@ class PeriodicScheduler:
             return 0
         self._complaints.pop(entry.name, None)
         record = {"tick": tick, "jid": jid, "at": self.clock(), "fingerprint": entry.fingerprint}
-        self.ctx.redis.hset(keys.PERIODIC_LAST, entry.name, json.dumps(record))
+        self._soft("record the last ticks", lambda: self.ctx.redis.hset(keys.PERIODIC_LAST, entry.name,
+                                                                       json.dumps(record)), None)
         return 1
 
     def _release(self, key: str) -> None:
@@ -203,8 +214,22 @@ class PeriodicScheduler:
             record = dict(json.loads(item.entry.to_json()), job_options=item.job.job_options())
             pipe.hset(keys.PERIODIC_ENTRIES, item.entry.name, json.dumps(record, default=str))
             pipe.zadd(keys.PERIODIC_SEEN, {item.entry.name: now + REGISTRATION_TTL})
-        pipe.execute()
         self._registered = now
+        self._soft("register the entries", pipe.execute, None)
+
+    def _soft(self, what: str, call: Callable[[], Any], default: Any) -> Any:
+        """`call()`, or `default` when Redis refuses it (a key of another type, say): such a key must not stop
+        the schedule. Said once per cause; an outage is not refused but raised (the look ends there)."""
+        try:
+            value = call()
+        except OUTAGE_ERRORS:
+            raise
+        except redis.RedisError as exc:
+            cause = str(exc).rsplit("caused error: ", 1)[-1]  # a pipeline's message names the changing arguments
+            self._complain(what, cause, f"periodic scheduling: cannot {what} ({cause}); going on without")
+            return default
+        self._complaints.pop(what, None)
+        return value
 
     def _complain(self, name: str, cause: str, text: str) -> None:
         if self._complaints.get(name) != cause:
