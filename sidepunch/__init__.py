@@ -1,6 +1,6 @@
 """Sidepunch: Sidekiq-compatible background jobs for Python.
 
-Client side: `Job`, `@job`, `Client`, `AsyncClient` (for asyncio code: `await Job.aperform_async(...)`),
+Client side: `Job`, `@job`, `@periodic` (cron schedules), `Client`, `AsyncClient` (for asyncio code: `await Job.aperform_async(...)`),
 `configure`. The daemon is `sidepunchd` (sidepunch.cli); the admin API is sidepunch.api. `Manager` runs jobs inside
 the current process (sidepunch.server.manager). Importing this package connects to nothing, reads no environment
 variable and imports nothing of sidepunch's: every name below is imported on first use (PEP 562), so
@@ -24,14 +24,16 @@ _EXPORTS = {
     "Job": ".client.job", "JobSetter": ".client.job", "job": ".client.job",
     "PayloadError": ".core.payload",
     "Manager": ".server.manager",
+    "periodic": ".client.periodic",
 }
 
 __all__ = ["AsyncClient", "Client", "Job", "JobSetter", "JobTimeout", "Middleware", "MiddlewareContext", "Outcome",
-           "PayloadError", "Reschedule", "ResultError", "ResultTimeout", "configure", "default_async_client", "default_client", "job", "__version__"]
+           "PayloadError", "Reschedule", "ResultError", "ResultTimeout", "configure", "default_async_client", "default_client", "job", "periodic", "__version__"]
 
 if TYPE_CHECKING:
     from .client.aio import AsyncClient, default_async_client
     from .client.job import Job, JobSetter, job
+    from .client.periodic import periodic
     from .client.push import Client, configure, default_client
     from .core.errors import JobTimeout, ResultError, ResultTimeout
     from .core.middleware import Middleware, MiddlewareContext, Outcome, Reschedule

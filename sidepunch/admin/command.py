@@ -36,6 +36,7 @@ from ..core.urls import hide_urls, mask_url, resolve_url, scrub
 from ..core.errors import ResultError, ResultTimeout
 from ..core.payload import PayloadError
 from .output import Output, escape, table, when
+from .periodic import cmd_periodic
 from .parser import Failure, Status, build_parser
 
 __all__ = ["COMMANDS", "Failure", "Status", "build_parser", "main"]
@@ -275,7 +276,7 @@ COMMANDS: dict[str, Callable[[redis.Redis, argparse.Namespace, Output], Status |
     "status": cmd_status, "cancel": cmd_cancel, "result": cmd_result,
     "processes": cmd_processes, "workers": cmd_workers,
     "quiet": lambda r, a, o: _signal(r, a, o, "quiet"), "stop": lambda r, a, o: _signal(r, a, o, "stop"),
-    "web": cmd_web,
+    "periodic": cmd_periodic, "web": cmd_web,
 }
 
 

@@ -140,6 +140,12 @@ def _add_processes(add: Add) -> None:
         p.add_argument("--all", action="store_true", help="every live process")
 
 
+def _add_periodic(add: Add) -> None:
+    p = add("periodic", "periodic (cron) entries: list (default), enable NAME, disable NAME, run NAME (enqueue now)")
+    p.add_argument("action", nargs="?", default="list", choices=("list", "enable", "disable", "run"))
+    p.add_argument("name", nargs="?", metavar="NAME")
+
+
 def _port(text: str) -> int:
     return _whole(text, 1, 65535)
 
@@ -166,5 +172,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_actions(add)
     _add_jobs(add)
     _add_processes(add)
+    _add_periodic(add)
     _add_web(add)
     return parser

@@ -2,7 +2,8 @@
 
 Owns reading and changing what the admin sees: `Stats`, `Queue` (here), the sorted sets and `JobRecord`
 (sets.py), `ProcessSet` and `Workers` (processes.py); one job by its jid: `status`, `cancel` and `result`
-(jobs.py); all are importable from this module. The operations an admin runs by jid, queue or process (retry,
+(jobs.py); periodic entries, `PeriodicSet` (periodic.py); all are importable from this module. The operations an
+admin runs by jid, queue or process (retry,
 delete, kill, clear, enqueue, quiet, stop) are `ops.AdminOps`, shared by the `sidepunch` command and any
 dashboard. Every class takes a redis-py client explicitly and connects to nothing on its own; the jid
 functions take one too, or use the configured client's connection. Reading never changes data, except that
@@ -25,11 +26,12 @@ from ..core import keys
 from ..core.errors import ResultError, ResultTimeout
 from .jobs import OUTCOMES, STATES, cancel, result, status
 from .metrics import Metrics
+from .periodic import PeriodicInfo, PeriodicSet
 from .processes import Process, ProcessSet, Work, Workers
 from .records import JobRecord, name_key, name_of
 from .sets import DEFAULT_DEAD, BulkResult, Clock, DeadSet, JobSet, RetrySet, ScheduledSet, SortedEntry
 
-__all__ = ["Metrics", "ResultError", "ResultTimeout", "DEFAULT_DEAD", "OUTCOMES", "STATES", "BulkResult", "DayStats", "DeadSet", "JobRecord", "JobSet",
+__all__ = ["Metrics", "PeriodicInfo", "PeriodicSet", "ResultError", "ResultTimeout", "DEFAULT_DEAD", "OUTCOMES", "STATES", "BulkResult", "DayStats", "DeadSet", "JobRecord", "JobSet",
            "Process", "ProcessSet", "Queue", "RetrySet", "ScheduledSet", "SortedEntry", "Stats", "Work", "Workers",
            "cancel", "result", "status"]
 

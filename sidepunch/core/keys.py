@@ -35,6 +35,14 @@ Only the working lists and the liveness keys of reliable fetch are our own addit
 |                                   |        |                              | (fields below) (ours)                     |
 | sidepunch:metrics:h:<step>:<slot>:| HASH   | heartbeat HINCRBY, TTL per   | execution-time histogram of one class:    |
 | <class>                           |        | step                         | bucket index -> count (ours)              |
+| sidepunch:periodic:claim:<name>:  | STRING | the periodic scheduler,      | the claim of one tick of one entry: the   |
+| <fingerprint>:<tick>              |        | SET NX EX                    | claimer's identity (ours)                 |
+| sidepunch:periodic:last           | HASH   | the tick's claimer           | entry name -> JSON {"tick", "jid", "at",  |
+|                                   |        |                              | "fingerprint"} of its last enqueue (ours) |
+| sidepunch:periodic:entries        | HASH   | every daemon's scheduler     | entry name -> the entry's JSON (ours)     |
+| sidepunch:periodic:seen           | ZSET   | every daemon's scheduler     | entry name; score = when its registration |
+|                                   |        |                              | lapses unless a daemon renews it (ours)   |
+| sidepunch:periodic:disabled       | SET    | api PeriodicSet.disable      | names of disabled entries (ours)          |
 
 The metrics slots are UTC `YYYYMMDDTHHMM` stamps of a slot's start; `<step>` is the slot length in seconds: 60
 (minutes, kept 9 hours) or 600 (10 minutes, kept 73 hours). The counts hash has three fields per class, as
@@ -49,6 +57,10 @@ Payload fields the server writes besides Sidekiq's: `interrupted_count` (int), h
 while running the job (gitlab-sidekiq-fetcher's name; recovery writes it into the payload's bytes, see
 recovery.py); a job killed for it also gets `error_class` "sidepunch.WorkerDied", `error_message` and, if it
 had none, `failed_at`.
+
+Payload fields a periodic enqueue adds: `periodic_name` (the entry's name) and `periodic_tick` (the tick, epoch
+seconds; absent for "run now" from the API/CLI). The claim key's `<fingerprint>` hashes the entry's cron, tz, job,
+args and queue (core/periodic.py), `<tick>` is the tick's epoch in whole seconds.
 
 Key names read back from Redis (SCAN, `queues`, `processes`) are hostile input: they may be any bytes. The
 functions below take `bytes` as well as `str` and then answer in bytes, so such a name is used as it is, never
@@ -79,6 +91,11 @@ STAT_CANCELLED = "sidepunch:stat:cancelled"
 #: How long a cancel request waits for the process that runs (or will run) its jid to act on it.
 CANCEL_TTL = 86_400
 METRICS_PREFIX = "sidepunch:metrics:"
+PERIODIC_PREFIX = "sidepunch:periodic:"
+PERIODIC_LAST = PERIODIC_PREFIX + "last"
+PERIODIC_ENTRIES = PERIODIC_PREFIX + "entries"
+PERIODIC_SEEN = PERIODIC_PREFIX + "seen"
+PERIODIC_DISABLED = PERIODIC_PREFIX + "disabled"
 #: Metrics rollups: slot length in seconds -> how long its keys live (a little over the longest window read
 #: from it: 8 hours from minutes, 72 hours from 10-minute slots).
 METRICS_STEPS = {60: 9 * 3600, 600: 73 * 3600}
@@ -166,6 +183,11 @@ def cancel_request(jid: str) -> str:
 def result(jid: str) -> str:
     """`sidepunch:result:<jid>`: the JSON return value of a job whose class sets `keep_result` (seconds)."""
     return RESULT_PREFIX + jid
+
+
+def periodic_claim(name: str, fingerprint: str, tick: int) -> str:
+    """`sidepunch:periodic:claim:<name>:<fingerprint>:<tick>`: who enqueued this tick of this schedule."""
+    return f"{PERIODIC_PREFIX}claim:{name}:{fingerprint}:{int(tick)}"
 
 
 def metrics_slot(epoch: float, step: int) -> str:

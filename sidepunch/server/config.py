@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
 from .. import __version__
+from ..core.periodic import PeriodicEntry, check_unique
 from ..core.urls import DEFAULT_URL, resolve_url
 from .settings import (DAY, MAX_WEIGHT, ConfigError, QueueSpec, Setting, one_line, option, parse_queue, resolve,
                        section, sections_of, settings_of, show_names, show_number, show_value, toml_type)
@@ -134,6 +135,8 @@ class Config:
         "--pidfile", env="SIDEPUNCH_PIDFILE", help="write the master's pid to this file"))
     verbose: bool = field(default=False, metadata=option(
         "-v", "--verbose", env="SIDEPUNCH_VERBOSE", help="debug logging (same as --log-level debug)"))
+    #: `[[periodic]]` tables: jobs enqueued on a cron schedule (keys: PeriodicEntry's fields).
+    periodic: tuple[PeriodicEntry, ...] = field(default=(), metadata=section(check_unique))
 
 
 #: The settings as rows (name, flags, env, kind, default, help, limits, ...), derived from Config's fields.

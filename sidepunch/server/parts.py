@@ -19,6 +19,7 @@ from .cancels import CancelWatcher
 from .config import Config
 from .fetch import fetcher_class
 from .heartbeat import Heartbeat
+from .periodic import PeriodicScheduler
 from .poller import Poller
 from .pool import ProcessorPool
 from .resolver import JobResolver
@@ -61,4 +62,4 @@ def build_parts(config: Config, identity: str, state: LifecycleState, number: in
     pool = ProcessorPool(ctx, fetcher, number, retire=retire, async_chain=async_middleware)
     return Parts(ctx, pool, CancelWatcher(ctx, pool.running_jids, pool.stop_job),
                  Heartbeat(ctx, info, on_signal=on_signal, on_beat=on_beat, on_tick=on_tick),
-                 Poller(ctx, DeadSet(config.dead_max_jobs, config.dead_timeout)))
+                 Poller(ctx, DeadSet(config.dead_max_jobs, config.dead_timeout), periodic=PeriodicScheduler(ctx)))

@@ -9,7 +9,8 @@ Members are hostile input, and each is dealt with on its own: one that cannot be
 `queue` field that names no fetchable queue, a queue key of another type, anything else about its data) goes
 to the dead set in the same Lua call, byte for byte, with its reason in keys.DEAD_REASONS, and the poll goes
 on. A member Redis refuses to move or kill stays where it is and is not read again in that poll, so a poll
-always ends. The wait between polls is random around an average that grows with the number of live processes.
+always ends. The poller also starts and stops the periodic scheduler (periodic.py), which runs in a thread
+of its own because it looks every second. The wait between polls is random around an average that grows with the number of live processes.
 
 Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
@@ -19,6 +20,7 @@ import logging
 import random
 import threading
 import time
+from typing import Any
 
 import redis
 
@@ -49,8 +51,10 @@ def prepare(member: bytes, now: float) -> tuple[bytes, str]:
 class Poller:
     """Duties: poll at random intervals, move each due member on its own, say once what keeps failing."""
 
-    def __init__(self, ctx: ChildContext, dead: DeadSet, rng: random.Random | None = None) -> None:
+    def __init__(self, ctx: ChildContext, dead: DeadSet, rng: random.Random | None = None,
+                 periodic: Any = None) -> None:
         self.ctx = ctx
+        self.periodic = periodic  # the PeriodicScheduler (periodic.py), started and stopped with this poller
         self._dead = dead
         self._rng = rng or random.Random()
         self._move = scripts.load(ctx.redis, "schedule", uses=("dead",))
@@ -62,9 +66,13 @@ class Poller:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="poller", daemon=True)
         self._thread.start()
+        if self.periodic is not None:
+            self.periodic.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self.periodic is not None:
+            self.periodic.stop()
 
     def _run(self) -> None:
         interval = self.ctx.config.poll_interval

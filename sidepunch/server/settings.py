@@ -127,6 +127,7 @@ KINDS: Mapping[type, Kind] = types.MappingProxyType({
     float: Kind("float", _read_float, (int, float), "a number"),
     str: Kind("str", str, (str,), "a string"),
     bool: Kind("bool", _bool, (bool,), "true or false"),
+    list: Kind("array", list, (list,), "an array"),  # a section key holding JSON values (periodic args)
     QueueSpec: Kind("queue", parse_queue, (str,), "a string NAME or NAME,WEIGHT",
                     show=lambda q: f"{q.name},{q.weight}" if q.weight else q.name,
                     empty="names no queue; give at least one"),

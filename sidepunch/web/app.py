@@ -1,6 +1,6 @@
 """The dashboard's WSGI application: routing, the per-request context, sessions, errors and static files.
 
-Owns dispatching a request to a page (pages.py, jobsets.py, metrics.py, browse.py), the checks every request
+Owns dispatching a request to a page (pages.py, jobsets.py, metrics.py, periodic.py, browse.py), the checks every request
 passes (the `auth` callable; for a POST the read-only switch, the cross-site check and the CSRF token of
 security.py) and turning failures into pages: an admin operation that cannot be done (api.ops.OpError,
 payload.PayloadError) is a 409/404 page saying why, Redis down is a 503 page naming the masked URL. A GET never
@@ -23,7 +23,7 @@ from ..api.ops import OpError
 from ..core.connection import OUTAGE_ERRORS
 from ..core.payload import PayloadError
 from ..core.urls import mask_url
-from . import browse, jobsets, metrics, pages
+from . import browse, jobsets, metrics, pages, periodic
 from .render import make_env
 from .security import COOKIE, CSRF_FIELD, Guard, challenge_of, secure_headers
 
@@ -32,17 +32,20 @@ STATIC_FILES = {"app.css", "app.js", "LICENSE.txt"}
 Handler = Callable[..., Response]
 #: Tabs of the navigation bar: (endpoint, label).
 TABS = [("dashboard", "Dashboard"), ("busy", "Busy"), ("queues", "Queues"), ("jobset:retries", "Retries"),
-        ("jobset:scheduled", "Scheduled"), ("jobset:morgue", "Dead"), ("metrics", "Metrics"), ("redis", "Redis"),
+        ("jobset:scheduled", "Scheduled"), ("jobset:morgue", "Dead"), ("metrics", "Metrics"), ("periodic", "Periodic"),
+        ("redis", "Redis"),
         ("keys", "Keys")]
 NOTICES = {"retried": "{n} job(s) enqueued.", "deleted": "{n} job(s) deleted.", "killed": "{n} job(s) moved to Dead.",
            "signalled": "{n} process(es) signalled; they act at their next heartbeat (about 5 s).",
-           "cleared": "Queue deleted ({n} job(s) removed).", "left": "{n} entry(ies) could not be enqueued and stay."}
+           "cleared": "Queue deleted ({n} job(s) removed).", "left": "{n} entry(ies) could not be enqueued and stay.",
+           "periodic_run": "Enqueued now.", "periodic_enable": "Enabled; every daemon enqueues its next tick.",
+           "periodic_disable": "Disabled; every daemon skips its ticks from its next look (about a second)."}
 
 
 def _routes() -> tuple[Map, dict[str, Handler]]:
     handlers: dict[str, Handler] = {}
     rules = []
-    for module in (pages, jobsets, metrics, browse):
+    for module in (pages, jobsets, metrics, periodic, browse):
         for path, endpoint, methods, handler in module.ROUTES:
             rules.append(Rule(path, endpoint=endpoint, methods=methods))
             handlers[endpoint] = handler
