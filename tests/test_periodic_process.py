@@ -72,3 +72,23 @@ def test_bad_entries_stop_the_daemon_with_status_2_and_one_line(daemon, tmp_path
         assert d.wait() == 2, case
         lines = d.log().strip().splitlines()
         assert len(lines) == 1 and "periodic" in lines[0] and named in lines[0], (case, lines)
+
+
+#: Entries only the imported app can refuse: the worker says why in one line, the master stops with status 2.
+APP_REFUSED = {
+    "unknown job": ('[[periodic]]\nname = "n6"\ncron = "@daily"\njob = "periodicjobs.Nowhere"\n',
+                    "'n6': its job 'periodicjobs.Nowhere' cannot be found"),
+    "a name the code declares": ('[[periodic]]\nname = "every2"\ncron = "@daily"\njob = "periodicjobs.Plain"\n',
+                                 "'every2' is declared twice"),
+}
+
+
+def test_entries_the_app_refuses_stop_the_daemon_with_status_2(daemon, tmp_path):
+    for case, (text, named) in APP_REFUSED.items():
+        path = tmp_path / f"{case.replace(' ', '-')}.toml"
+        path.write_text(text)
+        d = daemon("-C", str(path), "-r", "periodicjobs", "--workers", "1")
+        assert d.wait() == 2, case
+        errors = [line for line in d.log().splitlines() if " ERROR " in line]
+        assert any(named in line for line in errors), (case, errors)
+        assert "Traceback" not in d.log()

@@ -34,7 +34,10 @@ from ..core.exitcodes import ExitCode
 from .children import unblock_after_fork
 from .hooks import load_middleware
 from .logs import enable_faulthandler
+from ..client.periodic import declared
 from .parts import build_parts, process_info
+from .periodic import check_entries
+from .resolver import JobResolver
 from .retry import error_message
 from .state import LifecycleState
 
@@ -125,6 +128,12 @@ class Launcher:
         except BaseException as exc:  # SystemExit too: an app that exits while imported cannot run jobs
             log.error("worker %d cannot load the app: %s: %s", self.number, type(exc).__name__, error_message(exc))
             return ExitCode.BOOT_ERROR
+        try:  # settings that only the imported app can check: a bad one is a usage error of the daemon
+            check_entries(self.config.periodic, JobResolver(self.config.require).resolve,
+                          declared(self.config.require))
+        except ValueError as exc:
+            log.error("%s", exc)
+            return ExitCode.USAGE
         self._build(middleware, death_handlers, async_middleware)
         if self._start():
             while not self.state.stopping:

@@ -266,10 +266,10 @@ class Master:
         else:
             code = os.WEXITSTATUS(status)
             how, clean = f"exited with status {code}", code == ExitCode.OK
-            if code == ExitCode.BOOT_ERROR and not self.stopping:
-                log.error("worker %d could not load the app (its error is above); stopping instead of "
-                          "restarting it", record.number)
-                self.exit_code = ExitCode.BOOT_ERROR
+            if code in (ExitCode.BOOT_ERROR, ExitCode.USAGE) and not self.stopping:
+                log.error("worker %d could not %s (its error is above); stopping instead of restarting it",
+                          record.number, "load the app" if code == ExitCode.BOOT_ERROR else "accept the settings")
+                self.exit_code = ExitCode(code)
                 self.stop(self.config.timeout + self.config.grace, signal.SIGTERM, "boot error")
         recovered = self._recover(pid, record, interrupted=not clean, reason=how)
         lived = time.monotonic() - record.started

@@ -57,6 +57,25 @@ class Scheduled:
     cursor: float | None = None  # ticks up to here are dealt with; None before the first look
 
 
+def check_entries(configured: tuple[PeriodicEntry, ...], resolve: Callable[[str], type[Job]],
+                  found: list[tuple[PeriodicEntry, type[Job]]]) -> None:
+    """At a worker's boot, once the app is imported: ValueError (one line naming the entry) for a `[[periodic]]`
+    entry whose job cannot be found, or a name both the file and the code (or the code twice) declare. The
+    worker then exits with the usage status and the master stops the daemon with it (exit 2)."""
+    names = {entry.name for entry in configured}
+    for entry in configured:
+        try:
+            resolve(entry.job)
+        except Exception as exc:
+            raise ValueError(f"[[periodic]] entry {entry.name!r}: its job {entry.job!r} cannot be found "
+                             f"({exc})") from None
+    for entry, job in found:
+        if entry.name in names:
+            raise ValueError(f"periodic entry {entry.name!r} is declared twice (the second by {job.__module__}."
+                             f"{job.__qualname__}); give each a name of its own")
+        names.add(entry.name)
+
+
 def load_entries(configured: tuple[PeriodicEntry, ...], resolve: Callable[[str], type[Job]],
                  found: list[tuple[PeriodicEntry, type[Job]]]) -> list[Scheduled]:
     """The config's entries (their jobs resolved) then the declared ones; a bad one is logged and left out."""
