@@ -83,8 +83,9 @@ class Outcomes:
         if acks.ack(unit, elapsed):
             self.persist(acks.send_acks, "acknowledge")
         self._check_job_limit()
-        job_line(job_log, logging.INFO, "done %.200s jid=%.100s queue=%s %.3fs", job["class"], job.get("jid"),
-                 unit.queue, elapsed)
+        if job_log.isEnabledFor(logging.INFO):  # checked here too: at WARN a job pays no call for its lines
+            job_line(job_log, logging.INFO, "done %.200s jid=%.100s queue=%s %.3fs", job["class"], job.get("jid"),
+                     unit.queue, elapsed)
         return Outcome.DONE
 
     def _keep(self, job: dict, result: Any, keep: Any) -> None:

@@ -169,8 +169,9 @@ class Processor:
                 ctx.retry.kill_unparseable(unit, problem,
                                            persist=lambda w: self.outcomes.persist(w, "dead-set write"))
                 return Outcome.DEAD
-            job_line(job_log, logging.INFO, "start %.200s jid=%.100s queue=%s", job["class"], job.get("jid"),
-                     unit.queue)
+            if job_log.isEnabledFor(logging.INFO):
+                job_line(job_log, logging.INFO, "start %.200s jid=%.100s queue=%s", job["class"], job.get("jid"),
+                         unit.queue)
             try:
                 self.instance = ctx.resolver.resolve(job["class"])()
                 self.instance.jid = job.get("jid", "")
