@@ -35,7 +35,11 @@ _DEFERRABLE = (str, int, float, bool, bytes, type(None))
 def _deferrable(record: logging.LogRecord) -> bool:
     """True if formatting the record later gives the same line (a dict argument is kept as the dict itself)."""
     args = record.args
-    return type(record.msg) is str and (not args or type(args) is tuple and all(type(a) in _DEFERRABLE for a in args))
+    return type(record.msg) is str and (not args or type(args) is tuple and _immutable(args))
+
+
+def _immutable(args: tuple) -> bool:
+    return all(type(a) in _DEFERRABLE for a in args)
 
 
 class JsonFormatter(logging.Formatter):
@@ -106,13 +110,21 @@ class BackgroundHandler(logging.Handler):
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
+        pending = self._writer_queue()
+        if pending is None:
+            self.target.handle(record)
+        else:
+            pending.put(self._prepared(record))
+
+    def _writer_queue(self) -> queue.SimpleQueue[Any] | None:
+        """This process's queue to its writer thread (started on first use); None in the process that set
+        logging up (the master), which never starts a thread and writes inline."""
         pid = os.getpid()
         if pid == self._home:
-            self.target.handle(record)
-            return
+            return None
         if pid != self._pid:
             self._start_writer(pid)
-        self._queue.put(self._prepared(record))
+        return self._queue
 
     def _prepared(self, record: logging.LogRecord) -> logging.LogRecord:
         """Freeze what could change before the writer formats it: mutable arguments, the traceback."""
@@ -128,15 +140,13 @@ class BackgroundHandler(logging.Handler):
 
     def line(self, name: str, level: int, msg: str, args: tuple) -> None:
         """A per-job line as a plain tuple, its record built by the writer thread (see `job_line`)."""
-        pid = os.getpid()
-        if pid == self._home:  # the process that set logging up never starts a thread
+        pending = self._writer_queue()
+        if pending is None:
             self.target.handle(_record(time.time(), name, level, msg, args))
             return
-        if pid != self._pid:
-            self._start_writer(pid)
-        if not all(type(a) in _DEFERRABLE for a in args):
+        if not _immutable(args):  # formatted now: the writer must see the values as they are at this moment
             msg, args = msg % args, ()
-        self._queue.put((time.time(), name, level, msg, args))
+        pending.put((time.time(), name, level, msg, args))
 
     def _start_writer(self, pid: int) -> None:
         with self.lock:  # logging re-creates handler locks after a fork
