@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from ..core.middleware import Outcome, Reschedule, run_async_chain
 from .fetch import UnitOfWork
-from .outcomes import Outcomes, PendingAcks, await_on_cancel, job_log, timeout_error
+from .outcomes import Outcomes, PendingAcks, await_on_cancel, job_log
 from .processor import BadJob, Taken, job_timeout
 from .state import ChildContext
 
@@ -195,16 +195,8 @@ class AsyncRunner:
                 log.exception("could not record its failure either")
 
     def _outcome(self, entry: AsyncEntry) -> Outcome:
-        outcomes, unit, job, failure = self._outcomes, entry.unit, entry.job, entry.failure
-        if failure is None:
-            return outcomes.done(unit, job, entry.started, self._acks, entry.instance, entry.result)
-        if entry.stop_reason == "cancel":
-            return outcomes.cancelled(unit, job, entry.started, self._acks)
-        if entry.stop_reason == "timeout":
-            failure = timeout_error(entry.timeout)
-        if isinstance(failure, Reschedule):
-            return outcomes.reschedule(unit, job, failure, entry.started, entry.instance)
-        return outcomes.fail(unit, job, failure, entry.started, entry.instance)
+        return self._outcomes.ended(entry.unit, entry.job, entry.started, self._acks, entry.instance, entry.result,
+                                    entry.failure, entry.stop_reason, entry.timeout)
 
     def _forget(self, entry: AsyncEntry) -> None:
         self.ctx.work.finish(entry.tid)

@@ -99,6 +99,21 @@ class Outcomes:
             record = result_record(job, result)
             self.persist(lambda: self.ctx.redis.set(keys.result(jid), record, ex=keep), "result write")
 
+    def ended(self, unit: UnitOfWork, job: dict, started: float, acks: Acks, instance: Any, result: Any,
+              failure: BaseException | None, reason: str | None, timeout: float) -> Outcome:
+        """Record a job that ran (a thread's or the event loop's) by how it ended: done if it returned, whatever
+        stop was asked; else cancelled, a JobTimeout failure, a reschedule, or the failure it raised. The
+        caller runs an `on_cancel` hook after this, once the job is recorded."""
+        if failure is None:
+            return self.done(unit, job, started, acks, instance, result)
+        if reason == "cancel":
+            return self.cancelled(unit, job, started, acks)
+        if reason == "timeout":
+            failure = timeout_error(timeout)
+        if isinstance(failure, Reschedule):
+            return self.reschedule(unit, job, failure, started, instance)
+        return self.fail(unit, job, failure, started, instance)
+
     def cancelled(self, unit: UnitOfWork, job: dict, started: float, acks: Acks) -> Outcome:
         """Stopped by sidepunch.api.cancel: acknowledged, counted (processed and cancelled), not retried."""
         elapsed = time.monotonic() - started

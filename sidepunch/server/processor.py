@@ -26,7 +26,7 @@ from .fetch import UnitOfWork
 from .forks import ForkGuard
 from .interrupt import Interrupted, clear, interrupt, release_logging_locks
 from .logs import job_line
-from .outcomes import Outcomes, call_on_cancel, job_log, log, timeout_error
+from .outcomes import Outcomes, call_on_cancel, job_log, log
 from .state import ChildContext
 #: A job's `timeout` beyond this many seconds (about 31 years) means no practical limit; capped so that the
 #: deadline stays a float whatever integer the payload holds.
@@ -223,18 +223,11 @@ class Processor:
         self._forks.check("a job", 0 if failure is None else 1)
         if not self._release(unit):
             return Outcome.ABANDONED  # the worker took it away (it would not stop), not the exception
-        outcomes, instance, started = self.outcomes, self.instance, self.started
-        if failure is None:
-            return outcomes.done(unit, job, started, self.fetcher, instance, result)
-        if reason == "cancel":
-            outcome = outcomes.cancelled(unit, job, started, self.fetcher)
-            call_on_cancel(instance, self.ctx.config.interrupt_grace)  # once recorded: a hook that hangs
-            return outcome  # cannot bring the job back
-        if reason == "timeout":
-            failure = timeout_error(self.timeout)
-        if isinstance(failure, Reschedule):
-            return outcomes.reschedule(unit, job, failure, started, instance)
-        return outcomes.fail(unit, job, failure, started, instance)
+        outcome = self.outcomes.ended(unit, job, self.started, self.fetcher, self.instance, result, failure, reason,
+                                      self.timeout)
+        if outcome is Outcome.CANCELLED:  # once recorded: a hook that hangs cannot bring the job back
+            call_on_cancel(self.instance, self.ctx.config.interrupt_grace)
+        return outcome
 
     def _submit(self, unit: UnitOfWork, job: dict) -> Outcome:
         """Hand an async job to the event loop (waiting while --async-concurrency jobs are in flight)."""
