@@ -58,7 +58,7 @@ def test_record_tallies_runs_failures_time_and_histogram_per_class():
     runs, failed, seconds, hist = tallies["A"]
     assert (runs, failed, round(seconds, 4)) == (2, 1, 0.0035) and len(hist) == BUCKETS
     assert hist[0] == 1 and hist[2] == 1 and sum(hist) == 2
-    assert tallies["B"][3][-1] == 1 and c.take() == (4, 1, 1)
+    assert tallies["B"][3][-1] == 1 and c.take() == (4, 1, {"cancelled": 1})
     assert c.take_tallies() == {} and (c.total_processed, c.total_failed) == (4, 1)
 
 

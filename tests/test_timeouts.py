@@ -117,7 +117,7 @@ def test_a_cancelled_sync_job_is_stopped_acknowledged_and_neither_retried_nor_de
     wait_for(lambda: r.lrange("on_cancel", 0, -1) == [jid.encode()], 5, message="on_cancel")
     wait_for(lambda: not r.keys("working:*"), 5, message="the acknowledgement")
     assert r.zcard("retry") == 0 and r.zcard("dead") == 0 and r.llen("queue:default") == 0
-    assert pool.ctx.counters.take() == (1, 0, 1)
+    assert pool.ctx.counters.take() == (1, 0, {"cancelled": 1})
     assert pool.stop_job(jid) is False  # not running any more
     join_all(pool)
 

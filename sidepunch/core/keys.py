@@ -88,6 +88,11 @@ ALIVE_PREFIX = "sidepunch:alive:"
 CANCEL_PREFIX = "sidepunch:cancel:"
 RESULT_PREFIX = "sidepunch:result:"
 STAT_CANCELLED = "sidepunch:stat:cancelled"
+#: All-time counts of jobs that expired before they ran (`expires_in`) and that a rate limit put back (not runs).
+STAT_EXPIRED = "stat:expired"
+STAT_RATE_LIMITED = "stat:rate_limited"
+#: Counters.event kinds -> their all-time stat key (flushed by the heartbeat like stat:processed).
+STAT_EVENTS = {"cancelled": STAT_CANCELLED, "expired": STAT_EXPIRED, "rate_limited": STAT_RATE_LIMITED}
 #: How long a cancel request waits for the process that runs (or will run) its jid to act on it.
 CANCEL_TTL = 86_400
 METRICS_PREFIX = "sidepunch:metrics:"

@@ -45,11 +45,13 @@ def rss_kb() -> int:
         return 0
 
 
-def add_counts(pipe: "redis.client.Pipeline", processed: int, failed: int, cancelled: int = 0) -> None:
-    """INCRBY the totals and today's UTC keys (even by 0, as Sidekiq does), renewing the day keys' TTL; and our
-    own all-time count of cancelled jobs when there are some."""
-    if cancelled:
-        pipe.incrby(keys.STAT_CANCELLED, cancelled)
+def add_counts(pipe: "redis.client.Pipeline", processed: int, failed: int, events: dict[str, int] | None = None
+               ) -> None:
+    """INCRBY the totals and today's UTC keys (even by 0, as Sidekiq does), renewing the day keys' TTL; and the
+    all-time counts of the other endings (cancelled, expired, rate limited: keys.STAT_EVENTS) there are."""
+    for kind, n in (events or {}).items():
+        if n:
+            pipe.incrby(keys.STAT_EVENTS[kind], n)
     day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     for stat, n in ((keys.STAT_PROCESSED, processed), (keys.STAT_FAILED, failed)):
         pipe.incrby(stat, n)
@@ -156,7 +158,7 @@ class Heartbeat:
             log.error("metrics write partly refused by Redis (those counts are dropped): %s", refused)
         self._metrics_refused = refused
 
-    def _write_counts(self, counts: tuple[int, int, int]) -> int:
+    def _write_counts(self, counts: tuple[int, int, dict[str, int]]) -> int:
         """The counters and the workers hash in one MULTI; returns how many jobs run (the process's `busy`)."""
         r, identity = self.ctx.redis, self.ctx.identity
         pipe = r.pipeline(transaction=True)
@@ -205,10 +207,10 @@ class Heartbeat:
             self._flush_metrics()
         except redis.RedisError as exc:
             log.error("could not write the last metrics of %s at exit (%s)", identity, exc)
-        processed, failed, cancelled = self.ctx.counters.take()
+        processed, failed, events = self.ctx.counters.take()
         try:
             pipe = r.pipeline(transaction=True)
-            add_counts(pipe, processed, failed, cancelled)
+            add_counts(pipe, processed, failed, events)
             pipe.srem(keys.PROCESSES, identity)
             pipe.unlink(keys.workers(identity), keys.alive(identity))
             pipe.execute()

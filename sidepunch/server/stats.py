@@ -59,7 +59,7 @@ class Counters:
         self._lock = threading.Lock()
         self.processed = 0
         self.failed = 0
-        self.cancelled = 0
+        self.events: dict[str, int] = {}  # kind (a key of keys.STAT_EVENTS) -> count since the last flush
         self.total_processed = 0  # all-time counts of this process, never handed to the flusher
         self.total_failed = 0
         self._tallies: Tallies = {}
@@ -75,7 +75,7 @@ class Counters:
                 self.failed += 1
                 self.total_failed += 1
             if cancelled:
-                self.cancelled += 1
+                self.events["cancelled"] = self.events.get("cancelled", 0) + 1
             if klass is not None:
                 row = self._tallies.get(klass) or self._new_row(klass)
                 row[0] += 1
@@ -106,18 +106,26 @@ class Counters:
         with self._lock:
             merge_tallies(self._tallies, tallies)
 
-    def take(self) -> tuple[int, int, int]:
-        """Hand the counts (processed, failed, cancelled) to the flusher; `give_back` if the flush fails."""
+    def event(self, kind: str) -> None:
+        """Count a job that ended in a way of its own (a key of keys.STAT_EVENTS: "expired", "rate_limited";
+        "cancelled" comes through record), without an execution: flushed to its stat key."""
         with self._lock:
-            counts = (self.processed, self.failed, self.cancelled)
-            self.processed = self.failed = self.cancelled = 0
+            self.events[kind] = self.events.get(kind, 0) + 1
+
+    def take(self) -> tuple[int, int, dict[str, int]]:
+        """Hand the counts (processed, failed, events by kind) to the flusher; `give_back` if the flush fails."""
+        with self._lock:
+            counts = (self.processed, self.failed, self.events)
+            self.processed = self.failed = 0
+            self.events = {}
         return counts
 
-    def give_back(self, processed: int, failed: int, cancelled: int = 0) -> None:
+    def give_back(self, processed: int, failed: int, events: dict[str, int] | None = None) -> None:
         with self._lock:
             self.processed += processed
             self.failed += failed
-            self.cancelled += cancelled
+            for kind, n in (events or {}).items():
+                self.events[kind] = self.events.get(kind, 0) + n
 
 
 @dataclass(frozen=True)
