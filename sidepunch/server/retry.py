@@ -30,6 +30,7 @@ from .fetch import UnitOfWork
 from .forks import ForkGuard
 from ..core.jobsets import DeadSet, encode_backtrace
 from ..core.middleware import DeathHandler, Outcome
+from ..features import FeatureSet
 from ..core.payload import PayloadError, decode, encode
 
 log = logging.getLogger("sidepunch.retry")
@@ -86,12 +87,13 @@ class RetryPolicy:
 
     def __init__(self, client: redis.Redis, dead: DeadSet, max_retries: int, ack_into: Callable,
                  death_handlers: Sequence[DeathHandler] = (), rng: random.Random | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, features: FeatureSet | None = None) -> None:
         self._redis = client
         self._dead = dead
         self._max_retries = max_retries
         self._ack_into = ack_into
         self._death_handlers = tuple(death_handlers)
+        self._features = features or FeatureSet()
         self._rng = rng or random.Random()
         self._clock = clock
         self._forks = ForkGuard()
@@ -256,7 +258,7 @@ class RetryPolicy:
         pipe.execute()  # nothing is sent when the fetch needs no acknowledgement (basic fetch)
 
     def _run_death_handlers(self, msg: dict, exc: BaseException) -> None:
-        for handler in self._death_handlers:
+        for handler in self._features.for_death(msg, self._death_handlers):
             try:
                 handler(msg, exc)
             except BaseException:

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 
 from ..core.connection import Outage
+from ..features import FeatureSet
 from .resolver import JobResolver
 from .retry import RetryPolicy
 from .stats import Counters, WorkTable
@@ -64,3 +65,4 @@ class ChildContext:
     counters: Counters = field(default_factory=Counters)
     work: WorkTable = field(default_factory=WorkTable)
     server_middleware: Sequence[Any] = ()
+    features: FeatureSet = field(default_factory=FeatureSet)  # the built-in features (sidepunch/features)
