@@ -276,9 +276,7 @@ def make_pool(r, *args, fetcher=None, app="testjobs", async_chain=()):
     from sidepunch.server.resolver import JobResolver
     from sidepunch.server.retry import DeadSet, RetryPolicy
     from sidepunch.server.state import ChildContext, LifecycleState
-    from sidepunch.features import FeatureSet
 
-    features = features or FeatureSet()
     config = build_config(["-r", app, "--threads", "1", *args], {"REDIS_URL": "redis://unused"})
     fetcher = fetcher or fetcher_class(config)
     retry = RetryPolicy(r, DeadSet(config.dead_max_jobs, config.dead_timeout), config.max_retries,
