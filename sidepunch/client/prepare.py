@@ -184,7 +184,7 @@ class Preparer:
         return list(zip(itertools.repeat(queue), scores, payloads)), jids
 
     def _normalize(self, item: Any, now: float) -> tuple[dict[str, Any], bool]:
-        if not isinstance(item, Mapping):
+        if type(item) is not dict and not isinstance(item, Mapping):  # typing.Mapping checks are slow
             raise TypeError(f"a job item must be a dict with 'class' and 'args', got {describe(item)}")
         if "class" not in item or "args" not in item:
             missing = "class" if "class" not in item else "args"
