@@ -7,6 +7,7 @@ Run with `-r otel_app --middleware sidepunch.contrib.opentelemetry.TracingMiddle
 """
 import asyncio
 import json
+import time
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -83,3 +84,19 @@ class Spawns(sidepunch.Job):
     def perform(self):
         _redis().rpush("ran", self.jid)
         Traced.perform_async("spawned")
+
+
+class Sleeps(sidepunch.Job):
+    """Runs past its timeout (pushed with "timeout")."""
+
+    def perform(self, seconds):
+        _redis().rpush("ran", self.jid)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:  # short sleeps: the interrupt lands between two of them
+            time.sleep(0.01)
+
+
+class AsyncSleeps(sidepunch.Job):
+    async def perform(self, seconds):
+        _redis().rpush("ran", self.jid)
+        await asyncio.sleep(seconds)
