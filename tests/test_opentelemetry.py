@@ -1,12 +1,10 @@
-"""Fast tests of sidepunch.contrib.opentelemetry (the tracing middleware) and core/retries.py (where a failure
-goes), in this process with the SDK's in-memory exporter: the trace context a push writes, the consumer span
+"""Fast tests of sidepunch.contrib.opentelemetry (the tracing middleware), in this process with the SDK's in-memory exporter: the trace context a push writes, the consumer span
 of sync and async jobs, failures and where they go, and payloads whose trace context fields are missing or
 hostile. tests/test_opentelemetry_process.py runs the same through a real daemon."""
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import random
 import re
@@ -24,9 +22,9 @@ from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
 
 import sidepunch  # noqa: E402
 from sidepunch.contrib import opentelemetry as otel  # noqa: E402
-from sidepunch.core import keys, retries  # noqa: E402
-from sidepunch.core.middleware import MiddlewareContext, Outcome, Reschedule  # noqa: E402
-from sidepunch.core.payload import decode, encode  # noqa: E402
+from sidepunch.core import keys  # noqa: E402
+from sidepunch.core.middleware import MiddlewareContext, Reschedule  # noqa: E402
+from sidepunch.core.payload import decode  # noqa: E402
 
 TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 
@@ -120,6 +118,20 @@ def test_a_stale_trace_context_in_the_item_is_replaced(r, tracing, exporter):
     job = pushed(r, jid)
     assert TRACEPARENT.fullmatch(job["traceparent"]).group(2) == f"{producer_of(exporter, jid).context.span_id:016x}"
     assert "tracestate" not in job
+
+
+def test_an_async_push_inside_a_span_is_its_child(redis_server, r, tracing, provider, exporter):
+    async def push():
+        client = sidepunch.AsyncClient(redis_server.url, middleware=[tracing[0]])
+        with provider.get_tracer("test").start_as_current_span("handler") as outer:
+            await asyncio.sleep(0)
+            jid = await client.push({"class": "X", "args": []})
+        await client.aclose()
+        return outer, jid
+    outer, jid = asyncio.run(push())
+    span = producer_of(exporter, jid)
+    assert span.parent.span_id == outer.get_span_context().span_id
+    assert TRACEPARENT.fullmatch(pushed(r, jid)[keys.TRACEPARENT]).group(2) == f"{span.context.span_id:016x}"
 
 
 def test_without_an_sdk_the_payload_has_no_trace_fields(r):
@@ -368,46 +380,6 @@ def test_a_span_that_cannot_end_does_not_undo_the_job(tracing, caplog):
     tracing[1].tracer = Tracer()
     assert tracing[1].around_perform(Plain(), {"jid": "j"}, "default", lambda: "ran") == "ran"
     assert "tracing could not end a span" in caplog.text
-
-
-# --- core/retries.py agrees with RetryPolicy --------------------------------------------------------------
-
-
-RETRY = ["missing", None, True, False, 0, 1, 3, -1, "yes", 2.5, [1]]
-CLASS_RETRY = ["absent", True, False, None, 0, 2, 30]
-COUNT = ["missing", None, 0, 1, 2, 29, "3", True, -5]
-
-
-def test_predict_agrees_with_retry_policy_on_real_redis(r):
-    from sidepunch.server.fetch.basic import BasicFetch
-    from sidepunch.server.fetch.base import UnitOfWork
-    from sidepunch.server.retry import DeadSet, RetryPolicy
-    checked = 0
-    for max_retries in (0, 3, 25):
-        policy = RetryPolicy(r, DeadSet(10_000, 86400), max_retries, BasicFetch.ack_into, rng=random.Random(1))
-        for retry, class_retry, count in itertools.product(RETRY, CLASS_RETRY, COUNT):
-            job = {"class": "X", "args": [], "jid": f"j{checked}"}
-            if retry != "missing":
-                job["retry"] = retry
-            if count != "missing":
-                job["retry_count"] = count
-            instance = type("Job", (), {} if class_retry == "absent" else {"retry": class_retry})()
-            predicted, next_count, _ = retries.predict(job, instance, max_retries)
-            r.delete("retry", "dead")
-            actual = policy.handle(UnitOfWork("default", encode(job)), instance, KeyError("x"))
-            assert actual is predicted, (job, class_retry, max_retries)
-            stored = r.zrange("retry" if actual is Outcome.RETRY else "dead", 0, -1)
-            if actual is not Outcome.DISCARDED and stored:
-                assert json.loads(stored[0])["retry_count"] == next_count
-            checked += 1
-    assert checked == 3 * len(RETRY) * len(CLASS_RETRY) * len(COUNT)
-
-
-def test_retry_in_choices_change_the_outcome_as_retry_policy_does():
-    assert retries.failure_outcome(True, 0, 25, "kill") is Outcome.DEAD
-    assert retries.failure_outcome(True, 0, 25, "discard") is Outcome.DISCARDED
-    assert retries.failure_outcome(True, 0, 25, 30) is Outcome.RETRY
-    assert retries.failure_outcome(True, 25, 25, 30) is Outcome.DEAD
 
 
 def test_only_the_tracing_module_imports_opentelemetry():

@@ -4,7 +4,7 @@ no change to the payload, so code that only needs to know the answer (tracing) c
 
 server/retry.py's RetryPolicy applies the same rules when it records a failure, and it also runs the job's
 `retry_in` hook, whose "kill" or "discard" this module takes as the `choice` argument. The two must agree:
-tests/test_retries.py checks this module against RetryPolicy on real Redis.
+tests/test_retries.py checks that they agree, on real Redis.
 
 Imports nothing of sidepunch's but core.middleware (for Outcome).
 """
