@@ -362,6 +362,37 @@ def test_a_broken_tracer_leaves_jobs_and_pushes_alone_and_says_so_once(r, caplog
     assert caplog.text.count("tracing could not") == 1
 
 
+class Fragile(trace.NonRecordingSpan):
+    """A span with a real context whose every write raises (a broken SDK or span processor)."""
+
+    def _broken(self, *args, **kwargs):
+        raise RuntimeError("the span broke")
+
+    add_event = set_attribute = set_status = record_exception = end = _broken
+
+
+def test_spans_that_break_on_every_write_change_no_job_and_no_push(r, tracing, caplog):
+    real = tracing[1].tracer
+
+    class Tracer:
+        def start_span(self, *args, **kwargs):
+            return Fragile(real.start_span(*args, **kwargs).get_span_context())
+    tracing[1].tracer = Tracer()
+    middleware = tracing[1]
+    assert middleware.around_perform(Plain(), {"jid": "j"}, "default", lambda: "ran") == "ran"
+    exc = _fail(tracing, {"class": "X", "args": [], "jid": "j"})  # the job's own exception, re-raised as it was
+    assert isinstance(exc, KeyError)
+    def later():
+        raise Reschedule(1)
+    with pytest.raises(Reschedule):
+        middleware.around_perform(Plain(), {"jid": "j"}, "default", later)
+    client = sidepunch.Client(redis=r)
+    client.install([middleware])
+    jid = client.push({"class": "X", "args": []})
+    assert pushed(r, jid)["args"] == [] and keys.TRACEPARENT in pushed(r, jid)
+    assert caplog.text.count("tracing could not") == 1
+
+
 def test_a_span_that_cannot_end_does_not_undo_the_job(tracing, caplog):
     class Unendable:
         def __init__(self, span):

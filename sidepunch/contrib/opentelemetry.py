@@ -148,13 +148,20 @@ class TracingClientMiddleware(_Tracing):
         try:
             result = call_next(job)
         except BaseException as exc:
-            _mark_error(span, exc)
-            self._close(span, token)
+            self._pushed(span, token, exc, None)
             raise
-        if result is None or result is False:
-            _set(span, OUTCOME, "stopped")  # an inner middleware kept the job out of Redis
-        self._close(span, token)
+        self._pushed(span, token, None, result)
         return result
+
+    def _pushed(self, span: Span, token: Any, exc: BaseException | None, result: Any) -> None:
+        try:
+            if exc is not None:
+                _mark_error(span, exc)  # e.g. an inner middleware refused the job
+            elif result is None or result is False:
+                _set(span, OUTCOME, "stopped")  # an inner middleware kept the job out of Redis
+        except Exception:
+            self._trouble("record how a push ended")
+        self._close(span, token)
 
     def _producer(self, job: dict) -> Span | None:
         try:
