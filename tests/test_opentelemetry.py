@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
 import sidepunch  # noqa: E402
 from sidepunch.contrib import opentelemetry as otel  # noqa: E402
 from sidepunch.core import keys  # noqa: E402
-from sidepunch.core.middleware import MiddlewareContext, Reschedule  # noqa: E402
+from sidepunch.core.middleware import Expired, MiddlewareContext, RateLimited, Reschedule  # noqa: E402
 from sidepunch.core.payload import decode  # noqa: E402
 
 TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
@@ -208,20 +208,31 @@ def test_a_payload_without_trace_context_starts_a_new_trace(tracing, provider, e
     assert consumer(exporter).parent is None
 
 
-@pytest.mark.parametrize("make", ["raise", "return"])
-def test_a_reschedule_is_no_error(tracing, exporter, make):
+@pytest.mark.parametrize("make, outcome", [(lambda: Reschedule(5), "rescheduled"),
+                                           (lambda: RateLimited(5, "api"), "rate_limited")])
+@pytest.mark.parametrize("how", ["raise", "return"])
+def test_a_reschedule_or_rate_limit_is_no_error(tracing, exporter, make, outcome, how):
     def chain():
-        if make == "raise":
-            raise Reschedule(5)
-        return Reschedule(5)
+        if how == "raise":
+            raise make()
+        return make()
     job = {"class": "X", "args": [], "jid": "j"}
     try:
         tracing[1].around_perform(Plain(), job, "default", chain)
     except Reschedule:
         pass
     span = consumer(exporter)
-    assert span.status.status_code is StatusCode.UNSET and span.attributes[otel.OUTCOME] == "rescheduled"
-    assert [e.name for e in span.events] == ["sidepunch.job.rescheduled"]
+    assert span.status.status_code is StatusCode.UNSET and span.attributes[otel.OUTCOME] == outcome
+    assert [e.name for e in span.events] == [f"sidepunch.job.{outcome}"]
+
+
+def test_an_expired_job_is_no_error(tracing, exporter):
+    def chain():
+        raise Expired()
+    with pytest.raises(Expired):
+        tracing[1].around_perform(Plain(), {"class": "X", "args": [], "jid": "j"}, "default", chain)
+    span = consumer(exporter)
+    assert span.status.status_code is StatusCode.UNSET and span.attributes[otel.OUTCOME] == "expired"
 
 
 def test_a_cancelled_job_is_marked_cancelled_not_failed(tracing, exporter):

@@ -36,7 +36,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from .. import __version__
 from ..core import keys, retries
-from ..core.middleware import Middleware, MiddlewareContext, Reschedule
+from ..core.middleware import Expired, Middleware, MiddlewareContext, RateLimited, Reschedule
 
 log = logging.getLogger("sidepunch.opentelemetry")
 
@@ -51,7 +51,7 @@ ERROR_TYPE = "error.type"
 JOB_CLASS = "messaging.sidepunch.job.class"
 #: The payload's retry_count when the run started (Sidekiq's: absent on the first run, 0 on the first retry).
 RETRY_COUNT = "messaging.sidepunch.job.retry_count"
-#: How the run ended: done, retry, dead, discarded, cancelled or rescheduled.
+#: How the run ended: done, retry, dead, discarded, cancelled, rescheduled, rate_limited or expired.
 OUTCOME = "messaging.sidepunch.job.outcome"
 #: On the retry / dead / discarded event: the retry_count the failure writes, and the job's retry limit.
 NEXT_RETRY_COUNT = "messaging.sidepunch.job.next_retry_count"
@@ -236,9 +236,12 @@ class TracingServerMiddleware(_Tracing):
         try:
             if exc is None:
                 _set(span, OUTCOME, "done")
-            elif isinstance(exc, Reschedule):
-                _set(span, OUTCOME, "rescheduled")
-                span.add_event("sidepunch.job.rescheduled", {"messaging.sidepunch.job.delay": exc.seconds})
+            elif isinstance(exc, Expired):
+                _set(span, OUTCOME, "expired")  # its deadline passed: dropped without running, not a failure
+            elif isinstance(exc, Reschedule):  # RateLimited too: back in the schedule, not a failure
+                outcome = "rate_limited" if isinstance(exc, RateLimited) else "rescheduled"
+                _set(span, OUTCOME, outcome)
+                span.add_event(f"sidepunch.job.{outcome}", {"messaging.sidepunch.job.delay": exc.seconds})
             elif getattr(instance, "cancelled", False) is True:  # stopped by sidepunch.api.cancel: not retried
                 _set(span, OUTCOME, "cancelled")
             else:
