@@ -9,16 +9,17 @@
   CONSUMER span "process <queue>" whose parent is the context the payload carries (the producer span), or a
   new trace for a payload without one (a Ruby client, a job pushed before tracing was on). A failure records
   the exception, sets status ERROR and says where the job goes: retry, dead or discarded, decided by the rules
-  of core/retries.py, which the daemon's RetryPolicy follows.
+  of core/retries.py (the daemon's RetryPolicy's; tests/test_retries.py checks that they agree).
 - `TracingMiddleware`: both, for `--middleware` (jobs, and pushes made from jobs) or `configure()`.
 
 Tracing never changes how a job runs or ends: a trace context field that is not a string of sane length, or
-that does not parse, is ignored (the span starts a new trace); an error of the tracing SDK is logged once per
+that does not parse, is ignored (a bad traceparent: the span starts a new trace); an error of the tracing SDK is logged once per
 middleware and the job runs untraced. Spans go to whatever TracerProvider the process has (the global one,
 or a subclass's `tracer_provider`); with none set, the API's no-op tracer costs next to nothing and writes
 no field.
 
-Imports opentelemetry-api (the `opentelemetry` extra) and sidepunch's core; nothing in sidepunch imports it.
+Imports opentelemetry-api (the `opentelemetry` extra), sidepunch's core and its __version__; nothing in sidepunch
+imports this module.
 """
 from __future__ import annotations
 
