@@ -62,6 +62,9 @@ Payload fields a periodic enqueue adds: `periodic_name` (the entry's name) and `
 seconds; absent for "run now" from the API/CLI). The claim key's `<fingerprint>` hashes the entry's cron, tz, job,
 args and queue (core/periodic.py), `<tick>` is the tick's epoch in whole seconds.
 
+Payload fields of tracing (sidepunch.contrib.opentelemetry, only when it is registered): `traceparent` and
+`tracestate`, the W3C Trace Context of the span that pushed the job, as the client middleware writes them.
+
 Key names read back from Redis (SCAN, `queues`, `processes`) are hostile input: they may be any bytes. The
 functions below take `bytes` as well as `str` and then answer in bytes, so such a name is used as it is, never
 decoded; `printable` shows one in a log line. The process identity inside these names is built by identity.py.
@@ -115,6 +118,14 @@ PROCESS_FAILED = "sidepunch_failed"
 #: The process's fetch strategy ("reliable" or "basic"): with reliable fetch its working lists, not its workers
 #: hash (rewritten only every beat), say which jobs it holds (sidepunch.api.status reads them).
 PROCESS_FETCH = "sidepunch_fetch"
+#: Tracing's payload fields (top-level, strings): the W3C Trace Context `traceparent` ("00-<trace id>-<span
+#: id>-<flags>") and `tracestate` (vendor entries; absent when empty) of the producer span that pushed the job.
+#: Written at push time by TracingClientMiddleware (sidepunch.contrib.opentelemetry) through OpenTelemetry's
+#: propagator, read by TracingServerMiddleware, which ignores values that are not strings of sane length or do
+#: not parse. Retries and the schedule keep them, so every run of a job is a child of the same push. Sidekiq
+#: ignores them; Ruby's OpenTelemetry Sidekiq instrumentation uses the same top-level fields.
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
 
 
 def _join(prefix: str, name: str | bytes, suffix: str = "") -> str | bytes:
