@@ -25,6 +25,9 @@ class FailOnce(sidepunch.Job):
 
     retry = 3
 
+    def retry_in(self, count, exc):
+        return 1
+
     def perform(self, n):
         if _r().incr(f"batchtest:tries:{n}") == 1:
             raise ValueError("first run fails")
@@ -62,3 +65,18 @@ class ThenB(sidepunch.Job):
 
     def perform(self, bid, status):
         _r().rpush("batchtest:chain", f"B after {status['total']} A jobs")
+
+
+class Tracked(sidepunch.Job):
+    """A short job for the crash test: adds its number to the set batchtest:done (a rerun adds nothing)."""
+
+    def perform(self, n):
+        time.sleep(0.01)
+        _r().sadd("batchtest:done", n)
+
+
+class CallbackRun(sidepunch.Job):
+    """A callback that records each of its runs: batchtest:runs:<event> gets "<bid> <jid>"."""
+
+    def perform(self, bid, status):
+        _r().rpush(f"batchtest:runs:{status['event']}", f"{bid} {self.jid}")
