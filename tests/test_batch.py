@@ -9,6 +9,7 @@ import threading
 import pytest
 
 import sidepunch
+import sidepunch.api
 from sidepunch import Outcome
 from sidepunch.core import keys
 from sidepunch.core.middleware import Expired, Feature, MiddlewareContext, RateLimited
@@ -290,3 +291,24 @@ def test_a_job_outside_a_batch_has_no_batch(r, proc, client):
     client.push({"class": "Look", "args": [1]})
     drain(proc, r)
     assert seen == [None]
+
+
+def test_a_long_block_registers_its_jids_as_it_goes(r, monkeypatch):
+    from sidepunch.features import batch as feature
+    monkeypatch.setattr(feature, "FLUSH_EVERY", 3)
+    batch = new_batch()
+    with batch:
+        batchjobs.Work.perform_bulk([[i] for i in range(7)])
+        assert meta(r, batch.bid)["total"] == "6" and meta(r, batch.bid)["opens"] == "1"
+        assert sidepunch.api.BatchStatus(batch.bid).state == "open"
+    assert meta(r, batch.bid)["total"] == "7" and meta(r, batch.bid)["opens"] == "0"
+
+
+def test_a_callback_named_by_class_name_is_pushed_with_that_name(r, proc):
+    batch = sidepunch.Batch(on_complete="Ruby::Report")
+    with batch:
+        pass
+    [payload] = [json.loads(p) for p in r.lrange("queue:default", 0, -1)]
+    assert payload["class"] == "Ruby::Report" and payload["args"][0] == batch.bid
+    assert payload["args"][1]["event"] == "complete" and len(payload["jid"]) == 24
+    assert payload["created_at"] == payload["enqueued_at"] > 0 and payload["retry"] is True

@@ -63,3 +63,17 @@ def test_chain_b_runs_after_every_a_succeeded(daemon, r):
     ran = [x.decode() for x in r.lrange("batchtest:ran", 0, -1)]
     assert sorted(ran) == [f"a{i}" for i in range(5)]  # every A succeeded (after one failure each) before B
     assert [x.decode() for x in r.lrange("batchtest:chain", 0, -1)] == ["B after 5 A jobs"]
+
+
+def test_async_jobs_report_to_their_batch_and_a_death_fires_on_death(daemon, r):
+    batch = sidepunch.Batch(description="async", on_complete=batchjobs.CallbackRun, on_death=batchjobs.CallbackRun)
+    with batch:
+        batchjobs.AsyncWork.perform_bulk([[i] for i in range(5)])
+        batchjobs.AsyncFail.perform_async("x")
+    d = daemon("--workers", "1", "--threads", "2", "-r", "batchjobs")
+    d.wait_children(1)
+    wait_for(lambda: r.llen("batchtest:runs:complete"), 30, message="the complete callback")
+    assert sorted(x.decode() for x in r.lrange("batchtest:ran", 0, -1)) == [f"{i} {batch.bid}" for i in range(5)]
+    assert r.llen("batchtest:runs:death") == 1
+    status = BatchStatus(batch.bid)
+    assert (status.total, status.pending, status.failures, status.state) == (6, 1, 1, "complete")

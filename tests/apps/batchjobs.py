@@ -80,3 +80,17 @@ class CallbackRun(sidepunch.Job):
 
     def perform(self, bid, status):
         _r().rpush(f"batchtest:runs:{status['event']}", f"{bid} {self.jid}")
+
+
+class AsyncWork(sidepunch.Job):
+    """An async job of a batch: records its argument, and whether it saw its batch."""
+
+    async def perform(self, n):
+        _r().rpush("batchtest:ran", f"{n} {self.batch.bid if self.batch else None}")
+
+
+class AsyncFail(sidepunch.Job):
+    retry = False
+
+    async def perform(self, n):
+        raise ValueError("async failure")
