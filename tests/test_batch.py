@@ -312,3 +312,24 @@ def test_a_callback_named_by_class_name_is_pushed_with_that_name(r, proc):
     assert payload["class"] == "Ruby::Report" and payload["args"][0] == batch.bid
     assert payload["args"][1]["event"] == "complete" and len(payload["jid"]) == 24
     assert payload["created_at"] == payload["enqueued_at"] > 0 and payload["retry"] is True
+
+
+def test_broken_batch_keys_never_turn_a_success_into_a_failure(r, proc, client):
+    bid = "0123456789abcdef01234567"
+    r.set(keys.batch(bid), "not a hash")
+    client.push({"class": batchjobs.Work, "args": [1], "bid": bid})
+    r.hset(keys.batch("abcdefabcdef"), mapping={"total": "many", "pending": "x"})
+    client.push({"class": batchjobs.Work, "args": [2], "bid": "abcdefabcdef"})
+    client.push({"class": batchjobs.AlwaysFail, "args": [3], "bid": "abcdefabcdef"})
+    assert drain(proc, r) == [Outcome.DONE, Outcome.DONE, Outcome.DISCARDED]
+    assert r.get(keys.batch(bid)) == b"not a hash"
+
+
+def test_creating_batches_drops_expired_ids_from_the_list(r, monkeypatch):
+    from sidepunch.features import batch as feature
+    monkeypatch.setattr(feature.secrets, "randbelow", lambda n: 0)  # the oldest ids are looked at first
+    r.zadd(keys.BATCHES, {f"gone{i:04}": i for i in range(5)})
+    for _ in range(2):
+        with sidepunch.Batch():
+            pass
+    assert r.zcard(keys.BATCHES) == 2 and not any(m.startswith(b"gone") for m in r.zrange(keys.BATCHES, 0, -1))

@@ -19,8 +19,11 @@ import contextvars
 import json
 import logging
 import re
+import secrets
 import time
 from typing import Any, Callable
+
+import redis
 
 from ..core import keys, scripts
 from ..core.middleware import Expired, Feature, Reschedule
@@ -60,7 +63,7 @@ class Store:
 
     def open(self, bid: str, counted: bool, settings: dict[str, str]) -> bool:
         """Count a block open (`counted`), creating the batch with `settings` if new; True if it was created."""
-        args = [*self._args(bid), "1" if counted else "0", json.dumps(settings)]
+        args = [*self._args(bid), "1" if counted else "0", json.dumps(settings), secrets.randbelow(2 ** 31)]
         return bool(self._open(keys=[keys.BATCHES], args=args, client=self.redis))
 
     def close(self, bid: str, how: str, jids: list[str]) -> bool:
@@ -195,13 +198,13 @@ class BatchFeature(Feature):
         except Reschedule:
             raise  # back to the schedule: not an ending
         except Expired:
-            self.store.mark(*ids, "success")
+            self._report_success(*ids)
             raise
         except BaseException:
             self._report_failure(*ids)
             raise
         if not isinstance(result, Reschedule):
-            self.store.mark(*ids, "success")  # before the acknowledgement: a crash between reruns the job
+            self._report_success(*ids)
         return result
 
     async def around_perform_async(self, instance: Any, job: dict, queue: str,
@@ -214,14 +217,23 @@ class BatchFeature(Feature):
         except Reschedule:
             raise
         except Expired:
-            await asyncio.to_thread(self.store.mark, *ids, "success")
+            await asyncio.to_thread(self._report_success, *ids)
             raise
         except BaseException:
             await asyncio.to_thread(self._report_failure, *ids)
             raise
         if not isinstance(result, Reschedule):
-            await asyncio.to_thread(self.store.mark, *ids, "success")
+            await asyncio.to_thread(self._report_success, *ids)
         return result
+
+    def _report_success(self, bid: str, jid: str) -> None:
+        """Reported before the acknowledgement: a crash between reruns the job, whose second report is a no-op.
+        An outage propagates, so the job is retried and reports again then; a refusal (batch keys of the wrong
+        type or with broken counters, which no retry can mend) is logged and the job stays a success."""
+        try:
+            self.store.mark(bid, jid, "success")
+        except redis.ResponseError as exc:
+            log.error("batch %s: the success of jid=%.100s was not recorded (%s)", bid, jid, exc)
 
     def _report_failure(self, bid: str, jid: str) -> None:
         """A failure that cannot be reported is logged, not raised: the job's own error must reach the retry
@@ -234,7 +246,10 @@ class BatchFeature(Feature):
     def on_death(self, job: dict, exc: BaseException) -> None:
         bid, jid = job.get("bid"), job.get("jid")
         if valid_bid(bid) and type(jid) is str and jid:
-            self.store.mark(bid, jid, "death")
+            try:
+                self.store.mark(bid, jid, "death")
+            except redis.RedisError as exc:  # one line, not a traceback: the job itself is recorded already
+                log.error("batch %s: the death of jid=%.100s was not recorded (%s)", bid, jid, exc)
 
 
 __all__ = ["BatchFeature", "BatchRef", "Store", "current_bid", "valid_bid", "FLUSH_EVERY"]
