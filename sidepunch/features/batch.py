@@ -48,9 +48,7 @@ class Store:
     def __init__(self, redis: Any, clock: Callable[[], float] = time.time) -> None:
         self._redis = redis
         self.clock = clock
-        self._open = scripts.unbound("batch_open", uses=("batch_lib",))
-        self._close = scripts.unbound("batch_close", uses=("batch_lib",))
-        self._mark = scripts.unbound("batch_mark", uses=("batch_lib",))
+        self._scripts: dict[str, Any] = {}  # loaded on first use: a Client builds a Store it may never use
 
     @property
     def redis(self) -> Any:
@@ -58,21 +56,27 @@ class Store:
             self._redis = self._redis()
         return self._redis
 
+    def _script(self, name: str) -> Any:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = scripts.unbound(name, uses=("batch_lib",))
+        return script
+
     def _args(self, bid: str) -> list[Any]:
         return [keys.BATCH_PREFIX, repr(float(self.clock())), keys.BATCH_TTL, bid]
 
     def open(self, bid: str, counted: bool, settings: dict[str, str]) -> bool:
         """Count a block open (`counted`), creating the batch with `settings` if new; True if it was created."""
         args = [*self._args(bid), "1" if counted else "0", json.dumps(settings), secrets.randbelow(2 ** 31)]
-        return bool(self._open(keys=[keys.BATCHES], args=args, client=self.redis))
+        return bool(self._script("batch_open")(keys=[keys.BATCHES], args=args, client=self.redis))
 
     def close(self, bid: str, how: str, jids: list[str]) -> bool:
         """Register `jids`; `how`: "close" a counted block, "release" a running job's, "flush" (stays open)."""
-        return bool(self._close(keys=[], args=[*self._args(bid), how, *jids], client=self.redis))
+        return bool(self._script("batch_close")(keys=[], args=[*self._args(bid), how, *jids], client=self.redis))
 
     def mark(self, bid: str, jid: str, event: str) -> bool:
         """Report a job's ending ("success", "failure", "death"); False if the batch is gone."""
-        return bool(self._mark(keys=[], args=[*self._args(bid), jid, event], client=self.redis))
+        return bool(self._script("batch_mark")(keys=[], args=[*self._args(bid), jid, event], client=self.redis))
 
 
 class _Block:
