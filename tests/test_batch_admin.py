@@ -52,14 +52,19 @@ def test_batch_set_lists_newest_first_and_drops_expired_ids(r):
 
 
 def test_hostile_batch_data_reads_without_raising(r):
-    r.hset(keys.batch("evil"), mapping={"total": "lots", "pending": b"\xff", "created_at": "nan?",
+    r.set(keys.batch("stringkey"), "x")
+    r.set(keys.batch_members("stringkey"), "y")
+    assert not BatchStatus("stringkey").exists and BatchStatus("stringkey").members() == {}
+    r.zadd(keys.BATCHES, {"stringkey": 0, "a:b": 0, "../x": 0})
+    assert not BatchStatus("a:b").exists and not BatchStatus("../x").exists
+    r.hset(keys.batch("evilbatch"), mapping={"total": "lots", "pending": b"\xff", "created_at": "nan?",
                                        "description": b"\xff\xfe<script>"})
-    r.hset(keys.batch_members("evil"), mapping={b"\xff": "zz", "b:child": "p"})
-    r.zadd(keys.BATCHES, {b"\xff\x00": 1, "evil": 2})
-    status = BatchStatus("evil")
+    r.hset(keys.batch_members("evilbatch"), mapping={b"\xff": "zz", "b:child": "p"})
+    r.zadd(keys.BATCHES, {b"\xff\x00": 1, "evilbatch": 2})
+    status = BatchStatus("evilbatch")
     assert status.total == 0 and status.created_at is None and "<script>" in status.description
     assert status.members()["b:child"] == "pending" and status.children() == ["child"]
-    assert [b.bid for b in BatchSet().list()] == ["evil"]
+    assert [b.bid for b in BatchSet().list()] == ["evilbatch"] and BatchSet().size() == 1
 
 
 def test_cli_lists_batches_and_shows_one(cli, r):

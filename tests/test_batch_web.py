@@ -53,9 +53,10 @@ def test_the_list_shows_each_batch_with_its_progress(web, r):
 
 def test_an_unknown_batch_is_a_404_and_hostile_data_is_escaped(web, r):
     assert web.get("/batches/nope").status_code == 404
-    r.hset(keys.batch("evil"), mapping={"description": '<script>alert(1)</script>"', "total": "x"})
-    r.zadd(keys.BATCHES, {"evil": 1, "<img src=x>": 2})
-    for path in ("/batches", "/batches/evil"):
+    r.hset(keys.batch("evilbatch"), mapping={"description": '<script>alert(1)</script>"', "total": "x"})
+    r.zadd(keys.BATCHES, {"evilbatch": 1, "<img src=x>": 2})
+    assert web.get("/batches/a:b").status_code == 404
+    for path in ("/batches", "/batches/evilbatch"):
         resp = web.get(path)
         assert resp.status_code == 200 and "<script>alert" not in resp.get_data(as_text=True)
         assert_safe(resp.get_data(as_text=True))

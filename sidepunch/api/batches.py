@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from ..core import keys
+from ..features.batch import valid_bid
 
 STATES = {"p": "pending", "f": "failed", "s": "succeeded"}
 
@@ -54,10 +55,17 @@ class BatchStatus:
         self.refresh()
 
     def refresh(self) -> BatchStatus:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(keys.batch(self.bid))
-        pipe.ttl(keys.batch(self.bid))
-        fields, ttl = pipe.execute()
+        """Read the batch again. A bid of another shape than batches have, or keys of the wrong type (written
+        by something else), read as no batch."""
+        fields, ttl = {}, -2
+        if valid_bid(self.bid):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hgetall(keys.batch(self.bid))
+            pipe.ttl(keys.batch(self.bid))
+            try:
+                fields, ttl = pipe.execute()
+            except redis.ResponseError:
+                fields, ttl = {}, -2
         self._load({_text(k): v for k, v in fields.items()}, ttl)
         return self
 
@@ -103,9 +111,14 @@ class BatchStatus:
 
     def members(self) -> dict[str, str]:
         """Member -> "pending" | "failed" | "succeeded"; a member "b:<bid>" is a nested batch."""
-        out = {}
-        for member, state in self.redis.hscan_iter(keys.batch_members(self.bid), count=1000):
-            out[_text(member)] = STATES.get(_text(state), "unknown")
+        out: dict[str, str] = {}
+        if not self.exists:
+            return out
+        try:
+            for member, state in self.redis.hscan_iter(keys.batch_members(self.bid), count=1000):
+                out[_text(member)] = STATES.get(_text(state), "unknown")
+        except redis.ResponseError:  # a members key of another type: no members to show
+            pass
         return out
 
     def jids(self) -> list[str]:
