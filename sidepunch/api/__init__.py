@@ -25,6 +25,7 @@ import redis
 from ..core import keys
 from ..core.errors import ResultError, ResultTimeout
 from .jobs import OUTCOMES, STATES, cancel, result, status
+from .batches import BatchSet, BatchStatus
 from .metrics import Metrics
 from .periodic import PeriodicInfo, PeriodicSet
 from .processes import Process, ProcessSet, Work, Workers

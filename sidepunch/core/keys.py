@@ -43,6 +43,11 @@ Only the working lists and the liveness keys of reliable fetch are our own addit
 | sidepunch:periodic:seen           | ZSET   | every daemon's scheduler     | entry name; score = when its registration |
 |                                   |        |                              | lapses unless a daemon renews it (ours)   |
 | sidepunch:periodic:disabled       | SET    | api PeriodicSet.disable      | names of disabled entries (ours)          |
+| sidepunch:batches                 | ZSET   | batch_open.lua (client)      | every batch id; score = created_at (ours) |
+| sidepunch:batch:<bid>             | HASH   | batch_*.lua (client, worker) | a batch's counters, settings, callback    |
+|                                   |        |                              | templates and times (ours; see below)     |
+| sidepunch:batch:<bid>:members     | HASH   | batch_*.lua                  | member (jid, or "b:" + child bid) -> p    |
+|                                   |        |                              | (waiting), f (failed), s (succeeded)      |
 
 The metrics slots are UTC `YYYYMMDDTHHMM` stamps of a slot's start; `<step>` is the slot length in seconds: 60
 (minutes, kept 9 hours) or 600 (10 minutes, kept 73 hours). The counts hash has three fields per class, as
@@ -64,6 +69,13 @@ args and queue (core/periodic.py), `<tick>` is the tick's epoch in whole seconds
 
 Payload fields of tracing (sidepunch.contrib.opentelemetry, only when it is registered): `traceparent` and
 `tracestate`, the W3C Trace Context of the span that pushed the job, as the client middleware writes them.
+
+Batches (features/batch.py, client/batch.py, core/lua/batch_*.lua): the payload field `bid` names the batch a
+job belongs to. The batch hash holds `bid`, `description`, `parent` (a parent bid or ""), `created_at`, the counters
+`total`, `pending`, `failures`, `finished`, `opens` (integers), the times `complete_at`, `success_at`, `death_at`
+(set once, when that callback was pushed), `mark` (the random marker of the templates) and, per callback event
+(success, complete, death), `cb_<event>` (the callback job's JSON with marker strings for args, jid and times)
+and `cbq_<event>` (its queue). Once a batch completed, both its keys expire BATCH_TTL seconds after its last change.
 
 Key names read back from Redis (SCAN, `queues`, `processes`) are hostile input: they may be any bytes. The
 functions below take `bytes` as well as `str` and then answer in bytes, so such a name is used as it is, never
@@ -98,6 +110,11 @@ STAT_RATE_LIMITED = "stat:rate_limited"
 STAT_EVENTS = {"cancelled": STAT_CANCELLED, "expired": STAT_EXPIRED, "rate_limited": STAT_RATE_LIMITED}
 #: How long a cancel request waits for the process that runs (or will run) its jid to act on it.
 CANCEL_TTL = 86_400
+#: Batches: the hash of one batch is BATCH_PREFIX + bid, its members' states BATCH_PREFIX + bid + ":members";
+#: BATCHES lists every batch id by creation time. A finished batch's keys live BATCH_TTL seconds (30 days).
+BATCH_PREFIX = "sidepunch:batch:"
+BATCHES = "sidepunch:batches"
+BATCH_TTL = 30 * 86_400
 METRICS_PREFIX = "sidepunch:metrics:"
 PERIODIC_PREFIX = "sidepunch:periodic:"
 PERIODIC_LAST = PERIODIC_PREFIX + "last"
@@ -267,3 +284,13 @@ def queue_name_problem(name: object) -> str | None:
     if size > MAX_QUEUE_BYTES:
         return f"is {size} bytes long in UTF-8; a queue name has at most {MAX_QUEUE_BYTES}"
     return None
+
+
+def batch(bid: str) -> str:
+    """`sidepunch:batch:<bid>`: one batch's hash (batch_*.lua writes it)."""
+    return f"{BATCH_PREFIX}{bid}"
+
+
+def batch_members(bid: str) -> str:
+    """`sidepunch:batch:<bid>:members`: member -> state of one batch (batch_*.lua writes it)."""
+    return f"{BATCH_PREFIX}{bid}:members"
