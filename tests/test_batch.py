@@ -333,3 +333,21 @@ def test_creating_batches_drops_expired_ids_from_the_list(r, monkeypatch):
         with sidepunch.Batch():
             pass
     assert r.zcard(keys.BATCHES) == 2 and not any(m.startswith(b"gone") for m in r.zrange(keys.BATCHES, 0, -1))
+
+
+def test_a_job_crash_recovery_kills_reports_its_death_to_the_batch(r, proc):
+    """A poison pill (its worker died under it max_interruptions times) goes to the dead set in the recoverer,
+    where no on_death hook runs: the batch still hears of the death, and its callbacks fire."""
+    from sidepunch.server.recovery import RecoveryPolicy, recover_lists
+    batch = new_batch()
+    with batch:
+        batchjobs.Work.perform_async("doomed")
+    raw = r.rpop("queue:default")
+    working = b"working:queue:default:host:1:abc.0"
+    r.lpush(working, raw, b"not json", b'{"class": "X", "bid": "nosuchbatch1", "jid": "j"}')
+    policy = RecoveryPolicy(max_interruptions=1, dead_max_jobs=1000, dead_timeout=1e9)
+    found = recover_lists(r, [(b"queue:default", working)], policy, True, "SIGKILL")
+    assert found.killed == 3 and r.zcard("dead") == 3
+    drain(proc, r)  # the callbacks the death pushed
+    assert callbacks(r, "death") == [batch.bid] and callbacks(r, "complete") == [batch.bid]
+    assert callbacks(r, "success") == [] and sidepunch.api.BatchStatus(batch.bid).failures == 1

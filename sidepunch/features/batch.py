@@ -252,8 +252,27 @@ class BatchFeature(Feature):
         if valid_bid(bid) and type(jid) is str and jid:
             try:
                 self.store.mark(bid, jid, "death")
-            except redis.RedisError as exc:  # one line, not a traceback: the job itself is recorded already
+            except redis.RedisError as problem:  # one line, not a traceback: the job itself is recorded already
+                log.error("batch %s: the death of jid=%.100s was not recorded (%s)", bid, jid, problem)
+
+
+def report_deaths(client: Any, payloads: list[bytes]) -> None:
+    """Tell their batches that these jobs died outside a worker (crash recovery moved them to the dead set):
+    no on_death hook runs there, and a batch would otherwise wait for them for ever. Unreadable payloads and
+    payloads of no batch are skipped; a report Redis refuses is logged."""
+    store = Store(client)
+    for raw in payloads:
+        try:
+            job = json.loads(raw)
+        except ValueError:
+            continue
+        bid = job.get("bid") if type(job) is dict else None
+        jid = job.get("jid") if type(job) is dict else None
+        if valid_bid(bid) and type(jid) is str and jid:
+            try:
+                store.mark(bid, jid, "death")
+            except redis.RedisError as exc:
                 log.error("batch %s: the death of jid=%.100s was not recorded (%s)", bid, jid, exc)
 
 
-__all__ = ["BatchFeature", "BatchRef", "Store", "current_bid", "valid_bid", "FLUSH_EVERY"]
+__all__ = ["report_deaths", "BatchFeature", "BatchRef", "Store", "current_bid", "valid_bid", "FLUSH_EVERY"]
