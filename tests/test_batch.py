@@ -351,3 +351,15 @@ def test_a_job_crash_recovery_kills_reports_its_death_to_the_batch(r, proc):
     drain(proc, r)  # the callbacks the death pushed
     assert callbacks(r, "death") == [batch.bid] and callbacks(r, "complete") == [batch.bid]
     assert callbacks(r, "success") == [] and sidepunch.api.BatchStatus(batch.bid).failures == 1
+
+
+def test_a_job_an_admin_kills_from_the_retry_set_reports_its_death(r, proc):
+    batch = new_batch()
+    with batch:
+        jid = batchjobs.AlwaysFail.set(retry=5).perform_async(1)
+    drain(proc, r)  # fails once: in the retry set
+    assert r.zcard("retry") == 1 and callbacks(r, "death") == []
+    from sidepunch.api.ops import AdminOps
+    AdminOps(r).kill(jid)
+    drain(proc, r)
+    assert r.zcard("dead") == 1 and callbacks(r, "death") == [batch.bid]
