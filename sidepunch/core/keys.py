@@ -48,6 +48,14 @@ Only the working lists and the liveness keys of reliable fetch are our own addit
 |                                   |        |                              | templates and times (ours; see below)     |
 | sidepunch:batch:<bid>:members     | HASH   | batch_*.lua                  | member (jid, or "b:" + child bid) -> p    |
 |                                   |        |                              | (waiting), f (failed), s (succeeded)      |
+| sidepunch:limits                  | HASH   | every acquire (limit_acquire | limiter name -> its definition, JSON      |
+|                                   |        | .lua), api reset --forget    | {"kind", "limit"/"rate", ...} (ours)      |
+| sidepunch:limit:concurrent:<name> | ZSET   | limit_acquire / _release.lua | lease token -> expiry (Redis time) (ours) |
+| sidepunch:limit:window:<name>     | ZSET   | limit_acquire.lua            | token -> admission time, last `per` s     |
+| sidepunch:limit:bucket:<name>     | HASH   | limit_acquire.lua            | tokens (float), at (Redis time) (ours)    |
+| sidepunch:limit:waiting:<name>    | ZSET   | limit_acquire.lua            | jid (or acquire token) refused a slot ->  |
+|                                   |        |                              | when it stops counting as waiting (ours)  |
+| sidepunch:limit:hold:<name>       | STRING | limit_release.lua, EX 1 day  | average seconds a concurrent slot is held |
 
 The metrics slots are UTC `YYYYMMDDTHHMM` stamps of a slot's start; `<step>` is the slot length in seconds: 60
 (minutes, kept 9 hours) or 600 (10 minutes, kept 73 hours). The counts hash has three fields per class, as
@@ -121,6 +129,9 @@ PERIODIC_LAST = PERIODIC_PREFIX + "last"
 PERIODIC_ENTRIES = PERIODIC_PREFIX + "entries"
 PERIODIC_SEEN = PERIODIC_PREFIX + "seen"
 PERIODIC_DISABLED = PERIODIC_PREFIX + "disabled"
+#: Rate limits (sidepunch.limits): the registry of limiter definitions, HASH name -> definition JSON.
+LIMITS = "sidepunch:limits"
+LIMIT_PREFIX = "sidepunch:limit:"
 #: Metrics rollups: slot length in seconds -> how long its keys live (a little over the longest window read
 #: from it: 8 hours from minutes, 72 hours from 10-minute slots).
 METRICS_STEPS = {60: 9 * 3600, 600: 73 * 3600}
@@ -221,6 +232,21 @@ def result(jid: str) -> str:
 def periodic_claim(name: str, fingerprint: str, tick: int) -> str:
     """`sidepunch:periodic:claim:<name>:<fingerprint>:<tick>`: who enqueued this tick of this schedule."""
     return f"{PERIODIC_PREFIX}claim:{name}:{fingerprint}:{int(tick)}"
+
+
+def limit_state(kind: str, name: str) -> str:
+    """`sidepunch:limit:<kind>:<name>`: a limiter's shared state (kind: concurrent, window or bucket)."""
+    return f"{LIMIT_PREFIX}{kind}:{name}"
+
+
+def limit_waiting(name: str) -> str:
+    """`sidepunch:limit:waiting:<name>`: ZSET of who a limiter refused -> when they stop counting as waiting."""
+    return f"{LIMIT_PREFIX}waiting:{name}"
+
+
+def limit_hold(name: str) -> str:
+    """`sidepunch:limit:hold:<name>`: a concurrent limiter's average hold time in seconds (a float string)."""
+    return f"{LIMIT_PREFIX}hold:{name}"
 
 
 def metrics_slot(epoch: float, step: int) -> str:
