@@ -36,6 +36,7 @@ from ..core.urls import hide_urls, mask_url, resolve_url, scrub
 from ..core.errors import ResultError, ResultTimeout
 from ..core.payload import PayloadError
 from .output import Output, escape, table, when
+from .limits import cmd_limits
 from .periodic import cmd_periodic
 from .batches import cmd_batch, cmd_batches
 from .parser import Failure, Status, build_parser
@@ -279,6 +280,7 @@ COMMANDS: dict[str, Callable[[redis.Redis, argparse.Namespace, Output], Status |
     "quiet": lambda r, a, o: _signal(r, a, o, "quiet"), "stop": lambda r, a, o: _signal(r, a, o, "stop"),
     "periodic": cmd_periodic, "web": cmd_web,
     "batches": cmd_batches, "batch": cmd_batch,
+    "limits": cmd_limits,
 }
 
 

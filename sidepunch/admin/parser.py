@@ -152,6 +152,13 @@ def _add_batches(add: Add) -> None:
     add("batch", "one batch's status, pending and failed jobs (exit 1 when unknown)").add_argument("bid", metavar="BID")
 
 
+def _add_limits(add: Add) -> None:
+    p = add("limits", "rate limiters and their state: list (default), reset NAME (frees its slots, clears its log)")
+    p.add_argument("action", nargs="?", default="list", choices=("list", "reset"))
+    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument("--forget", action="store_true", help="with reset: also unlist it until it is used again")
+
+
 def _port(text: str) -> int:
     return _whole(text, 1, 65535)
 
@@ -180,5 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_processes(add)
     _add_periodic(add)
     _add_batches(add)
+    _add_limits(add)
     _add_web(add)
     return parser

@@ -106,6 +106,18 @@ class LimitSet:
         """One limiter by name, or None if none is registered under it."""
         return next((info for info in self.list() if info.name == name), None)
 
+    def waiting_on(self, jid: str) -> list[str]:
+        """The limiters a job (by jid) waits on now: those that refused it and have not given it a slot since
+        (for a job detail page: a rate-limited job sits in the schedule set). Two round trips."""
+        names = self.names()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.time()
+        for name in names:
+            pipe.zscore(keys.limit_waiting(name), jid)
+        (seconds, micros), *scores = pipe.execute(raise_on_error=False)
+        now = seconds + micros / 1e6
+        return [name for name, score in zip(names, scores) if isinstance(score, float) and score > now]
+
     def reset(self, name: str, *, forget: bool = False) -> bool:
         """Forget a limiter's state (every kind's key under the name, its waiting set and hold time); with
         `forget`, its registration too. True if anything was there."""
