@@ -164,8 +164,8 @@ class Bucket(Limiter):
     kind = "bucket"
 
     def __init__(self, name: str, rate: float, burst: int) -> None:
-        if type(rate) not in (int, float) or not math.isfinite(rate) or not 0 < rate <= MAX_COUNT:
-            raise TypeError(f"Bucket rate must be a number per second, over 0 and at most {MAX_COUNT}, "
+        if type(rate) not in (int, float) or not math.isfinite(rate) or not 1 / MAX_SECONDS <= rate <= MAX_COUNT:
+            raise TypeError(f"Bucket rate must be a number per second from {1 / MAX_SECONDS:g} to {MAX_COUNT}, "
                             f"got {_describe(rate)}")
         super().__init__(name, {"rate": float(rate), "burst": _count(burst, "Bucket burst")})
 

@@ -44,7 +44,7 @@ class LimitsFeature(Feature):
     def __init__(self, context: MiddlewareContext | None) -> None:
         super().__init__(context)
         self._plans: dict[int, tuple[Any, Plan]] = {}  # id(limits value) -> (the value, kept alive; its plan)
-        self._scripts = limiting.Scripts()
+        self._scripts = limiting.Scripts()  # two Script objects; nothing is sent before a limited job runs
         self._leases = limiting.Leases(lambda: self.context.redis, self._scripts.release)  # type: ignore[union-attr]
         self._rng = random.Random()
         self._warned: set[str] = set()

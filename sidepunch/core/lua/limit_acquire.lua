@@ -9,6 +9,8 @@
 -- waiting set), or {0, name, delay, waiting, conflicts...} when one refused: nothing is taken, `who` is counted
 -- in that limiter's waiting set, and delay (seconds, a string) is when to come back, with jitter.
 -- conflicts: names whose registered definition differed from the one given (the registry now holds ours).
+-- TIME before writes needs effects replication: the default from Redis 5, asked for on older servers
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call("TIME")
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local token, who, u = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -92,7 +94,7 @@ for i = 0, n - 1 do
     redis.call("ZREMRANGEBYSCORE", waiting_key, "-inf", now)
     local waiting = redis.call("ZCARD", waiting_key)
     if not redis.call("ZSCORE", waiting_key, who) then waiting = waiting + 1 end
-    local delay = delay_of(kind, i, a, b, wait, waiting)
+    local delay = math.min(delay_of(kind, i, a, b, wait, waiting), 1000000)  -- sidepunch.limits.MAX_SECONDS
     -- counted until a little after its turn; a refusal then counts it again
     redis.call("ZADD", waiting_key, now + delay + 60, who)
     redis.call("PEXPIRE", waiting_key, math.ceil((delay + 60) * 1000))

@@ -5,6 +5,8 @@
 -- release: ZREM the token and fold the hold time into the limiter's average (what a refused job's backoff
 -- is estimated from); renew: push the token's expiry to now + lease, only if it still holds the slot.
 -- Returns, per limiter, 1 if the token held its slot, 0 if its lease had already run out.
+-- TIME before writes needs effects replication: the default from Redis 5, asked for on older servers
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call("TIME")
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local token, mode, held = ARGV[1], ARGV[2], tonumber(ARGV[3])
