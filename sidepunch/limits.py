@@ -203,7 +203,7 @@ class Acquisition:
         self._scripts = limiting.Scripts()
         self._rng = random.Random()
         self._concurrent = tuple(lim for lim in self.limiters if lim.kind == "concurrent")
-        self._leases = limiting.Leases(self._client, self._scripts.release) if self._concurrent else None
+        self._leases = limiting.Leases(self._client, self._scripts.release, linger=0.0) if self._concurrent else None
         self.token = ""
         self._since = 0.0
 

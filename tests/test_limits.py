@@ -271,3 +271,30 @@ def test_limit_set_lists_unreadable_registrations_without_raising(r):
     rows = {info.name: info for info in LimitSet(r)}
     assert all(rows[n].problem for n in ("junk", "nokind", "nonum", "typed"))
     assert rows["\ufffd"].problem == "" and rows["\ufffd"].kind == "window"
+
+
+def test_acquire_leaves_no_thread_behind(r):
+    limiter = Concurrent("threads", 1, lease=30)
+    before = threading.active_count()
+    for _ in range(20):
+        with limiter.acquire(wait=0):
+            pass
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == before
+
+
+def test_the_renewal_thread_lingers_then_ends_and_comes_back(r):
+    limiter = Concurrent("linger", 1, lease=1)
+    leases = limiting.Leases(lambda: r, limiting.Scripts().release, linger=0.3)
+    before = threading.active_count()
+    for round_ in range(2):
+        assert take(r, [limiter], f"t{round_}") is None
+        leases.hold(f"t{round_}", [limiter])
+        time.sleep(1.5)  # past the lease: renewed, so still held
+        assert take(r, [limiter], "other") is not None
+        assert leases.drop(f"t{round_}") and not leases.drop(f"t{round_}")
+        limiting.give_back(r, limiting.Scripts().release, [limiter], f"t{round_}", 1.5)
+        time.sleep(0.6)
+        assert threading.active_count() == before  # lingered 0.3 s, then ended

@@ -71,24 +71,27 @@ def _run_release(client: Any, script: Any, concurrent: Sequence[Any], token: str
 
 class Leases:
     """The concurrent slots this process holds (token -> limiters), renewed by one daemon thread every third
-    of the shortest lease held. The thread starts with the first slot held (and again in a forked child)."""
+    of the shortest lease held. The thread starts with the first slot held (again in a forked child, where the
+    parent's is gone) and ends once nothing has been held for `linger` seconds."""
 
-    def __init__(self, redis_of: Callable[[], Any], script: Any) -> None:
+    def __init__(self, redis_of: Callable[[], Any], script: Any, linger: float = 60.0) -> None:
         self._redis_of = redis_of
         self._script = script
+        self._linger = linger
         self._held: dict[str, tuple[Any, ...]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._interval: float | None = None
-        self._pid: int | None = None
+        self._pid: int | None = None  # the process whose thread runs; None: no thread runs
         self._failing = False
 
     def hold(self, token: str, concurrent: Sequence[Any]) -> None:
+        """Renew `token`'s slots of these limiters until it is dropped."""
         interval = min(limiter.lease for limiter in concurrent) / 3
         with self._lock:
-            if self._pid != os.getpid():  # first use, or a forked child: the parent's thread is not here
+            if self._pid != os.getpid():  # no thread, or a forked child: the parent's thread is not here
                 self._held.clear()
-                self._pid = os.getpid()
+                self._pid, self._interval = os.getpid(), None
                 threading.Thread(target=self._run, name="limit-leases", daemon=True).start()
             self._held[token] = tuple(concurrent)
             if self._interval is None or interval < self._interval:
@@ -97,7 +100,10 @@ class Leases:
     def drop(self, token: str) -> bool:
         """Stop renewing `token`; True if it was held (only its first drop gives its slots back)."""
         with self._lock:
-            return self._held.pop(token, None) is not None
+            found = self._held.pop(token, None) is not None
+            if found and not self._held:
+                self._wake.set()  # nothing left to renew: the thread starts lingering now, not at its next turn
+            return found
 
     def held(self) -> int:
         """How many acquisitions hold slots now."""
@@ -105,16 +111,20 @@ class Leases:
             return len(self._held)
 
     def _run(self) -> None:
-        due = False  # woken by a hold (to shorten the wait), not by the time to renew
+        due, idle = False, False  # due: woken by the time to renew, not by a hold shortening the wait
         while True:
             self._wake.clear()  # before reading: a hold from now on wakes the wait below
             with self._lock:
+                if not self._held and idle:
+                    self._pid = None  # the next hold starts a thread again
+                    return
                 held = dict(self._held)
                 self._interval = min((min(l.lease for l in ls) / 3 for ls in held.values()), default=None)
-                interval = self._interval
+                interval = self._linger if self._interval is None else self._interval
             if due and held:
                 self._renew(held)
             due = not self._wake.wait(interval)
+            idle = due and not held
 
     def _renew(self, held: dict[str, tuple[Any, ...]]) -> None:
         """One pipeline renews every held token; a slot found lost (its lease ran out first) is logged."""

@@ -18,6 +18,11 @@ local n = (#KEYS - 1) / 3
 local registry = KEYS[1]
 local conflicts = {}
 
+-- a key's TTL only grows: members written under a longer TTL (another definition, a later turn) must stay
+local function extend(key, ms)
+  if redis.call("PTTL", key) < ms then redis.call("PEXPIRE", key, ms) end
+end
+
 local function params(i)
   local base = 4 + 5 * i
   return ARGV[base], ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3]), ARGV[base + 4]
@@ -53,15 +58,14 @@ end
 local function take(kind, key, a, b)
   if kind == "concurrent" then
     redis.call("ZADD", key, now + b, token)
-    local ms = math.ceil(b * 1000)
-    if redis.call("PTTL", key) < ms then redis.call("PEXPIRE", key, ms) end
+    extend(key, math.ceil(b * 1000))
   elseif kind == "window" then
     redis.call("ZADD", key, now, token)
-    redis.call("PEXPIRE", key, math.ceil(b * 1000) + 1000)
+    extend(key, math.ceil(b * 1000) + 1000)
   else
     local tokens = tokens_of(key, a, b)
     redis.call("HSET", key, "tokens", tostring(tokens - 1), "at", tostring(now))
-    redis.call("PEXPIRE", key, math.ceil(b / a * 1000) + 1000)
+    extend(key, math.ceil(b / a * 1000) + 1000)
   end
 end
 
@@ -97,7 +101,7 @@ for i = 0, n - 1 do
     local delay = math.min(delay_of(kind, i, a, b, wait, waiting), 1000000)  -- sidepunch.limits.MAX_SECONDS
     -- counted until a little after its turn; a refusal then counts it again
     redis.call("ZADD", waiting_key, now + delay + 60, who)
-    redis.call("PEXPIRE", waiting_key, math.ceil((delay + 60) * 1000))
+    extend(waiting_key, math.ceil((delay + 60) * 1000))
     return {0, name, tostring(delay), waiting, unpack(conflicts)}
   end
 end
