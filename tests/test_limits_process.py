@@ -81,7 +81,7 @@ def test_ten_per_second_never_admits_eleven_in_a_second_and_a_bucket_keeps_its_r
     ran = redis_times(r, "ran:ten-per-second")
     assert len(ran) == 35
     # seen from inside the jobs, each start is a few ms after its admission: no 11 within 0.9 s
-    assert sliding_max(ran, 0.9) <= 10 and max(ran) - min(ran) >= 3.0
+    assert sliding_max(ran, 0.9) <= 10 and max(ran) - min(ran) >= 2.9
     bursty = sorted(redis_times(r, "ran:bursty"))
     assert len(bursty) == 10 and bursty[-1] - bursty[0] >= (10 - 3) / 5 * 0.9  # burst 3, then 5 per second
     assert_each_ran_once(r, jids)

@@ -66,7 +66,7 @@ def parse_definition(raw: bytes) -> tuple[str, dict[str, Any], str]:
     if not isinstance(data, dict) or data.get("kind") not in KINDS:
         return "", {}, "its registration names no known kind"
     kind = data["kind"]
-    values = {name: data.get(name) for name in PARAMS[kind]}
+    values: dict[str, Any] = {name: data.get(name) for name in PARAMS[kind]}
     if not all(type(v) in (int, float) and math.isfinite(v) and v > 0 for v in values.values()):
         return "", {}, f"its registration lacks numbers for {', '.join(PARAMS[kind])}"
     return kind, values, ""
@@ -82,6 +82,18 @@ class LimitSet:
         """Names of the registered limiters, sorted."""
         raw: list[bytes] = self.redis.hkeys(keys.LIMITS)  # type: ignore[assignment]
         return sorted(n.decode("utf-8", "replace") for n in raw)
+
+    def waiting_on(self, jid: str) -> list[str]:
+        """The limiters a job (by jid) waits on now: those that refused it and have not given it a slot since
+        (for a job detail page: a rate-limited job sits in the schedule set). Two round trips."""
+        names = self.names()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.time()
+        for name in names:
+            pipe.zscore(keys.limit_waiting(name), jid)
+        (seconds, micros), *scores = pipe.execute(raise_on_error=False)
+        now = seconds + micros / 1e6
+        return [name for name, score in zip(names, scores) if isinstance(score, float) and score > now]
 
     def __iter__(self) -> Any:
         return iter(self.list())
@@ -105,18 +117,6 @@ class LimitSet:
     def get(self, name: str) -> LimiterInfo | None:
         """One limiter by name, or None if none is registered under it."""
         return next((info for info in self.list() if info.name == name), None)
-
-    def waiting_on(self, jid: str) -> list[str]:
-        """The limiters a job (by jid) waits on now: those that refused it and have not given it a slot since
-        (for a job detail page: a rate-limited job sits in the schedule set). Two round trips."""
-        names = self.names()
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.time()
-        for name in names:
-            pipe.zscore(keys.limit_waiting(name), jid)
-        (seconds, micros), *scores = pipe.execute(raise_on_error=False)
-        now = seconds + micros / 1e6
-        return [name for name, score in zip(names, scores) if isinstance(score, float) and score > now]
 
     def reset(self, name: str, *, forget: bool = False) -> bool:
         """Forget a limiter's state (every kind's key under the name, its waiting set and hold time); with
