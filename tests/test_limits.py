@@ -299,3 +299,14 @@ def test_the_renewal_thread_lingers_then_ends_and_comes_back(r):
         limiting.give_back(r, limiting.Scripts().release, [limiter], f"t{round_}", 1.5)
         time.sleep(0.6)
         assert threading.active_count() == before  # lingered 0.3 s, then ended
+
+
+def test_a_reset_while_held_is_logged_once_and_the_block_still_ends_cleanly(r, caplog):
+    limiter = Concurrent("reset-held", 1, lease=1)
+    with limiter.acquire(wait=0):
+        LimitSet(r).reset("reset-held")
+        with limiter.acquire(wait=0):  # the reset freed the slot: another holder gets it
+            time.sleep(1.2)  # three renewals of each
+    lost = [rec for rec in caplog.records if "lost its concurrency slot" in rec.getMessage()]
+    assert len(lost) == 1
+    assert LimitSet(r).get("reset-held").in_use == 0

@@ -179,3 +179,16 @@ def test_conflicting_definitions_are_logged_once(r, client, caplog):
         client.push({"class": limitjobs.Paired, "args": [0]})
         assert run_next(proc)[1] is Outcome.DONE
     assert sum("defined differently" in rec.getMessage() for rec in caplog.records) == 1
+
+
+def test_limits_set_per_instance_are_honoured_and_not_cached(r, client):
+    class PerInstance(limitjobs.Paired):
+        def __init__(self):
+            self.limits = [Window("per-instance", 1, per=30)]
+
+    proc, feature = processor(r)
+    proc.ctx.resolver.resolve = lambda name: PerInstance
+    client.push({"class": limitjobs.Paired, "args": [0]})
+    client.push({"class": limitjobs.Paired, "args": [0]})
+    assert run_next(proc)[1] is Outcome.DONE and run_next(proc)[1] is Outcome.RATE_LIMITED
+    assert feature._plans == {}

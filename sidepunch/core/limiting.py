@@ -84,6 +84,7 @@ class Leases:
         self._interval: float | None = None
         self._pid: int | None = None  # the process whose thread runs; None: no thread runs
         self._failing = False
+        self._lost: set[str] = set()  # held tokens already reported as having lost a slot
 
     def hold(self, token: str, concurrent: Sequence[Any]) -> None:
         """Renew `token`'s slots of these limiters until it is dropped."""
@@ -101,6 +102,7 @@ class Leases:
         """Stop renewing `token`; True if it was held (only its first drop gives its slots back)."""
         with self._lock:
             found = self._held.pop(token, None) is not None
+            self._lost.discard(token)
             if found and not self._held:
                 self._wake.set()  # nothing left to renew: the thread starts lingering now, not at its next turn
             return found
@@ -141,6 +143,14 @@ class Leases:
         self._failing = False
         for (token, concurrent), found in zip(held.items(), replies):
             lost = [limiter.name for limiter, ok in zip(concurrent, found) if not int(ok)]
-            if lost and token in self._held:
-                log.warning("a running job's concurrency slot of %s ran past its lease before renewal; the "
-                            "limit may be exceeded until it ends", ", ".join(lost))
+            if lost and self._first_loss(token):
+                log.warning("a running job lost its concurrency slot of %s (its lease ran out before renewal, or "
+                            "the limiter was reset); the limit may be exceeded until it ends", ", ".join(lost))
+
+    def _first_loss(self, token: str) -> bool:
+        """True the first time a still-held token is found to have lost a slot (its other slots stay renewed)."""
+        with self._lock:
+            if token not in self._held or token in self._lost:
+                return False
+            self._lost.add(token)
+            return True

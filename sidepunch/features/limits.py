@@ -58,7 +58,8 @@ class LimitsFeature(Feature):
             return found[1]
         limiters = check_limits(value, type(instance).__qualname__)
         plan = Plan(limiters, tuple(lim for lim in limiters if lim.kind == "concurrent"))
-        self._plans[id(value)] = (value, plan)
+        if value is getattr(type(instance), "limits", None):  # one per class; a per-instance list is not kept
+            self._plans[id(value)] = (value, plan)
         return plan
 
     def take(self, plan: Plan, job: dict, token: str) -> None:
