@@ -310,3 +310,13 @@ def test_a_reset_while_held_is_logged_once_and_the_block_still_ends_cleanly(r, c
     lost = [rec for rec in caplog.records if "lost its concurrency slot" in rec.getMessage()]
     assert len(lost) == 1
     assert LimitSet(r).get("reset-held").in_use == 0
+
+
+def test_names_idle_for_the_registry_ttl_leave_it(r):
+    for i in range(12):
+        assert take(r, [Window(f"tenant-{i}", 5, per=1)], f"t{i}") is None
+    r.zadd(keys.LIMITS_SEEN, {f"tenant-{i}": 1000.0 for i in range(12)})  # last used long ago
+    assert take(r, [Window("fresh", 5, per=1)], "x") is None
+    assert len(LimitSet(r).names()) == 3  # ten dropped per take: two old ones and the fresh one are left
+    assert take(r, [Window("fresh", 5, per=1)], "y") is None
+    assert LimitSet(r).names() == ["fresh"] and r.zrange(keys.LIMITS_SEEN, 0, -1) == [b"fresh"]

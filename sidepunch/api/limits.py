@@ -126,6 +126,7 @@ class LimitSet:
         pipe.delete(*names)
         if forget:
             pipe.hdel(keys.LIMITS, name)
+            pipe.zrem(keys.LIMITS_SEEN, name)
         return any(pipe.execute())
 
     @staticmethod

@@ -50,6 +50,8 @@ Only the working lists and the liveness keys of reliable fetch are our own addit
 |                                   |        |                              | (waiting), f (failed), s (succeeded)      |
 | sidepunch:limits                  | HASH   | every acquire (limit_acquire | limiter name -> its definition, JSON      |
 |                                   |        | .lua), api reset --forget    | {"kind", "limit"/"rate", ...} (ours)      |
+| sidepunch:limits:seen             | ZSET   | every acquire; api reset     | limiter name -> last use; a name idle 30  |
+|                                   |        | --forget                     | days leaves it and sidepunch:limits (ours)|
 | sidepunch:limit:concurrent:<name> | ZSET   | limit_acquire / _release.lua | lease token -> expiry (Redis time) (ours) |
 | sidepunch:limit:window:<name>     | ZSET   | limit_acquire.lua            | token -> admission time, last `per` s     |
 | sidepunch:limit:bucket:<name>     | HASH   | limit_acquire.lua            | tokens (float), at (Redis time) (ours)    |
@@ -131,6 +133,9 @@ PERIODIC_SEEN = PERIODIC_PREFIX + "seen"
 PERIODIC_DISABLED = PERIODIC_PREFIX + "disabled"
 #: Rate limits (sidepunch.limits): the registry of limiter definitions, HASH name -> definition JSON.
 LIMITS = "sidepunch:limits"
+#: ZSET limiter name -> its last use (Redis time); a name unused for LIMITS_IDLE seconds leaves both.
+LIMITS_SEEN = "sidepunch:limits:seen"
+LIMITS_IDLE = 30 * 86_400
 LIMIT_PREFIX = "sidepunch:limit:"
 #: Metrics rollups: slot length in seconds -> how long its keys live (a little over the longest window read
 #: from it: 8 hours from minutes, 72 hours from 10-minute slots).

@@ -42,8 +42,8 @@ def take(client: Any, script: Any, limiters: Sequence[Any], token: str, who: str
          rng: random.Random) -> tuple[Refusal | None, list[str]]:
     """Take a slot of every limiter, or of none: (None, conflicts) when granted, else (Refusal, conflicts).
     `conflicts` names the limiters whose registered definition differed from ours (ours is registered now)."""
-    names = [keys.LIMITS]
-    args: list[Any] = [token, who, repr(rng.random())]
+    names = [keys.LIMITS, keys.LIMITS_SEEN]
+    args: list[Any] = [token, who, repr(rng.random()), keys.LIMITS_IDLE]
     for limiter in limiters:
         names += [limiter.state_key, limiter.waiting_key, limiter.hold_key]
         args += [limiter.kind, limiter.name, *limiter.args, limiter.definition]

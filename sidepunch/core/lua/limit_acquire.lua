@@ -1,8 +1,10 @@
 -- Take a slot of every limiter of one job (or one in-job acquire), all or none, on Redis's clock.
--- KEYS[1] = sidepunch:limits (the registry: name -> definition JSON); then, per limiter i (from 0),
--- KEYS[2+3i] = its state key, KEYS[3+3i] = its waiting set, KEYS[4+3i] = its hold-time key (concurrent only).
+-- KEYS[1] = sidepunch:limits (the registry: name -> definition JSON), KEYS[2] = sidepunch:limits:seen (name ->
+-- last use); then, per limiter i (from 0), KEYS[3+3i] = its state key, KEYS[4+3i] = its waiting set,
+-- KEYS[5+3i] = its hold-time key (concurrent only).
 -- ARGV[1] = the acquisition's token (unique), ARGV[2] = who waits (the jid, or the token), ARGV[3] = a
--- uniform random number in [0, 1) for the jitter; then per limiter i, ARGV[4+5i..8+5i] = kind ("concurrent",
+-- uniform random number in [0, 1) for the jitter, ARGV[4] = seconds after its last use a limiter leaves the
+-- registry (a few idle ones are dropped per call); then per limiter i, ARGV[5+5i..9+5i] = kind ("concurrent",
 -- "window", "bucket"), name, a, b, definition JSON; concurrent: a = limit, b = lease seconds; window: a = limit,
 -- b = per seconds; bucket: a = rate per second, b = burst.
 -- Returns {1, "", "0", 0, conflicts...} when every limiter granted a slot (all taken, `who` leaves every
@@ -14,8 +16,8 @@ if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call("TIME")
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local token, who, u = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local n = (#KEYS - 1) / 3
-local registry = KEYS[1]
+local n = (#KEYS - 2) / 3
+local registry, seen, idle = KEYS[1], KEYS[2], tonumber(ARGV[4])
 local conflicts = {}
 
 -- a key's TTL only grows: members written under a longer TTL (another definition, a later turn) must stay
@@ -24,7 +26,7 @@ local function extend(key, ms)
 end
 
 local function params(i)
-  local base = 4 + 5 * i
+  local base = 5 + 5 * i
   return ARGV[base], ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3]), ARGV[base + 4]
 end
 
@@ -76,13 +78,20 @@ local function delay_of(kind, i, a, b, wait, waiting)
   elseif kind == "bucket" then
     return wait + u * waiting / a
   end
-  local hold = tonumber(redis.call("GET", KEYS[4 + 3 * i])) or 1
+  local hold = tonumber(redis.call("GET", KEYS[5 + 3 * i])) or 1
   local turn = math.min(b, math.max(0.05, hold * waiting / a))
   return turn * (0.5 + u)
 end
 
+-- names unused for `idle` seconds leave the registry (limiters made per tenant, per user...), ten at most per call
+for _, name in ipairs(redis.call("ZRANGEBYSCORE", seen, "-inf", now - idle, "LIMIT", 0, 10)) do
+  redis.call("HDEL", registry, name)
+  redis.call("ZREM", seen, name)
+end
+
 for i = 0, n - 1 do
   local _, name, _, _, definition = params(i)
+  redis.call("ZADD", seen, now, name)
   local current = redis.call("HGET", registry, name)
   if current ~= definition then
     redis.call("HSET", registry, name, definition)
@@ -92,9 +101,9 @@ end
 
 for i = 0, n - 1 do
   local kind, name, a, b = params(i)
-  local wait = wait_of(kind, KEYS[2 + 3 * i], a, b)
+  local wait = wait_of(kind, KEYS[3 + 3 * i], a, b)
   if wait ~= 0 then
-    local waiting_key = KEYS[3 + 3 * i]
+    local waiting_key = KEYS[4 + 3 * i]
     redis.call("ZREMRANGEBYSCORE", waiting_key, "-inf", now)
     local waiting = redis.call("ZCARD", waiting_key)
     if not redis.call("ZSCORE", waiting_key, who) then waiting = waiting + 1 end
@@ -108,7 +117,7 @@ end
 
 for i = 0, n - 1 do
   local kind, _, a, b = params(i)
-  take(kind, KEYS[2 + 3 * i], a, b)
-  redis.call("ZREM", KEYS[3 + 3 * i], who)
+  take(kind, KEYS[3 + 3 * i], a, b)
+  redis.call("ZREM", KEYS[4 + 3 * i], who)
 end
 return {1, "", "0", 0, unpack(conflicts)}
