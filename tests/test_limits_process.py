@@ -80,10 +80,12 @@ def test_ten_per_second_never_admits_eleven_in_a_second_and_a_bucket_keeps_its_r
     assert len(admissions) >= 35 and sliding_max(admissions, 1.0) == 10  # the limiter's own log: exact
     ran = redis_times(r, "ran:ten-per-second")
     assert len(ran) == 35
-    # seen from inside the jobs, each start is a few ms after its admission: no 11 within 0.9 s
-    assert sliding_max(ran, 0.9) <= 10 and max(ran) - min(ran) >= 2.9
+    # Seen from inside the jobs, each start comes a little after its admission (a few ms; more on a loaded
+    # machine), so the in-job check allows 0.2 s of that: no 11 within 0.8 s. Unlimited, all 35 would start
+    # within a fraction of a second.
+    assert sliding_max(ran, 0.8) <= 10 and max(ran) - min(ran) >= 3 - 0.2, sorted(ran)
     bursty = sorted(redis_times(r, "ran:bursty"))
-    assert len(bursty) == 10 and bursty[-1] - bursty[0] >= (10 - 3) / 5 * 0.9  # burst 3, then 5 per second
+    assert len(bursty) == 10 and bursty[-1] - bursty[0] >= (10 - 3) / 5 - 0.2, bursty  # burst 3, then 5 a second
     assert_each_ran_once(r, jids)
 
 
