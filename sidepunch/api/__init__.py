@@ -26,7 +26,7 @@ from ..core import keys
 from ..core.errors import ResultError, ResultTimeout
 from .jobs import OUTCOMES, STATES, cancel, result, status
 from .batches import BatchSet, BatchStatus
-from .limits import LimiterInfo, LimitSet  # noqa: F401  (rate limits, issue 16)
+from .limits import LimiterInfo, LimitSet
 from .metrics import Metrics
 from .periodic import PeriodicInfo, PeriodicSet
 from .processes import Process, ProcessSet, Work, Workers
@@ -35,7 +35,7 @@ from .sets import DEFAULT_DEAD, BulkResult, Clock, DeadSet, JobSet, RetrySet, Sc
 
 __all__ = ["Metrics", "PeriodicInfo", "PeriodicSet", "ResultError", "ResultTimeout", "DEFAULT_DEAD", "OUTCOMES", "STATES", "BulkResult", "DayStats", "DeadSet", "JobRecord", "JobSet",
            "Process", "ProcessSet", "Queue", "RetrySet", "ScheduledSet", "SortedEntry", "Stats", "Work", "Workers",
-           "cancel", "result", "status"]
+           "cancel", "result", "status", "BatchSet", "BatchStatus", "LimitSet", "LimiterInfo"]
 
 BATCH = 100
 STATS = ("processed", "failed")
