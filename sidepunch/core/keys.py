@@ -48,6 +48,9 @@ Only the working lists and the liveness keys of reliable fetch are our own addit
 |                                   |        |                              | templates and times (ours; see below)     |
 | sidepunch:batch:<bid>:members     | HASH   | batch_*.lua                  | member (jid, or "b:" + child bid) -> p    |
 |                                   |        |                              | (waiting), f (failed), s (succeeded)      |
+| sidepunch:paused                  | SET    | api Queue.pause / unpause    | names of paused queues, without the prefix|
+|                                   |        | (CLI, dashboard); read by    | (any bytes); fetchers skip them (ours)    |
+|                                   |        | every fetcher once a second  |                                           |
 
 The metrics slots are UTC `YYYYMMDDTHHMM` stamps of a slot's start; `<step>` is the slot length in seconds: 60
 (minutes, kept 9 hours) or 600 (10 minutes, kept 73 hours). The counts hash has three fields per class, as
@@ -121,6 +124,9 @@ PERIODIC_LAST = PERIODIC_PREFIX + "last"
 PERIODIC_ENTRIES = PERIODIC_PREFIX + "entries"
 PERIODIC_SEEN = PERIODIC_PREFIX + "seen"
 PERIODIC_DISABLED = PERIODIC_PREFIX + "disabled"
+#: SET of the names of paused queues (no `queue:` prefix; any bytes). Written by sidepunch.api (Queue.pause /
+#: unpause: the CLI and the dashboard), read by every worker's fetchers at most about once a second.
+PAUSED = "sidepunch:paused"
 #: Metrics rollups: slot length in seconds -> how long its keys live (a little over the longest window read
 #: from it: 8 hours from minutes, 72 hours from 10-minute slots).
 METRICS_STEPS = {60: 9 * 3600, 600: 73 * 3600}
