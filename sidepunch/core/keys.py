@@ -66,6 +66,11 @@ while running the job (gitlab-sidekiq-fetcher's name; recovery writes it into th
 recovery.py); a job killed for it also gets `error_class` "sidepunch.WorkerDied", `error_message` and, if it
 had none, `failed_at`.
 
+Payload field of expiring jobs (features/expiry.py): `expires_at` (epoch float), written by the client when a job
+has `expires_in` (seconds, also kept in the payload): the job's due time (its `at` if scheduled for later, else the
+push) plus expires_in. A worker that fetches the job after it acknowledges it without running it and counts it in
+stat:expired; a value that is no finite number after 1970 is no deadline (the job runs).
+
 Payload fields a periodic enqueue adds: `periodic_name` (the entry's name) and `periodic_tick` (the tick, epoch
 seconds; absent for "run now" from the API/CLI). The claim key's `<fingerprint>` hashes the entry's cron, tz, job,
 args and queue (core/periodic.py), `<tick>` is the tick's epoch in whole seconds.
