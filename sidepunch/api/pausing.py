@@ -13,6 +13,7 @@ from typing import Any
 
 import redis as redis_lib
 
+from ..client.push import default_client
 from ..client.validate import check_queue_name
 from ..core import keys
 from .records import name_key, name_of
@@ -40,11 +41,13 @@ def is_paused(redis: redis_lib.Redis, name: str) -> bool:
     return isinstance(name, str) and bool(redis.sismember(keys.PAUSED, name_key(name)))
 
 
-def paused_queues(redis: redis_lib.Redis) -> list[str]:
+def paused_queues(redis: redis_lib.Redis | None = None) -> list[str]:
     """The paused queue names, sorted; bytes that are not UTF-8 come back as surrogates (see records.name_of).
-    A key of another type under keys.PAUSED counts as nothing paused, as the daemons read it."""
+    A key of another type under keys.PAUSED counts as nothing paused, as the daemons read it. Without `redis`,
+    the configured client's connection."""
+    client = redis if redis is not None else default_client().redis
     try:
-        members = redis.smembers(keys.PAUSED)
+        members = client.smembers(keys.PAUSED)
     except redis_lib.ResponseError:
         return []
     return sorted(name_of(m) for m in members)
