@@ -71,6 +71,14 @@ def test_push_stamps_expires_at_from_now_or_from_the_scheduled_time(r, client):
     assert abs(scheduled["expires_at"] - (r.zscore(keys.SCHEDULE, r.zrange(keys.SCHEDULE, 0, 0)[0]) + 60)) < 1e-3
 
 
+def test_a_bulk_push_stamps_every_job(r, client):
+    before = time.time()
+    jids = Fresh.perform_bulk([[1], [2], [3]])
+    jobs = payloads(r, keys.queue("default"))
+    assert sorted(j["jid"] for j in jobs) == sorted(jids)
+    assert all(before + 60 <= j["expires_at"] <= time.time() + 60 for j in jobs)
+
+
 def test_a_plain_push_gets_no_field(r, client):
     testjobs.Record.perform_async("plain")
     assert "expires_at" not in payloads(r, keys.queue("default"))[0]

@@ -199,6 +199,16 @@ def test_cli_pause_unpause_and_queues(cli, r, client):
     assert status == 2 and "a,b" in err
 
 
+def test_cli_shows_hostile_paused_names_safely(cli, r):
+    r.sadd(keys.PAUSED, b"\xff\xfe", "red\x1b[31m", "\u202eevil", "x" * 1000)
+    status, out, _ = cli("queues")
+    assert status == 0 and "\x1b" not in out and "\u202e" not in out and out.count("yes") == 4
+    status, out, _ = cli("--json", "queues")
+    assert status == 0 and sum(q["paused"] for q in json.loads(out)) == 4
+    assert cli("unpause", b"\xff\xfe".decode("utf-8", "surrogateescape"))[0] == 0  # as argv decodes it
+    assert not r.sismember(keys.PAUSED, b"\xff\xfe")
+
+
 # -------------------------------------------------------------------------------------------- real daemons
 
 def _run_pause_cycle(d, r, client):

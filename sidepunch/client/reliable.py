@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import Any, Callable, Sequence
 
 import redis as redis_lib
@@ -63,6 +64,12 @@ def check_limit(reliable: Any, limit: Any) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"reliable_push_limit must be 1 to {MAX_LIMIT:,} jobs, got {limit}")
     return limit
+
+
+def _at_exit(ref: "weakref.ref[ReliablePush]") -> None:
+    buffer = ref()
+    if buffer is not None:
+        buffer.at_exit()
 
 
 def _jid(payload: bytes) -> str:
@@ -140,8 +147,8 @@ class ReliablePush:
 
     def _start(self) -> None:
         """Under the lock: the sender thread and the exit hook, if not running / registered yet."""
-        if not self._exit_hook:
-            atexit.register(self.at_exit)
+        if not self._exit_hook:  # through a weak reference: a client dropped meanwhile is not kept alive by it
+            atexit.register(_at_exit, weakref.ref(self))
             self._exit_hook = True
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="sidepunch-reliable-push", daemon=True)

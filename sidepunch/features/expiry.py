@@ -64,7 +64,8 @@ class ExpiryFeature(Feature):
             seconds = _expires_in(job["expires_in"])
             now = self._now()
             at = job.get("at")
-            due = at if type(at) in (int, float) and at > now else now  # check_at made it a finite number
+            # check_at made `at` a finite number (or left a falsy one meaning "now")
+            due = float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) and at > now else now
             job["expires_at"] = due + seconds
         return call_next(job)
 
