@@ -13,6 +13,7 @@ import pytest
 
 import conftest
 import sidepunch
+import sidepunch.api
 from conftest import APPS, wait_for
 from sidepunch import Outcome
 from sidepunch.core import keys
@@ -163,7 +164,7 @@ def test_a_daemon_drops_expired_jobs_sync_and_async_and_counts_them(daemon, r, c
     d = daemon("--workers", "1", "--threads", "2", "-r", "testjobs", "-r", "asyncjobs")
     wait_for(lambda: r.lrange("done", 0, -1) == [b"fresh"] and r.sismember("ran", "async-fresh"), 20,
              message="the fresh jobs to run")
-    wait_for(lambda: int(r.get(keys.STAT_EXPIRED) or 0) == 3, 20, message="three expirations counted")
+    wait_for(lambda: sidepunch.api.Stats(r).expired == 3, 20, message="three expirations counted")
     time.sleep(0.5)
     assert r.lrange("done", 0, -1) == [b"fresh"] and not r.sismember("ran", "async-late")
     assert r.zcard(keys.RETRY) == r.zcard(keys.DEAD) == 0 and r.llen(keys.queue("default")) == 0

@@ -78,6 +78,11 @@ class Stats:
     def failed(self) -> int:
         return _int(self.redis.get(keys.STAT_FAILED))
 
+    @property
+    def expired(self) -> int:
+        """All-time count of jobs dropped because they were fetched after their `expires_at` (stat:expired)."""
+        return _int(self.redis.get(keys.STAT_EXPIRED))
+
     @staticmethod
     def rate(processed: int, failed: int) -> float | None:
         """Share of executions that succeeded (failures count as processed too); None before any job ran."""

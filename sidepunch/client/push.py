@@ -13,6 +13,8 @@ production; a client's async twin (aio.twin_of) writes through the replacement t
 (sidepunch.testing) take over that same call for every client in the process: while one is active
 (modes.active), the entries go to it instead of `write`, whatever the client. The only module-global state
 in the package is the default client that `configure()` sets and that testing mode (modes.py says why).
+Reliable push (reliable.py, opt-in with `reliable_push=True`) lives behind the default `write`: a push that meets an
+outage is kept in memory and sent when Redis answers, instead of retrying for RETRY_FOR and raising.
 
 Must not import: sidepunch.server, sidepunch.api or sidepunch.admin (core and this package only).
 """
