@@ -154,10 +154,10 @@ class Scripted:
     """A round trip that fails while `down`, refuses the commands in `refuse`, and records what it sent."""
 
     def __init__(self):
-        self.down, self.refuse, self.sent = False, set(), []
+        self.down, self.refuse, self.sent, self.unreachable = False, set(), [], set()
 
     def __call__(self, cmds):
-        if self.down:
+        if self.down or any(cmd[-1] in self.unreachable for cmd in cmds):
             raise redis.ConnectionError("down")
         replies = []
         for cmd in cmds:
@@ -198,10 +198,9 @@ def test_a_direct_push_that_redis_refuses_raises_as_before():
 def test_a_forked_child_does_not_send_its_parents_buffer(monkeypatch):
     send = Scripted()
     buffer = ReliablePush(send, limit=10)
-    send.down = True
+    send.unreachable = {b"parent"}  # the parent's sender thread (no thread survives a real fork) never gets it out
     buffer.write([("LPUSH", "queue:a", b"parent")], entries("parent"))
     monkeypatch.setattr(reliable.os, "getpid", lambda: -1)  # as in a child after fork
-    send.down = False
     buffer.write([("LPUSH", "queue:a", b"child")], entries("child"))
     assert buffer.buffered == 0 and buffer.at_exit(0.1) == 0
     assert send.sent == [("LPUSH", "queue:a", b"child")]

@@ -195,8 +195,9 @@ class ReliablePush:
                 head.cmds = left
                 self._refused(head, replies)
                 return False
-            self._held.popleft()
-            self._jobs -= head.jobs
+            if self._held and self._held[0] is head:  # not cleared meanwhile (a fork, see _drop_parents)
+                self._held.popleft()
+                self._jobs -= head.jobs
         return True
 
     def _refused(self, head: _Held, replies: list[Any]) -> None:
