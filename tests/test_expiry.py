@@ -172,3 +172,24 @@ def test_a_daemon_drops_expired_jobs_sync_and_async_and_counts_them(daemon, r, c
     log = d.log()
     assert log.count("expired testjobs.Record") == 2 and log.count("expired asyncjobs.Nap") == 1
     assert "Traceback" not in log
+
+
+def test_inside_a_batch_an_expired_job_finishes_it_as_a_success(r, redis_server, monkeypatch):
+    """The real BUILTIN order (batch outside expiry): the batch sees the expired job as finished."""
+    import batchjobs
+    from sidepunch.core.middleware import MiddlewareContext
+    from sidepunch.features import build_features
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    sidepunch.configure(redis_server.url)
+    features = build_features(MiddlewareContext(r))
+    proc = conftest.make_processor(r, "batchjobs", IDENTITY, features=features)
+    batch = sidepunch.Batch(description="t", on_success=batchjobs.Callback, on_complete=batchjobs.Callback)
+    with batch:
+        batchjobs.Work.set(expires_in=0.01).perform_async(1)
+        batchjobs.Work.perform_async(2)
+    time.sleep(0.05)
+    assert sorted(run_next(proc) for _ in range(2)) == sorted([Outcome.EXPIRED, Outcome.DONE])
+    assert r.lrange("batchtest:ran", 0, -1) == [b"2"]
+    while r.llen(keys.queue("default")):  # the callbacks the batch pushed
+        run_next(proc)
+    assert r.lrange("batchtest:cb:success", 0, -1) == [batch.bid.encode()]
