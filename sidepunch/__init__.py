@@ -29,7 +29,8 @@ _EXPORTS = {
     "ReliablePushFull": ".client.reliable",
 }
 
-__all__ = ["AsyncClient", "Batch", "Client", "Job", "JobSetter", "JobTimeout", "Manager", "Middleware",
+# Not Manager: `from sidepunch import *` in a web app must not load the daemon's code.
+__all__ = ["AsyncClient", "Batch", "Client", "Job", "JobSetter", "JobTimeout", "Middleware",
            "MiddlewareContext", "Outcome", "PayloadError", "ReliablePushFull", "Reschedule", "ResultError",
            "ResultTimeout", "configure", "default_async_client", "default_client", "job", "periodic", "__version__"]
 
