@@ -22,6 +22,7 @@ from ..core import keys
 from ..core.middleware import Middleware, MiddlewareContext, build, hooks, run_client_chain
 from ..core.payload import encode, encode_value
 from ..features import build_features
+from .unique import add_digest, with_locks
 from .validate import JID_BYTES, check_args, check_at, check_job, describe, normalize, unfit
 
 _SIDEKIQ_DEFAULTS = {"retry": True, "queue": "default"}
@@ -69,7 +70,7 @@ class Preparer:
 
     def one(self, item: Mapping[str, Any]) -> tuple[list[Entry], str] | None:
         """(the entries, the jid) of one push, or None if a middleware stopped it. Bad input raises TypeError or
-        ValueError naming the field or argument."""
+        ValueError naming the field or argument. A unique job's entries are a unique.Locked list."""
         now = self.clock()
         job, odd = self._normalize(item, now)
         chain = self.features.for_push(job, self._chain) if self.features else self._chain
@@ -79,11 +80,15 @@ class Preparer:
                 return None
             odd = check_job(job)
             now = self.clock()
-        return self._entries([(None, job, odd)], now), job["jid"]
+        entries = self._entries([(None, job, odd)], now)
+        if "unique_for" in job:
+            entries = with_locks(entries, [job], now)
+        return entries, job["jid"]
 
-    def batches(self, batches: Iterable[Any]) -> list[tuple[list[Entry], list[str]]]:
+    def batches(self, batches: Iterable[Any]) -> list[tuple[list[Entry], list[str | None]]]:
         """(entries, jids) for each push_bulk call of a push_batches, every one checked and encoded before
-        the caller sends the first. Errors number the jobs across all batches."""
+        the caller sends the first; a job a middleware stopped has None in its place among the jids. Errors
+        number the jobs across all batches."""
         prepared, first = [], 0
         for batch in batches:
             entries, jids, count = self._bulk(batch, first)
@@ -91,13 +96,13 @@ class Preparer:
             first += count
         return prepared
 
-    def _bulk(self, items: Any, first: int) -> tuple[list[Entry], list[str], int]:
+    def _bulk(self, items: Any, first: int) -> tuple[list[Entry], list[str | None], int]:
         """(entries, jids, jobs given) for one push_bulk call whose first job is number `first`."""
         if isinstance(items, Mapping):
             rows, at, base = self._bulk_parts(items, first)
             if not rows:
                 return [], [], 0
-            plain = not self._chain and not (self.features and self._features_concern(base))
+            plain = not self._chain and not self._features_concern(base)
             prepared = self._bulk_template(rows, at, base, first) if plain else None
             if prepared is not None:
                 return (*prepared, len(rows))
@@ -106,6 +111,7 @@ class Preparer:
             raise TypeError(f"push_bulk takes Sidekiq's bulk item (a dict) or a list of job items, got "
                             f"{describe(items)}")
         jobs: list[_Job] = []
+        jids: list[str | None] = []  # None in the place of a job a middleware stopped
         count, now = 0, self.clock()
         for count, item in enumerate(items, 1):
             number = first + count - 1
@@ -114,10 +120,16 @@ class Preparer:
             if chain:
                 job = self._through_middleware(job, chain)
                 if job is None:
+                    jids.append(None)
                     continue
                 odd = _in_job(number, check_job, job)
             jobs.append((number, job, odd))
-        return self._entries(jobs, self.clock()), [job["jid"] for _, job, _ in jobs], count
+            jids.append(job["jid"])
+        now = self.clock()
+        entries = self._entries(jobs, now)
+        if any("unique_for" in job for _, job, _ in jobs):
+            entries = with_locks(entries, [job for _, job, _ in jobs], now)
+        return entries, jids, count
 
     @staticmethod
     def _bulk_parts(item: Mapping[str, Any], first: int) -> tuple[list, Any, dict[str, Any]]:
@@ -183,7 +195,9 @@ class Preparer:
         scores = at if isinstance(at, list) else itertools.repeat(at)
         return list(zip(itertools.repeat(queue), scores, payloads)), jids
 
-    def _normalize(self, item: Any, now: float) -> tuple[dict[str, Any], bool]:
+    def _normalize(self, item: Any, now: float, probe: bool = False) -> tuple[dict[str, Any], bool]:
+        """The job dict of an item, and whether it needs Ruby float spelling; a unique job gets its digest
+        here, where its class is known (unless this is a `probe` of a bulk push's shared keys)."""
         if type(item) is not dict and not isinstance(item, Mapping):  # typing.Mapping checks are slow
             raise TypeError(f"a job item must be a dict with 'class' and 'args', got {describe(item)}")
         if "class" not in item or "args" not in item:
@@ -192,17 +206,22 @@ class Preparer:
         klass = item["class"]
         job_class = _job_class(klass)
         if job_class is not None:
-            return normalize(item, job_class.job_options(), job_class.job_name(), now, self.random_bytes)
-        if isinstance(klass, str) and klass:
-            return normalize(item, _SIDEKIQ_DEFAULTS, str.__str__(klass), now, self.random_bytes)
-        what = (f"the class {klass.__module__}.{klass.__qualname__}, which is not a sidepunch.Job"
-                if isinstance(klass, type) else describe(klass))
-        raise TypeError(f"'class' must be a Job class, a @job function or a class name, got {what}")
+            job, odd = normalize(item, job_class.job_options(), job_class.job_name(), now, self.random_bytes)
+        elif isinstance(klass, str) and klass:
+            job, odd = normalize(item, _SIDEKIQ_DEFAULTS, str.__str__(klass), now, self.random_bytes)
+        else:
+            what = (f"the class {klass.__module__}.{klass.__qualname__}, which is not a sidepunch.Job"
+                    if isinstance(klass, type) else describe(klass))
+            raise TypeError(f"'class' must be a Job class, a @job function or a class name, got {what}")
+        if "unique_for" in job and not probe:
+            add_digest(job, job_class)
+        return job, odd
 
     def _features_concern(self, base: dict[str, Any]) -> bool:
-        """Whether a feature wants the jobs of a bulk push (they share all but args and jid)."""
-        probe, _ = self._normalize({**base, "args": []}, self.clock())
-        return bool(self.features.for_push(probe, ()))
+        """Whether a feature wants the jobs of a bulk push (they share all but args and jid), or they are unique
+        (each needs its own digest and lock)."""
+        probe, _ = self._normalize({**base, "args": []}, self.clock(), probe=True)
+        return "unique_for" in probe or bool(self.features and self.features.for_push(probe, ()))
 
     def _through_middleware(self, job: dict[str, Any], chain: tuple[Any, ...]) -> dict[str, Any] | None:
         result = run_client_chain(chain, job, lambda j: j)

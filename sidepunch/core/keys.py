@@ -43,6 +43,8 @@ Only the working lists and the liveness keys of reliable fetch are our own addit
 | sidepunch:periodic:seen           | ZSET   | every daemon's scheduler     | entry name; score = when its registration |
 |                                   |        |                              | lapses unless a daemon renews it (ours)   |
 | sidepunch:periodic:disabled       | SET    | api PeriodicSet.disable      | names of disabled entries (ours)          |
+| sidepunch:unique:<digest>         | STRING | client push script SET NX PX;| JSON [jid, class] of the unique job that  |
+|                                   |        | its job DELs it (Lua CAD)    | holds the lock; TTL = its window (ours)   |
 
 The metrics slots are UTC `YYYYMMDDTHHMM` stamps of a slot's start; `<step>` is the slot length in seconds: 60
 (minutes, kept 9 hours) or 600 (10 minutes, kept 73 hours). The counts hash has three fields per class, as
@@ -57,6 +59,9 @@ Payload fields the server writes besides Sidekiq's: `interrupted_count` (int), h
 while running the job (gitlab-sidekiq-fetcher's name; recovery writes it into the payload's bytes, see
 recovery.py); a job killed for it also gets `error_class` "sidepunch.WorkerDied", `error_message` and, if it
 had none, `failed_at`.
+
+Payload fields the client writes for unique jobs (core/unique.py): `unique_digest` (64 hex digits: SHA-256 of
+the class, queue and `unique_args`), beside the class options `unique_for` and `unique_until`.
 
 Payload fields a periodic enqueue adds: `periodic_name` (the entry's name) and `periodic_tick` (the tick, epoch
 seconds; absent for "run now" from the API/CLI). The claim key's `<fingerprint>` hashes the entry's cron, tz, job,
@@ -104,6 +109,10 @@ PERIODIC_LAST = PERIODIC_PREFIX + "last"
 PERIODIC_ENTRIES = PERIODIC_PREFIX + "entries"
 PERIODIC_SEEN = PERIODIC_PREFIX + "seen"
 PERIODIC_DISABLED = PERIODIC_PREFIX + "disabled"
+#: Unique jobs (features/unique.py): STRING `sidepunch:unique:<digest>`, value JSON [jid, class] of the job that
+#: holds it, TTL = unique_for (+ the delay of a scheduled push); SET NX by the client's push script
+#: (lua/unique_push.lua), deleted by its own job only (lua/unique_release.lua), or by `api.delete_unique_lock`.
+UNIQUE_PREFIX = "sidepunch:unique:"
 #: Metrics rollups: slot length in seconds -> how long its keys live (a little over the longest window read
 #: from it: 8 hours from minutes, 72 hours from 10-minute slots).
 METRICS_STEPS = {60: 9 * 3600, 600: 73 * 3600}
@@ -199,6 +208,11 @@ def cancel_request(jid: str) -> str:
 def result(jid: str) -> str:
     """`sidepunch:result:<jid>`: the JSON return value of a job whose class sets `keep_result` (seconds)."""
     return RESULT_PREFIX + jid
+
+
+def unique_lock(digest: str) -> str:
+    """`sidepunch:unique:<digest>`: the lock of a unique job; `digest` is 64 hex digits (core/unique.py)."""
+    return UNIQUE_PREFIX + digest
 
 
 def periodic_claim(name: str, fingerprint: str, tick: int) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 from ..core.middleware import Feature, MiddlewareContext, hooks, load_dotted
 
 #: Dotted paths of the built-in Feature classes, outermost first.
-BUILTIN: tuple[str, ...] = ()
+BUILTIN: tuple[str, ...] = ("sidepunch.features.unique.UniqueFeature",)
 
 
 class FeatureSet:
