@@ -36,6 +36,7 @@ from ..core.urls import hide_urls, mask_url, resolve_url, scrub
 from ..core.errors import ResultError, ResultTimeout
 from ..core.payload import PayloadError
 from .output import Output, escape, table, when
+from .locks import cmd_locks
 from .periodic import cmd_periodic
 from .parser import Failure, Status, build_parser
 
@@ -276,7 +277,7 @@ COMMANDS: dict[str, Callable[[redis.Redis, argparse.Namespace, Output], Status |
     "status": cmd_status, "cancel": cmd_cancel, "result": cmd_result,
     "processes": cmd_processes, "workers": cmd_workers,
     "quiet": lambda r, a, o: _signal(r, a, o, "quiet"), "stop": lambda r, a, o: _signal(r, a, o, "stop"),
-    "periodic": cmd_periodic, "web": cmd_web,
+    "periodic": cmd_periodic, "locks": cmd_locks, "web": cmd_web,
 }
 
 

@@ -146,6 +146,13 @@ def _add_periodic(add: Add) -> None:
     p.add_argument("name", nargs="?", metavar="NAME")
 
 
+def _add_locks(add: Add) -> None:
+    p = add("locks", "locks of unique jobs: list (default), delete KEY (a lock's key or digest)")
+    p.add_argument("action", nargs="?", default="list", choices=("list", "delete"))
+    p.add_argument("key", nargs="?", metavar="KEY")
+    p.add_argument("--limit", type=lambda t: _whole(t, 1, 10 ** 6), default=1000, help="list at most N (1000)")
+
+
 def _port(text: str) -> int:
     return _whole(text, 1, 65535)
 
@@ -173,5 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_jobs(add)
     _add_processes(add)
     _add_periodic(add)
+    _add_locks(add)
     _add_web(add)
     return parser

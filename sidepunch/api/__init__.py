@@ -29,6 +29,7 @@ from .metrics import Metrics
 from .periodic import PeriodicInfo, PeriodicSet
 from .processes import Process, ProcessSet, Work, Workers
 from .records import JobRecord, name_key, name_of
+from .unique import UniqueLock, delete_unique_lock, unique_lock_of, unique_locks  # noqa: F401 (exported)
 from .sets import DEFAULT_DEAD, BulkResult, Clock, DeadSet, JobSet, RetrySet, ScheduledSet, SortedEntry
 
 __all__ = ["Metrics", "PeriodicInfo", "PeriodicSet", "ResultError", "ResultTimeout", "DEFAULT_DEAD", "OUTCOMES", "STATES", "BulkResult", "DayStats", "DeadSet", "JobRecord", "JobSet",

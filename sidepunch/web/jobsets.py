@@ -19,6 +19,7 @@ from werkzeug.wrappers import Response
 from .. import api
 from ..api.ops import AdminOps
 from ..api.records import name_key
+from ..api.unique import unique_lock_of
 from ..core.payload import PayloadError
 from .pages import page_args
 from .render import compact
@@ -158,8 +159,9 @@ def entry(ctx: Any, kind: str, key: str) -> Response:
     entries = _find(_jobset(ctx, kind), key)
     if not entries:
         return ctx.fail(f"no such entry in {KINDS[kind][1]} (it may have moved meanwhile)", 404)
+    lock = unique_lock_of(ctx.redis, entries[0].item) if entries[0].ok else None  # a unique job's lock
     return ctx.render("entry.html", tab="jobset:" + kind, kind=kind, title=KINDS[kind][1], entry=entries[0],
-                      key=key, actions=ACTIONS[kind], labels=LABELS)
+                      key=key, actions=ACTIONS[kind], labels=LABELS, lock=lock)
 
 
 def entry_post(ctx: Any, kind: str, key: str) -> Response:
