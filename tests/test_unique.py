@@ -80,6 +80,15 @@ def test_expires_in_shortens_the_lock_so_an_expired_job_does_not_keep_it(r, clie
     assert 4_000 < r.pttl(key) <= 5_000
 
 
+def test_a_push_retried_after_its_first_attempt_landed_is_written_once(r, client):
+    entries, jid = client.preparer.one({"class": uniquejobs.Unique, "args": ["again"]})
+    assert len(sidepunch.client.prepare.commands(entries)) == 1  # one script: lock and job together
+    client.write(entries)
+    client.write(entries)  # as a retry through an outage would send it again
+    assert not entries.refused and r.llen("queue:default") == 1
+    assert client.push({"class": uniquejobs.Unique, "args": ["again"]}) is None
+
+
 def test_unique_args_says_what_a_duplicate_is(r, client):
     setter = uniquejobs.ByKey.set(client=client)
     assert setter.perform_async("k", 1) and setter.perform_async("k", 2) is None and setter.perform_async("j", 1)

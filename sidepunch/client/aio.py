@@ -109,9 +109,10 @@ class AsyncClient:
         round trip. `entries` are as for Client.write (a unique push too: its script goes in the same pipelined
         round trip, so no push blocks the loop). A testing mode (sidepunch.testing) takes this call while it
         is active."""
+        replies = await self._send(commands(entries))
         if type(entries) is Locked:
-            return entries.settle(await self._send(entries.commands()))
-        return await self._send(commands(entries))
+            entries.settle(replies)
+        return replies
 
     async def aclose(self) -> None:
         """Close the connections this client opened on the running loop (e.g. at an app's shutdown). Not needed

@@ -22,7 +22,7 @@ from ..core import keys
 from ..core.middleware import Middleware, MiddlewareContext, build, hooks, run_client_chain
 from ..core.payload import encode, encode_value
 from ..features import build_features
-from .unique import add_digest, with_locks
+from .unique import Locked, add_digest, with_locks
 from .validate import JID_BYTES, check_args, check_at, check_job, describe, normalize, unfit
 
 _SIDEKIQ_DEFAULTS = {"retry": True, "queue": "default"}
@@ -72,7 +72,7 @@ class Preparer:
         """(the entries, the jid) of one push, or None if a middleware stopped it. Bad input raises TypeError or
         ValueError naming the field or argument. A unique job's entries are a unique.Locked list."""
         now = self.clock()
-        job, odd = self._normalize(item, now)
+        job, odd, unique = self._normalize(item, now)
         chain = self.features.for_push(job, self._chain) if self.features else self._chain
         if chain:
             job = self._through_middleware(job, chain)
@@ -80,8 +80,9 @@ class Preparer:
                 return None
             odd = check_job(job)
             now = self.clock()
+            unique = "unique_for" in job  # a middleware may have added or removed it
         entries = self._entries([(None, job, odd)], now)
-        if "unique_for" in job:
+        if unique:
             entries = with_locks(entries, [job], now)
         return entries, job["jid"]
 
@@ -115,7 +116,7 @@ class Preparer:
         count, now = 0, self.clock()
         for count, item in enumerate(items, 1):
             number = first + count - 1
-            job, odd = _in_job(number, self._normalize, item, now)
+            job, odd, _ = _in_job(number, self._normalize, item, now)
             chain = self.features.for_push(job, self._chain) if self.features else self._chain
             if chain:
                 job = self._through_middleware(job, chain)
@@ -170,7 +171,7 @@ class Preparer:
         this). Returns None if the template cannot be split, and the caller takes the general path."""
         mark = secrets.token_hex(16)  # random, so no caller's value can contain it
         now = self.clock()
-        template, odd = self._normalize({**base, "args": [], "jid": f"jid-{mark}"}, now)
+        template, odd, _ = self._normalize({**base, "args": [], "jid": f"jid-{mark}"}, now)
         if at is None:
             template["enqueued_at"] = now
         template["args"] = f"args-{mark}"
@@ -195,9 +196,9 @@ class Preparer:
         scores = at if isinstance(at, list) else itertools.repeat(at)
         return list(zip(itertools.repeat(queue), scores, payloads)), jids
 
-    def _normalize(self, item: Any, now: float, probe: bool = False) -> tuple[dict[str, Any], bool]:
-        """The job dict of an item, and whether it needs Ruby float spelling; a unique job gets its digest
-        here, where its class is known (unless this is a `probe` of a bulk push's shared keys)."""
+    def _normalize(self, item: Any, now: float, probe: bool = False) -> tuple[dict[str, Any], bool, bool]:
+        """The job dict of an item, whether it needs Ruby float spelling, and whether it is unique; a unique job
+        gets its digest here, where its class is known (unless this is a `probe` of a bulk push's keys)."""
         if type(item) is not dict and not isinstance(item, Mapping):  # typing.Mapping checks are slow
             raise TypeError(f"a job item must be a dict with 'class' and 'args', got {describe(item)}")
         if "class" not in item or "args" not in item:
@@ -213,15 +214,16 @@ class Preparer:
             what = (f"the class {klass.__module__}.{klass.__qualname__}, which is not a sidepunch.Job"
                     if isinstance(klass, type) else describe(klass))
             raise TypeError(f"'class' must be a Job class, a @job function or a class name, got {what}")
-        if "unique_for" in job and not probe:
+        unique = "unique_for" in job
+        if unique and not probe:
             add_digest(job, job_class)
-        return job, odd
+        return job, odd, unique
 
     def _features_concern(self, base: dict[str, Any]) -> bool:
         """Whether a feature wants the jobs of a bulk push (they share all but args and jid), or they are unique
         (each needs its own digest and lock)."""
-        probe, _ = self._normalize({**base, "args": []}, self.clock(), probe=True)
-        return "unique_for" in probe or bool(self.features and self.features.for_push(probe, ()))
+        probe, _, unique = self._normalize({**base, "args": []}, self.clock(), probe=True)
+        return unique or bool(self.features and self.features.for_push(probe, ()))
 
     def _through_middleware(self, job: dict[str, Any], chain: tuple[Any, ...]) -> dict[str, Any] | None:
         result = run_client_chain(chain, job, lambda j: j)
@@ -252,7 +254,10 @@ class Preparer:
 
 def commands(entries: Sequence[Entry]) -> list[tuple]:
     """Redis commands for one atomic push: one ZADD schedule for the due jobs, then per queue (in first-seen
-    order) SADD queues and one LPUSH of its jobs in the order given."""
+    order) SADD queues and one LPUSH of its jobs in the order given. A push of unique jobs (unique.Locked) is
+    one script that takes each job's lock and writes it only if it did."""
+    if type(entries) is Locked:
+        return entries.commands()
     if len(entries) > 1:  # a bulk push, mostly of one kind: sorted out by C-level passes, not a loop per job
         due = list(map(_AT, entries))
         queues = set(map(_QUEUE, entries))

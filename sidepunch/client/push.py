@@ -135,9 +135,10 @@ class Client:
         A push of unique jobs (a unique.Locked list) goes as one script that writes each unique job only if
         it takes its lock, and records the refused ones on `entries`.
         """
+        replies = self._send(commands(entries))
         if type(entries) is Locked:
-            return entries.settle(self._send(entries.commands()))
-        return self._send(commands(entries))
+            entries.settle(replies)
+        return replies
 
     def _send(self, cmds: Sequence[tuple]) -> list[Any]:
         """Send commands pipelined on one pooled connection and read every reply.

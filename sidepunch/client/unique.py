@@ -3,14 +3,17 @@
 A job dict with `unique_for` (a class option, a `set(...)` option or an item key) gets `unique_digest` when it is
 normalised, while the client still has the job class (`unique_args(self, *args)`, if the class defines it,
 says what identifies a duplicate; default: the args). Its entries are then a `Locked` list: a plain list of
-entries to any writer, plus each entry's lock. The client's own write seam sends a Locked push as one script
+entries to any writer, plus each entry's lock. `prepare.commands` turns a Locked push into one script
 (core/lua/unique_push.lua, by EVAL, so the async client pipelines it with other pushes like any command): every
 unique job is written only if it took its lock, in the same round trip, so concurrent pushes from any number of
-threads and processes write exactly one job. The write records the entries it refused in `refused`; `push`
-then returns None, `push_bulk` None in each refused job's place, and each refusal is logged at debug.
+threads and processes write exactly one job, and a push retried after an outage whose first attempt landed is
+not written twice. The client's write seam records the entries the script refused in `refused`; `push` then
+returns None, `push_bulk` None in each refused job's place, and each refusal is logged at debug.
 
-A writer that does not honour locks (a testing mode, or a replaced write seam that does not call the client's
-own) writes a Locked push as plain entries: every job is written and nothing is refused.
+A writer that does not send `commands(entries)` (the testing modes, a replaced write seam) writes a Locked
+push as the plain entries it also is: every job is written and nothing is refused. A writer that sends them
+later (a Django on_commit push) takes the locks then: a refused job is dropped and logged, and its push had
+already returned the jid.
 
 Must not import: sidepunch.server, sidepunch.api or sidepunch.admin (core and this package only).
 """
