@@ -10,7 +10,7 @@ import pytest
 import sidepunch
 from sidepunch import api
 from sidepunch.core import keys
-from conftest import APPS
+from conftest import APPS, ROOT
 
 sys.path.insert(0, str(APPS))
 import uniquejobs  # noqa: E402
@@ -69,3 +69,15 @@ def test_the_job_detail_page_names_the_lock(redis_server, r, client):
     [lock] = api.unique_locks(r)
     assert sum(lock.key in page and 'id="unique-lock"' in page for page in pages) == 1
     assert sum('id="unique-lock"' in page for page in pages) == 1 and all("<b>x</b>" not in p for p in pages)
+
+
+def test_the_docs_example_runs_as_written(redis_server, r, monkeypatch):
+    text = (ROOT / "docs" / "features" / "unique.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.delenv("REDIS_PROVIDER", raising=False)
+    try:
+        exec(compile(code, "docs/features/unique.md", "exec"), {"__name__": "unique_docs_example"})
+    finally:
+        sidepunch.configure(redis=r)
+    assert r.llen("queue:default") == 3 and len(api.unique_locks(r)) == 3
