@@ -106,7 +106,7 @@ class Preparer:
             plain = not self._chain and not self._features_concern(base)
             prepared = self._bulk_template(rows, at, base, first) if plain else None
             if prepared is not None:
-                return (*prepared, len(rows))
+                return prepared[0], [*prepared[1]], len(rows)
             items = self._expand_bulk(rows, at, base)
         elif isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
             raise TypeError(f"push_bulk takes Sidekiq's bulk item (a dict) or a list of job items, got "

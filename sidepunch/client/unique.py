@@ -67,8 +67,9 @@ class Locked(list):
         if isinstance(flags, list) and len(flags) == len(self):
             self.refused = frozenset(i for i, flag in enumerate(flags) if flag == 0)
             for i in sorted(self.refused):
+                lock = self.locks[i]
                 log.debug("refused a duplicate push of a unique job: jid=%.100s, its lock %s is held",
-                          self.job_ids[i], self.locks[i][0] if self.locks[i] else "")
+                          self.job_ids[i], lock[0] if lock else "")
         return replies
 
     def jids(self, jids: Sequence[str | None]) -> list[str | None]:
