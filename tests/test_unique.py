@@ -259,6 +259,37 @@ def test_hostile_unique_fields_and_lock_keys_never_crash_and_never_release_anoth
     assert held_lock({"unique_for": 5, "class": {"a": 1}, "args": [], "jid": None}) is not None
 
 
+def hostile_fields(rng):
+    """Random unique fields as a hostile payload could carry them (JSON values of every kind)."""
+    values = [None, True, False, 0, -1, 1, 0.5, 10 ** 9, 10 ** 30, -1e300, "", "60", "start", "success", [], [60],
+              {}, {"a": 60}, "a" * 64, "A" * 64, "0" * 64, "g" * 64, "0" * 63, "\u0000" * 64, "é" * 64]
+    fields = {}
+    for name in ("unique_for", "unique_until", "unique_digest", "expires_in"):
+        if rng.random() < 0.8:
+            fields[name] = rng.choice(values)
+    fields.setdefault("unique_for", rng.choice(values))
+    return fields
+
+
+def test_generated_hostile_unique_fields_run_once_each_and_keep_others_locks(r, client):
+    import json
+    import random
+    rng = random.Random(16)
+    proc = processor(r)
+    jid = client.push({"class": uniquejobs.Unique, "args": ["kept"]})
+    held = locks(r)
+    real = r.rpop("queue:default")
+    for i in range(80):
+        payload = {"class": "uniquejobs.Unique", "args": [f"h{i}"], "jid": f"evil{i}", "queue": "default",
+                   **hostile_fields(rng)}
+        r.lpush("queue:default", json.dumps(payload))
+    outcomes = [run_next(proc) for _ in range(80)]
+    assert outcomes == [Outcome.DONE] * 80 and r.llen("done") == 80 and r.llen("queue:default") == 0
+    assert locks(r) == held and r.zcard("retry") == r.zcard("dead") == 0
+    r.lpush("queue:default", real)
+    assert run_next(proc) is Outcome.DONE and not locks(r) and jid
+
+
 def test_concurrent_pushes_from_threads_write_exactly_one_job(r, redis_server):
     clients = [sidepunch.Client(redis_server.url) for _ in range(4)]
     start = threading.Barrier(16)
