@@ -2,8 +2,8 @@
 
 Owns reading and changing what the admin sees: `Stats`, `Queue` (here), the sorted sets and `JobRecord`
 (sets.py), `ProcessSet` and `Workers` (processes.py); one job by its jid: `status`, `cancel` and `result`
-(jobs.py); periodic entries, `PeriodicSet` (periodic.py); all are importable from this module. The operations an
-admin runs by jid, queue or process (retry,
+(jobs.py); periodic entries, `PeriodicSet` (periodic.py); unique jobs' locks, `unique_locks` (unique.py); all
+are importable from this module. The operations an admin runs by jid, queue or process (retry,
 delete, kill, clear, enqueue, quiet, stop) are `ops.AdminOps`, shared by the `sidepunch` command and any
 dashboard. Every class takes a redis-py client explicitly and connects to nothing on its own; the jid
 functions take one too, or use the configured client's connection. Reading never changes data, except that
@@ -29,12 +29,12 @@ from .metrics import Metrics
 from .periodic import PeriodicInfo, PeriodicSet
 from .processes import Process, ProcessSet, Work, Workers
 from .records import JobRecord, name_key, name_of
-from .unique import UniqueLock, delete_unique_lock, unique_lock_of, unique_locks  # noqa: F401 (exported)
+from .unique import UniqueLock, delete_unique_lock, unique_lock_of, unique_locks
 from .sets import DEFAULT_DEAD, BulkResult, Clock, DeadSet, JobSet, RetrySet, ScheduledSet, SortedEntry
 
 __all__ = ["Metrics", "PeriodicInfo", "PeriodicSet", "ResultError", "ResultTimeout", "DEFAULT_DEAD", "OUTCOMES", "STATES", "BulkResult", "DayStats", "DeadSet", "JobRecord", "JobSet",
            "Process", "ProcessSet", "Queue", "RetrySet", "ScheduledSet", "SortedEntry", "Stats", "Work", "Workers",
-           "cancel", "result", "status"]
+           "cancel", "result", "status", "UniqueLock", "delete_unique_lock", "unique_lock_of", "unique_locks"]
 
 BATCH = 100
 STATS = ("processed", "failed")
