@@ -180,13 +180,18 @@ def test_the_worker_releases_on_success_and_never_another_jobs_lock(r, client):
 
 
 def test_a_failed_job_keeps_its_lock_in_the_retry_set_and_a_dead_one_releases_it(r, client):
-    assert client.push({"class": uniquejobs.FailingUnique, "args": [1]})
+    in_retry = client.push({"class": uniquejobs.FailingUnique, "args": [1]})
     proc = processor(r)
     assert run_next(proc) is Outcome.RETRY and r.zcard("retry") == 1 and len(locks(r)) == 1
     assert client.push({"class": uniquejobs.FailingUnique, "args": [1]}) is None
     assert client.push({"class": uniquejobs.DyingUnique, "args": [1]})
     assert run_next(proc) is Outcome.DEAD and r.zcard("dead") == 1 and len(locks(r)) == 1
     assert client.push({"class": uniquejobs.DyingUnique, "args": [1]})
+    assert client.push({"class": uniquejobs.FailingUnique, "args": [2], "retry": False})
+    assert run_next(proc) is Outcome.DEAD  # the DyingUnique pushed just now
+    assert run_next(proc) is Outcome.DISCARDED
+    assert list(locks(r).values()) == [f'["{in_retry}","uniquejobs.FailingUnique"]'.encode()]
+    assert client.push({"class": uniquejobs.FailingUnique, "args": [2], "retry": False})  # discarded: released
 
 
 def test_until_start_releases_before_perform_and_reschedule_keeps_the_lock(r, client):
