@@ -194,18 +194,13 @@ def test_a_failed_job_keeps_its_lock_in_the_retry_set_and_a_dead_one_releases_it
     assert client.push({"class": uniquejobs.FailingUnique, "args": [2], "retry": False})  # discarded: released
 
 
-def test_until_start_releases_before_perform_and_reschedule_keeps_the_lock(r, client):
+def test_until_start_releases_before_perform_and_reschedule_keeps_the_lock(r, client, monkeypatch):
     feature = UniqueFeature(MiddlewareContext(r))
     seen = []
-    job = sidepunch.client.job.job_class_of(uniquejobs.UniqueUntilStart)
-    assert client.push({"class": job, "args": ["s", 0]})
+    assert client.push({"class": uniquejobs.UniqueUntilStart, "args": ["s", 0]})
     proc = processor(r)
-    original = uniquejobs.UniqueUntilStart.perform
-    try:
-        uniquejobs.UniqueUntilStart.perform = lambda self, *a: seen.append(len(locks(r)))
-        assert run_next(proc) is Outcome.DONE and seen == [0]
-    finally:
-        uniquejobs.UniqueUntilStart.perform = original
+    monkeypatch.setattr(uniquejobs.UniqueUntilStart, "perform", lambda self, *a: seen.append(len(locks(r))))
+    assert run_next(proc) is Outcome.DONE and seen == [0]
     client.push({"class": uniquejobs.Unique, "args": ["r"]})
     payload = sidepunch.core.payload.decode(r.lindex("queue:default", 0))
     with pytest.raises(Reschedule):
@@ -337,16 +332,50 @@ def test_concurrent_pushes_from_processes_write_exactly_one_job(r, redis_server)
     assert sum(written) == 1 and r.llen("queue:default") == 1
 
 
-def test_testing_modes_take_unique_pushes_without_redis(monkeypatch):
-    """Uniqueness is off in the testing modes: every push is kept (fake) or run (inline), with no Redis."""
+def test_fake_mode_keeps_uniqueness_in_memory_and_inline_takes_no_lock(monkeypatch):
+    """No Redis (nothing listens where the clients point): fake mode refuses a duplicate of a unique job it keeps
+    until the first ran (returned or raised) or was cleared; inline mode runs every push."""
     from sidepunch import testing
-    client = sidepunch.Client("redis://127.0.0.1:1/0")  # nothing listens there
+    client = sidepunch.Client("redis://127.0.0.1:1/0")
     sidepunch.configure("redis://127.0.0.1:1/0")
-    with testing.fake() as jobs:
-        assert uniquejobs.Unique.set(client=client).perform_async(1)
-        assert uniquejobs.Unique.set(client=client).perform_bulk([[1], [1]]) != [None, None]
-        assert [j["args"] for j in jobs.jobs()] == [[1]] * 3 and jobs.jobs()[0]["unique_digest"]
     ran = []
     monkeypatch.setattr(uniquejobs.Unique, "perform", lambda self, value: ran.append(value))
+    with testing.fake() as jobs:
+        setter = uniquejobs.Unique.set(client=client)
+        assert setter.perform_async(1) and setter.perform_async(1) is None
+        assert [j is None for j in setter.perform_bulk([[1], [2], [2]])] == [True, False, True]
+        assert [j["args"] for j in jobs.jobs()] == [[1], [2]] and jobs.jobs()[0]["unique_digest"]
+        assert jobs.drain() == 2 and ran == [1, 2] and setter.perform_async(1)  # ran: released
+        assert jobs.clear() == 1 and setter.perform_async(1)  # cleared: released
     with testing.inline():
-        assert uniquejobs.Unique.perform_async(2) and uniquejobs.Unique.perform_async(2) and ran == [2, 2]
+        assert uniquejobs.Unique.perform_async(3) and uniquejobs.Unique.perform_async(3) and ran[-2:] == [3, 3]
+
+
+def test_fake_mode_releases_at_start_or_after_the_run_and_keeps_the_lock_of_a_rescheduled_job(monkeypatch):
+    from sidepunch import testing
+    sidepunch.configure("redis://127.0.0.1:1/0")
+    pushed = []
+
+    def push_again(self, value, seconds):
+        if value != "x" or len(pushed) < 2:  # each of the first two runs pushes its own duplicate
+            pushed.append(type(self).perform_async(value, seconds))
+        if value == "later":
+            raise Reschedule(60)
+        if value == "boom":
+            raise RuntimeError("boom")
+
+    monkeypatch.setattr(uniquejobs.SlowUnique, "perform", push_again)
+    with testing.fake() as jobs:
+        uniquejobs.SlowUnique.perform_async("x", 0)
+        uniquejobs.UniqueUntilStart.perform_async("x", 0)
+        assert jobs.drain() == 3  # the until-start job's own duplicate was kept (released at start), and ran
+        assert [j is None for j in pushed] == [True, False]  # the other's was refused (held until success)
+        pushed.clear()
+        uniquejobs.SlowUnique.perform_async("boom", 0)
+        with pytest.raises(RuntimeError):
+            jobs.drain()
+        assert uniquejobs.SlowUnique.perform_async("boom", 0)  # raised: gone from the store, lock released
+        jobs.clear()
+        uniquejobs.SlowUnique.perform_async("later", 0)
+        assert jobs.drain() == 1 and len(jobs) == 1  # rescheduled: still kept, lock still held
+        assert uniquejobs.SlowUnique.perform_async("later", 0) is None

@@ -10,8 +10,9 @@ threads and processes write exactly one job, and a push retried after an outage 
 not written twice. The client's write seam records the entries the script refused in `refused`; `push` then
 returns None, `push_bulk` None in each refused job's place, and each refusal is logged at debug.
 
-A writer that does not send `commands(entries)` (the testing modes, a replaced write seam) writes a Locked
-push as the plain entries it also is: every job is written and nothing is refused. A writer that sends them
+A writer that does not send `commands(entries)` (inline mode, a replaced write seam) writes a Locked push as
+the plain entries it also is: every job is written and nothing is refused; fake mode keeps its locks in memory
+(testing/locks.py). A writer that sends them
 later (a Django on_commit push) takes the locks then: a refused job is dropped and logged, and its push had
 already returned the jid.
 
