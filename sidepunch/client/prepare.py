@@ -22,7 +22,7 @@ from ..core import keys
 from ..core.middleware import Middleware, MiddlewareContext, build, hooks, run_client_chain
 from ..core.payload import encode, encode_value
 from ..features import build_features
-from .unique import Locked, add_digest, with_locks
+from .unique import Locked, add_digest, push_script, with_locks
 from .validate import JID_BYTES, check_args, check_at, check_job, describe, normalize, unfit
 
 _SIDEKIQ_DEFAULTS = {"retry": True, "queue": "default"}
@@ -61,6 +61,7 @@ class Preparer:
         self.middleware: tuple[Middleware, ...] = tuple(build(m, context, "around_push") for m in middleware)
         self._chain = hooks(self.middleware, "around_push")
         self.features = build_features(context)  # the built-in features' push hooks (unique jobs, batches...)
+        self._unique_script = push_script()  # sent with each push of unique jobs (client/unique.py)
 
     def install(self, middleware: Sequence[Middleware]) -> None:
         """Add built middleware outermost (a worker adds the daemon's, so pushes from jobs pass through them)."""
@@ -83,7 +84,7 @@ class Preparer:
             unique = "unique_for" in job  # a middleware may have added or removed it
         entries = self._entries([(None, job, odd)], now)
         if unique:
-            entries = with_locks(entries, [job], now)
+            entries = with_locks(entries, [job], now, self._unique_script)
         return entries, job["jid"]
 
     def batches(self, batches: Iterable[Any]) -> list[tuple[list[Entry], list[str | None]]]:
@@ -129,7 +130,7 @@ class Preparer:
         now = self.clock()
         entries = self._entries(jobs, now)
         if any("unique_for" in job for _, job, _ in jobs):
-            entries = with_locks(entries, [job for _, job, _ in jobs], now)
+            entries = with_locks(entries, [job for _, job, _ in jobs], now, self._unique_script)
         return entries, jids, count
 
     @staticmethod

@@ -45,8 +45,10 @@ class Locked(list):
     """The entries of one push with unique jobs. `locks[i]` is entry i's Lock, or None; `refused` holds the
     indexes of the entries the write refused (set by the write that honoured the locks)."""
 
-    def __init__(self, entries: Sequence[Any], locks: Sequence[Lock | None], jids: Sequence[str]) -> None:
+    def __init__(self, entries: Sequence[Any], locks: Sequence[Lock | None], jids: Sequence[str],
+                 script: str) -> None:
         super().__init__(entries)
+        self.script = script  # the text of unique_push.lua
         self.locks = list(locks)
         self.job_ids = list(jids)
         self.refused: frozenset[int] = frozenset()
@@ -60,7 +62,7 @@ class Locked(list):
             names += (target, lock[0] if lock else target)
             argv += (queue, "" if at is None else repr(float(at)), payload, lock[1] if lock else "",
                      lock[2] if lock else 0)
-        return [("EVAL", scripts.source(PUSH_SCRIPT), len(names), *names, *argv)]
+        return [("EVAL", self.script, len(names), *names, *argv)]
 
     def settle(self, replies: Sequence[Any]) -> Sequence[Any]:
         """Record which jobs the script refused (its reply: 1 written, 0 refused, per entry); returns `replies`."""
@@ -87,12 +89,18 @@ class Locked(list):
         return out
 
 
-def with_locks(entries: list[Any], jobs: Sequence[dict[str, Any]], now: float) -> list[Any]:
-    """`entries` (one per job of `jobs`, in order) as a Locked push if any job is unique, else unchanged."""
+def push_script() -> str:
+    """The text of the script a Locked push sends (read by each Preparer once, as other scripts are)."""
+    return scripts.source(PUSH_SCRIPT)
+
+
+def with_locks(entries: list[Any], jobs: Sequence[dict[str, Any]], now: float, script: str) -> list[Any]:
+    """`entries` (one per job of `jobs`, in order) as a Locked push if any job is unique, else unchanged;
+    `script` is push_script()'s text."""
     locks: list[Lock | None] = []
     for (_, at, _), job in zip(entries, jobs):
         ttl = lock_ttl_ms(job, now, at) if "unique_for" in job else None
         locks.append(None if ttl is None else (keys.unique_lock(job_digest(job)), lock_value(job), ttl))
     if not any(locks):
         return entries
-    return Locked(entries, locks, [job["jid"] for job in jobs])
+    return Locked(entries, locks, [job["jid"] for job in jobs], script)

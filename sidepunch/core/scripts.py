@@ -4,7 +4,6 @@ Must not import: anything of sidepunch's above core (client, server, api, admin)
 """
 from __future__ import annotations
 
-import functools
 from importlib import resources
 from typing import Any, Sequence
 
@@ -21,11 +20,9 @@ def _source(name: str, uses: Sequence[str] = ()) -> str:
     return shared + own
 
 
-@functools.lru_cache(maxsize=None)
 def source(name: str) -> str:
     """A script's text, for a caller that sends it with EVAL in a round trip of its own making (the client's
-    unique push, which the async client pipelines with other pushes). Read once per name: the package's files
-    do not change while it runs."""
+    unique push, which the async client pipelines with other pushes)."""
     return _source(name)
 
 
