@@ -45,8 +45,14 @@ def test_unique_lock_of_names_the_lock_a_job_holds(r, client):
 
 def test_the_cli_lists_and_deletes_locks(cli, r, client):
     jid = uniquejobs.Unique.set(client=client).perform_async(1)
+    r.set(keys.UNIQUE_PREFIX + "x\x1b[2J" + "y" * 300, "odd")
     status, out, _ = cli("locks")
-    assert status == 0 and jid in out and "uniquejobs.Unique" in out
+    assert status == 0 and jid in out and "uniquejobs.Unique" in out and "\x1b" not in out
+    [line] = [line for line in out.splitlines() if jid in line]
+    digest = line.split()[0]
+    assert len(digest) == 64 and cli("locks", "delete", digest)[0] == 0 and jid not in cli("locks")[1]
+    jid = uniquejobs.Unique.set(client=client).perform_async(1)
+    r.delete(keys.UNIQUE_PREFIX + "x\x1b[2J" + "y" * 300)
     status, out, _ = cli("locks", "list", "--json")
     [row] = json.loads(out)
     assert row["jid"] == jid and row["class"] == "uniquejobs.Unique"
