@@ -86,7 +86,7 @@ def _add_listings(add: Add) -> None:
     add("stats", "counters, set sizes and latency").add_argument(
         "--days", type=_days, default=0,
         help=f"also show per-day counts for the last N days (UTC), at most {api.MAX_HISTORY_DAYS}")
-    add("queues", "queues with size and latency")
+    add("queues", "queues with size, latency and whether paused")
     p = add("jobs", "jobs waiting in a queue (newest first)")
     p.add_argument("queue", metavar="QUEUE")
     p.add_argument("--oldest-first", action="store_true", help="list in the order the jobs will run")
@@ -146,6 +146,24 @@ def _add_periodic(add: Add) -> None:
     p.add_argument("name", nargs="?", metavar="NAME")
 
 
+def _add_batches(add: Add) -> None:
+    add("batches", "batches, newest first, with their progress").add_argument(
+        "--limit", type=lambda t: _whole(t, 1, 10_000), default=100, metavar="N", help="at most N (default 100)")
+    add("batch", "one batch's status, pending and failed jobs (exit 1 when unknown)").add_argument("bid", metavar="BID")
+
+
+def _add_limits(add: Add) -> None:
+    p = add("limits", "rate limiters and their state: list (default), reset NAME (frees its slots, clears its log)")
+    p.add_argument("action", nargs="?", default="list", choices=("list", "reset"))
+    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument("--forget", action="store_true", help="with reset: also unlist it until it is used again")
+
+
+def _add_pausing(add: Add) -> None:
+    add("pause", "stop every daemon fetching a queue (pushes are still accepted)").add_argument("queue", metavar="QUEUE")
+    add("unpause", "let daemons fetch a paused queue again").add_argument("queue", metavar="QUEUE")
+
+
 def _add_locks(add: Add) -> None:
     p = add("locks", "locks of unique jobs: list (default), delete KEY (a lock's key or digest)")
     p.add_argument("action", nargs="?", default="list", choices=("list", "delete"))
@@ -180,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_jobs(add)
     _add_processes(add)
     _add_periodic(add)
+    _add_batches(add)
+    _add_limits(add)
+    _add_pausing(add)
     _add_locks(add)
     _add_web(add)
     return parser

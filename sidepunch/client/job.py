@@ -58,6 +58,8 @@ class Job:
     queue: str = "default"
     retry: bool | int = True
     dead: bool | None = None
+    #: While a job of a batch runs: its batch (`with self.batch:` adds jobs to it); else None (client/batch.py).
+    batch: Any = None
     backtrace: bool | int | None = None
     retry_queue: str | None = None
     tags: list[str] | None = None

@@ -34,9 +34,9 @@ def check_class_options(cls: Any) -> None:
     if keep is not None and (type(keep) is not int or not 0 <= keep <= 10 ** 8):
         raise TypeError(f"{name}.keep_result must be a number of seconds (int, 0 to 10**8), got {describe(keep)}")
     check_feature_options({key: getattr(cls, key) for key in ("unique_for", "unique_until", "expires_in")}, name)
-    limits = cls.limits
-    if limits is not None and not isinstance(limits, (list, tuple)):
-        raise TypeError(f"{name}.limits must be a list of sidepunch.limits limiters, got {describe(limits)}")
+    if cls.limits is not None:
+        from ..limits import check_limits  # only for classes that list limits: others never load it
+        check_limits(cls.limits, name)
 
 
 def check_feature_options(options: Mapping[str, Any], where: str) -> None:
