@@ -379,3 +379,38 @@ def test_fake_mode_releases_at_start_or_after_the_run_and_keeps_the_lock_of_a_re
         uniquejobs.SlowUnique.perform_async("later", 0)
         assert jobs.drain() == 1 and len(jobs) == 1  # rescheduled: still kept, lock still held
         assert uniquejobs.SlowUnique.perform_async("later", 0) is None
+
+
+def test_unique_jobs_pushed_in_a_batch_take_no_lock_so_the_batch_still_completes(r, redis_server, monkeypatch):
+    """A batch registers a job's jid before the write, so a duplicate refused there would keep its batch waiting
+    forever: a job pushed inside `with batch:` takes no unique lock (docs/features/unique.md says so)."""
+    import batchjobs
+    from sidepunch.features.batch import BatchFeature
+    from sidepunch.features import FeatureSet
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    sidepunch.configure(redis_server.url)
+    batch = sidepunch.Batch(description="unique inside", on_success=batchjobs.Callback)
+    with batch:
+        jids = [uniquejobs.Unique.perform_async("b") for _ in range(2)] + uniquejobs.Unique.perform_bulk([["b"]])
+    assert all(jids) and r.llen("queue:default") == 3 and not locks(r)
+    context = MiddlewareContext(r)
+    proc = conftest.make_processor(r, "uniquejobs", IDENTITY,
+                                   features=FeatureSet([BatchFeature(context), UniqueFeature(context)]))
+    proc.ctx.resolver.resolve = lambda name: batchjobs.Callback if "Callback" in name else uniquejobs.Unique
+    for _ in range(4):  # three jobs, then the success callback
+        assert run_next(proc) is Outcome.DONE
+    assert r.lrange("batchtest:cb:success", 0, -1) == [batch.bid.encode()]
+    assert uniquejobs.Unique.perform_async("b") and uniquejobs.Unique.perform_async("b") is None  # outside: unique
+
+
+def test_a_rate_limited_job_keeps_its_lock_and_an_expired_one_loses_it_at_its_deadline(r, client):
+    proc = processor(r)  # every built-in feature: batch, expiry, limits, unique (innermost)
+    assert client.push({"class": uniquejobs.LimitedUnique, "args": ["first"]})
+    assert client.push({"class": uniquejobs.LimitedUnique, "args": ["second"]})
+    assert run_next(proc) is Outcome.DONE and run_next(proc) is Outcome.RATE_LIMITED
+    assert r.zcard("schedule") == 1 and len(locks(r)) == 1  # the second waits in the schedule, lock held
+    assert client.push({"class": uniquejobs.LimitedUnique, "args": ["second"]}) is None
+    assert client.push({"class": uniquejobs.Unique, "args": ["exp"], "expires_in": 0.3, "unique_for": 60})
+    time.sleep(0.4)
+    assert run_next(proc) is Outcome.EXPIRED and len(locks(r)) == 1  # its lock ended with its deadline
+    assert client.push({"class": uniquejobs.Unique, "args": ["exp"], "unique_for": 60})

@@ -10,6 +10,9 @@ threads and processes write exactly one job, and a push retried after an outage 
 not written twice. The client's write seam records the entries the script refused in `refused`; `push` then
 returns None, `push_bulk` None in each refused job's place, and each refusal is logged at debug.
 
+A job pushed inside `with batch:` (a payload with `bid`) takes no lock: the batch registers its jid before the
+write, and a refused one would keep the batch waiting forever.
+
 A writer that does not send `commands(entries)` (inline mode, a replaced write seam) writes a Locked push as
 the plain entries it also is: every job is written and nothing is refused; fake mode keeps its locks in memory
 (testing/locks.py). A writer that sends them
@@ -99,7 +102,9 @@ def with_locks(entries: list[Any], jobs: Sequence[dict[str, Any]], now: float, s
     `script` is push_script()'s text."""
     locks: list[Lock | None] = []
     for (_, at, _), job in zip(entries, jobs):
-        ttl = lock_ttl_ms(job, now, at) if "unique_for" in job else None
+        # A batch registers its jobs' jids before the write: one refused here would keep its batch waiting
+        # forever, so a job pushed inside `with batch:` takes no lock.
+        ttl = lock_ttl_ms(job, now, at) if "unique_for" in job and "bid" not in job else None
         locks.append(None if ttl is None else (keys.unique_lock(job_digest(job)), lock_value(job), ttl))
     if not any(locks):
         return entries

@@ -3,6 +3,7 @@ import asyncio
 import time
 
 import sidepunch
+import sidepunch.limits
 
 
 def _redis():
@@ -71,3 +72,9 @@ class AsyncUnique(sidepunch.Job):
         _redis().rpush("started", value)
         await asyncio.sleep(seconds)
         _redis().rpush("done", value)
+
+
+class LimitedUnique(Unique):
+    """Unique, and at most one run a minute (a window limiter): the second job of a minute is rate limited."""
+
+    limits = [sidepunch.limits.Window("unique-test-window", 1, per=60)]
