@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,8 +26,9 @@ from sidepunch.server.fetch.paused import REFRESH
 sys.path.insert(0, str(Path(__file__).resolve().parent / "apps"))
 import testjobs  # noqa: E402
 
-#: A pause reaches a fetcher within one refresh plus one blocking fetch; a little margin for a busy machine.
-PAUSE_TAKES = REFRESH + FETCH_TIMEOUT + 1.0
+#: A pause reaches a fetcher within one refresh (a blocking fetch puts back what it got from a queue paused
+#: meanwhile), inside the fetch timeout; a little margin for a busy machine.
+PAUSE_TAKES = REFRESH + 1.0
 
 
 class Counting:
@@ -132,6 +134,28 @@ def test_every_queue_paused_waits_without_spinning_and_resumes(r, make):
     r.srem(keys.PAUSED, "a")
     unit = wait_for(fetcher.fetch, REFRESH + FETCH_TIMEOUT + 1, message="the unpaused queue to be fetched")
     assert unit.queue == "a"
+
+
+@pytest.mark.parametrize("make", [_reliable, _basic], ids=["reliable", "basic"])
+def test_a_job_a_blocking_fetch_gets_from_a_queue_paused_meanwhile_goes_back_to_its_head(r, make):
+    fetcher = make(r, [QueueSpec("a")])
+    assert fetcher.fetch() is None  # empty: the paused set has been read (nothing paused)
+    fetcher.paused = PausedQueues(r, refresh=0.0)  # as if the next read were due when the fetch returns
+    payloads = [json.dumps({"class": "X", "args": [i], "jid": f"j{i}"}).encode() for i in range(2)]
+
+    def pause_then_push():
+        time.sleep(0.3)  # the fetch is blocking on `a` by now
+        r.sadd(keys.PAUSED, "a")
+        r.lpush(keys.queue("a"), *payloads)
+
+    thread = threading.Thread(target=pause_then_push)
+    thread.start()
+    assert fetcher.fetch() is None  # the blocking fetch got j0 and put it back
+    thread.join()
+    assert r.lrange(keys.queue("a"), 0, -1) == payloads[::-1]  # j0 back at the head (the right end), in order
+    assert not any(r.llen(k) for k in r.keys("working:*"))
+    r.srem(keys.PAUSED, "a")
+    assert json.loads(fetcher.fetch().payload)["jid"] == "j0"
 
 
 def test_reliable_fetch_sends_its_acks_when_everything_is_paused(r):

@@ -61,7 +61,8 @@ def cmd_stats(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
     def text() -> str:
         rate = data["success_rate"]
         rows = [("Processed", data["processed"]), ("Failed", data["failed"]),
-                ("Success rate", "-" if rate is None else f"{rate * 100:.2f}%"), ("Enqueued", data["enqueued"]),
+                ("Success rate", "-" if rate is None else f"{rate * 100:.2f}%"), ("Cancelled", data["cancelled"]),
+                ("Expired", data["expired"]), ("Rate limited", data["rate_limited"]), ("Enqueued", data["enqueued"]),
                 ("Scheduled", data["scheduled_size"]), ("Retries", data["retry_size"]),
                 ("Dead", data["dead_size"]), ("Processes", data["processes_size"]),
                 ("Busy", data["workers_size"]), ("Default latency", f"{data['default_queue_latency']:.1f}s")]

@@ -45,6 +45,8 @@ __all__ = ["Metrics", "PeriodicInfo", "PeriodicSet", "ResultError", "ResultTimeo
 
 BATCH = 100
 STATS = ("processed", "failed")
+#: The other endings counted all-time (keys.STAT_EVENTS), in summary() under these names.
+EVENTS = ("cancelled", "expired", "rate_limited")
 #: Day keys expire after five years, so older history is all zeros; Sidekiq refuses more, too.
 MAX_HISTORY_DAYS = 5 * 365
 
@@ -86,6 +88,16 @@ class Stats:
     def expired(self) -> int:
         """All-time count of jobs dropped because they were fetched after their `expires_at` (stat:expired)."""
         return _int(self.redis.get(keys.STAT_EXPIRED))
+
+    @property
+    def rate_limited(self) -> int:
+        """All-time count of times a job over a rate limit went back to the schedule (stat:rate_limited)."""
+        return _int(self.redis.get(keys.STAT_RATE_LIMITED))
+
+    @property
+    def cancelled(self) -> int:
+        """All-time count of running jobs stopped by `cancel` (sidepunch:stat:cancelled)."""
+        return _int(self.redis.get(keys.STAT_CANCELLED))
 
     @staticmethod
     def rate(processed: int, failed: int) -> float | None:
@@ -160,9 +172,11 @@ class Stats:
         for zset in (keys.SCHEDULE, keys.RETRY, keys.DEAD):
             pipe.zcard(zset)
         pipe.scard(keys.PROCESSES)
-        processed, failed, scheduled, retries, dead, processes = pipe.execute()
+        pipe.mget([keys.STAT_EVENTS[kind] for kind in EVENTS])
+        processed, failed, scheduled, retries, dead, processes, events = pipe.execute()
         queues = self.queues
         return {"processed": _int(processed), "failed": _int(failed),
+                **{kind: _int(n) for kind, n in zip(EVENTS, events)},
                 "success_rate": self.rate(_int(processed), _int(failed)), "enqueued": sum(queues.values()),
                 "scheduled_size": scheduled, "retry_size": retries, "dead_size": dead,
                 "processes_size": processes, "workers_size": self.workers_size,

@@ -3,8 +3,8 @@ names (exact bytes, no `queue:` prefix). `Queue(name).pause()` / `.unpause()` / 
 these; the CLI (admin/pausing.py) and the dashboard (web/pausing.py) too.
 
 A paused queue keeps accepting pushes; every daemon's fetchers read the set at most once a second
-(server/fetch/paused.py) and stop taking jobs from it within about 3 seconds (that second plus one blocking
-fetch of 2 s); jobs already running finish. Pausing a queue that has no jobs yet (or no daemon) is allowed: the
+(server/fetch/paused.py) and stop taking jobs from it within about a second (a blocking fetch that returns a
+job of a queue paused meanwhile puts it back); jobs already running finish. Pausing a queue that has no jobs yet (or no daemon) is allowed: the
 state waits in Redis. Imports core and client only.
 """
 from __future__ import annotations

@@ -37,7 +37,11 @@ class BasicFetch:
         reply = blocking(self._redis.brpop, [keys.queue(q) for q in order], FETCH_TIMEOUT)
         if reply is None:
             return None
-        return UnitOfWork(keys.queue_name(reply[0]), reply[1])
+        unit = UnitOfWork(keys.queue_name(reply[0]), reply[1])
+        if unit.queue in self.paused.current():  # paused while this fetch blocked: back to the head, not run
+            self.requeue([unit])
+            return None
+        return unit
 
     def ack(self, unit: UnitOfWork, seconds: float = 0.0) -> bool:
         return False

@@ -3,8 +3,9 @@ last read it, and the queue selection that leaves them out.
 
 One instance is shared by every processor thread of a process (the pool hands it to each fetcher), and it reads
 Redis at most once per REFRESH seconds, whichever thread asks first: the fetch of a job never pays a round trip
-for it, only a clock read. So a pause reaches every daemon within REFRESH plus one blocking fetch (FETCH_TIMEOUT),
-and an unpause within REFRESH. Threads whose queues are all paused sleep until the next refresh instead of
+for it, only a clock read. A blocking fetch that was already waiting when the queue was paused looks again when
+it returns a job, and puts that job back at the head of its queue: so a pause reaches every daemon within REFRESH
+(a second, inside the fetch timeout), and an unpause too. Threads whose queues are all paused sleep until the next refresh instead of
 spinning. Must not import the worker's process code (launcher, pool).
 """
 from __future__ import annotations

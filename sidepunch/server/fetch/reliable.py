@@ -125,7 +125,13 @@ class ReliableFetch:
                 raise
             time.sleep(FETCH_TIMEOUT)  # the key is not a list: nothing will come, as from an empty queue
             return None
-        return None if job is None else UnitOfWork(queue, job, working)
+        if job is None:
+            return None
+        unit = UnitOfWork(queue, job, working)
+        if queue in self.paused.current():  # paused while this fetch blocked: back to the head, not run
+            self.requeue([unit])
+            return None
+        return unit
 
     def ack(self, unit: UnitOfWork, seconds: float = 0.0) -> bool:
         """Note a finished job; returns True when `send_acks` should run now. For fast jobs the LREM rides on
