@@ -35,8 +35,8 @@ from .pausing import paused_queues
 from .periodic import PeriodicInfo, PeriodicSet
 from .processes import Process, ProcessSet, Work, Workers
 from .records import JobRecord, name_key, name_of
-from .unique import UniqueLock, delete_unique_lock, unique_lock_of, unique_locks
 from .sets import DEFAULT_DEAD, BulkResult, Clock, DeadSet, JobSet, RetrySet, ScheduledSet, SortedEntry
+from .unique import UniqueLock, delete_unique_lock, unique_lock_of, unique_locks
 
 __all__ = ["Metrics", "PeriodicInfo", "PeriodicSet", "ResultError", "ResultTimeout", "DEFAULT_DEAD", "OUTCOMES", "STATES", "BulkResult", "DayStats", "DeadSet", "JobRecord", "JobSet",
            "Process", "ProcessSet", "Queue", "RetrySet", "ScheduledSet", "SortedEntry", "Stats", "Work", "Workers",
