@@ -37,6 +37,7 @@ from ..core.errors import ResultError, ResultTimeout
 from ..core.payload import PayloadError
 from .output import Output, escape, table, when
 from .limits import cmd_limits
+from .locks import cmd_locks
 from .pausing import cmd_pause, cmd_unpause, paused_names
 from .periodic import cmd_periodic
 from .batches import cmd_batch, cmd_batches
@@ -285,7 +286,7 @@ COMMANDS: dict[str, Callable[[redis.Redis, argparse.Namespace, Output], Status |
     "quiet": lambda r, a, o: _signal(r, a, o, "quiet"), "stop": lambda r, a, o: _signal(r, a, o, "stop"),
     "periodic": cmd_periodic, "web": cmd_web,
     "batches": cmd_batches, "batch": cmd_batch,
-    "limits": cmd_limits, "pause": cmd_pause, "unpause": cmd_unpause,
+    "limits": cmd_limits, "pause": cmd_pause, "unpause": cmd_unpause, "locks": cmd_locks,
 }
 
 

@@ -2,7 +2,8 @@
 
 Owns reading and changing what the admin sees: `Stats`, `Queue` (here), the sorted sets and `JobRecord`
 (sets.py), `ProcessSet` and `Workers` (processes.py); one job by its jid: `status`, `cancel` and `result`
-(jobs.py); periodic entries, `PeriodicSet` (periodic.py); paused queues (pausing.py, and Queue.pause); all are importable from this module. The operations an
+(jobs.py); periodic entries, `PeriodicSet` (periodic.py); paused queues (pausing.py, and Queue.pause); unique
+jobs' locks, `unique_locks` (unique.py); all are importable from this module. The operations an
 admin runs by jid, queue or process (retry,
 delete, kill, clear, enqueue, quiet, stop) are `ops.AdminOps`, shared by the `sidepunch` command and any
 dashboard. Every class takes a redis-py client explicitly (Queue may default to the configured client's) and connects to nothing on its own; the jid
@@ -35,10 +36,12 @@ from .periodic import PeriodicInfo, PeriodicSet
 from .processes import Process, ProcessSet, Work, Workers
 from .records import JobRecord, name_key, name_of
 from .sets import DEFAULT_DEAD, BulkResult, Clock, DeadSet, JobSet, RetrySet, ScheduledSet, SortedEntry
+from .unique import UniqueLock, delete_unique_lock, unique_lock_of, unique_locks
 
 __all__ = ["Metrics", "PeriodicInfo", "PeriodicSet", "ResultError", "ResultTimeout", "DEFAULT_DEAD", "OUTCOMES", "STATES", "BulkResult", "DayStats", "DeadSet", "JobRecord", "JobSet",
            "Process", "ProcessSet", "Queue", "RetrySet", "ScheduledSet", "SortedEntry", "Stats", "Work", "Workers",
-           "cancel", "result", "status", "BatchSet", "BatchStatus", "LimitSet", "LimiterInfo", "paused_queues"]
+           "cancel", "result", "status", "BatchSet", "BatchStatus", "LimitSet", "LimiterInfo", "paused_queues",
+           "UniqueLock", "delete_unique_lock", "unique_lock_of", "unique_locks"]
 
 BATCH = 100
 STATS = ("processed", "failed")

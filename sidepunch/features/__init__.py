@@ -16,7 +16,7 @@ from ..core.middleware import Feature, MiddlewareContext, hooks, load_dotted
 
 #: Dotted paths of the built-in Feature classes, outermost first.
 BUILTIN: tuple[str, ...] = ("sidepunch.features.batch.BatchFeature", "sidepunch.features.expiry.ExpiryFeature",
-                           "sidepunch.features.limits.LimitsFeature")
+                           "sidepunch.features.limits.LimitsFeature", "sidepunch.features.unique.UniqueFeature")
 
 
 class FeatureSet:
