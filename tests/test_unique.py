@@ -381,9 +381,10 @@ def test_fake_mode_releases_at_start_or_after_the_run_and_keeps_the_lock_of_a_re
         assert uniquejobs.SlowUnique.perform_async("later", 0) is None
 
 
-def test_unique_jobs_pushed_in_a_batch_take_no_lock_so_the_batch_still_completes(r, redis_server, monkeypatch):
-    """A batch registers a job's jid before the write, so a duplicate refused there would keep its batch waiting
-    forever: a job pushed inside `with batch:` takes no unique lock (docs/features/unique.md says so)."""
+def test_unique_jobs_pushed_in_a_batch_take_their_lock_and_the_batch_still_completes(r, redis_server, monkeypatch):
+    """A duplicate refused inside `with batch:` is not counted in the batch (the client reports the write's
+    outcome to it), so the batch completes with the jobs that were written, its callback once; more cases in
+    test_unique_batch.py."""
     import batchjobs
     from sidepunch.features.batch import BatchFeature
     from sidepunch.features import FeatureSet
@@ -392,15 +393,16 @@ def test_unique_jobs_pushed_in_a_batch_take_no_lock_so_the_batch_still_completes
     batch = sidepunch.Batch(description="unique inside", on_success=batchjobs.Callback)
     with batch:
         jids = [uniquejobs.Unique.perform_async("b") for _ in range(2)] + uniquejobs.Unique.perform_bulk([["b"]])
-    assert all(jids) and r.llen("queue:default") == 3 and not locks(r)
+    assert jids[0] and jids[1:] == [None, None] and r.llen("queue:default") == 1 and len(locks(r)) == 1
+    assert r.hget(keys.batch(batch.bid), "total") == b"1"
     context = MiddlewareContext(r)
     proc = conftest.make_processor(r, "uniquejobs", IDENTITY,
                                    features=FeatureSet([BatchFeature(context), UniqueFeature(context)]))
     proc.ctx.resolver.resolve = lambda name: batchjobs.Callback if "Callback" in name else uniquejobs.Unique
-    for _ in range(4):  # three jobs, then the success callback
+    for _ in range(2):  # the one job, then the success callback
         assert run_next(proc) is Outcome.DONE
-    assert r.lrange("batchtest:cb:success", 0, -1) == [batch.bid.encode()]
-    assert uniquejobs.Unique.perform_async("b") and uniquejobs.Unique.perform_async("b") is None  # outside: unique
+    assert r.lrange("batchtest:cb:success", 0, -1) == [batch.bid.encode()] and r.llen("queue:default") == 0
+    assert not locks(r) and uniquejobs.Unique.perform_async("b") and uniquejobs.Unique.perform_async("b") is None
 
 
 def test_a_rate_limited_job_keeps_its_lock_and_an_expired_one_loses_it_at_its_deadline(r, client):

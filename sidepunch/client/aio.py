@@ -30,7 +30,7 @@ from ..core.middleware import MiddlewareContext
 from . import modes
 from .aiolink import Link
 from .prepare import Entry, Preparer, commands
-from .push import RETRY_FOR, Client, default_client
+from .push import RETRY_FOR, Client, default_client, written
 from .unique import Locked
 
 AsyncWriter = Callable[[Sequence[Entry]], "Awaitable[Any] | Any"]
@@ -76,15 +76,16 @@ class AsyncClient:
 
         Bad input raises TypeError or ValueError naming the field or argument, and nothing is written.
         """
-        prepared = self.preparer.one(item)
+        prepared = self.preparer.prepare(item)
         if prepared is None:
             return None
-        entries = prepared[0]
+        entries, jid, report = prepared
         mode = modes.active  # a testing mode takes every push in the process (modes.py)
         await (self.write if mode is None else mode.awrite)(entries)
-        if type(entries) is Locked and entries.refused:
-            return None  # a duplicate of a unique job (Client.push)
-        return prepared[1]
+        refused = type(entries) is Locked and bool(entries.refused)  # a duplicate of a unique job (Client.push)
+        if report:
+            self.preparer.features.after_push(() if refused else (jid,), (jid,) if refused else ())
+        return None if refused else jid
 
     async def push_bulk(self, items: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[str | None]:
         """Enqueue many jobs in one round trip; if any job is bad, none is written (see Client.push_bulk)."""
@@ -95,12 +96,11 @@ class AsyncClient:
         """Several push_bulk calls that stand or fall together on bad input: every batch is validated and
         encoded before the first is sent; then each goes in its own round trip."""
         jids: list[str | None] = []
-        for entries, batch_jids in self.preparer.batches(batches):
+        for entries, batch_jids, report in self.preparer.prepare_batches(batches):
             if entries:
                 mode = modes.active
                 await (self.write if mode is None else mode.awrite)(entries)
-                if type(entries) is Locked:
-                    batch_jids = entries.jids(batch_jids)
+                batch_jids = written(self.preparer, entries, batch_jids, report)
             jids.extend(batch_jids)
         return jids
 

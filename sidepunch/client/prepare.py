@@ -70,11 +70,22 @@ class Preparer:
             self._chain = hooks(self.middleware, "around_push")
 
     def one(self, item: Mapping[str, Any]) -> tuple[list[Entry], str] | None:
-        """(the entries, the jid) of one push, or None if a middleware stopped it. Bad input raises TypeError or
-        ValueError naming the field or argument. A unique job's entries are a unique.Locked list."""
+        """(the entries, the jid) of one push, or None if a middleware stopped it, for a caller that writes it
+        later (a deferred push): see `prepare`, whose outcome is not reported, so a unique job pushed inside
+        `with batch:` takes no lock (its batch waits for every jid it noted)."""
+        prepared = self.prepare(item, lock_batched=False)
+        return None if prepared is None else (prepared[0], prepared[1])
+
+    def prepare(self, item: Mapping[str, Any], lock_batched: bool = True) -> tuple[list[Entry], str, bool] | None:
+        """(the entries, the jid, whether to report the write's outcome to the features with
+        `features.after_push`) of one push, or None if a middleware stopped it. Bad input raises TypeError or
+        ValueError naming the field or argument. A unique job's entries are a unique.Locked list;
+        `lock_batched`: whether a unique job pushed inside `with batch:` takes its lock (only if the caller
+        reports the outcome)."""
         now = self.clock()
         job, odd, unique = self._normalize(item, now)
         chain = self.features.for_push(job, self._chain) if self.features else self._chain
+        report = chain is not self._chain and self.features.reports(job)
         if chain:
             job = self._through_middleware(job, chain)
             if job is None:
@@ -84,41 +95,48 @@ class Preparer:
             unique = "unique_for" in job  # a middleware may have added or removed it
         entries = self._entries([(None, job, odd)], now)
         if unique:
-            entries = with_locks(entries, [job], now, self._unique_script)
-        return entries, job["jid"]
+            entries = with_locks(entries, [job], now, self._unique_script, lock_batched)
+        return entries, job["jid"], report
 
     def batches(self, batches: Iterable[Any]) -> list[tuple[list[Entry], list[str | None]]]:
-        """(entries, jids) for each push_bulk call of a push_batches, every one checked and encoded before
-        the caller sends the first; a job a middleware stopped has None in its place among the jids. Errors
-        number the jobs across all batches."""
+        """(entries, jids) for each push_bulk call of a push_batches, for a caller that writes them later (see
+        `one`, and `prepare_batches`)."""
+        return [(entries, jids) for entries, jids, _ in self.prepare_batches(batches, lock_batched=False)]
+
+    def prepare_batches(self, batches: Iterable[Any],
+                        lock_batched: bool = True) -> list[tuple[list[Entry], list[str | None], bool]]:
+        """(entries, jids, report) for each push_bulk call of a push_batches, every one checked and encoded
+        before the caller sends the first; a job a middleware stopped has None in its place among the jids;
+        `report` and `lock_batched` as for `prepare`. Errors number the jobs across all batches."""
         prepared, first = [], 0
         for batch in batches:
-            entries, jids, count = self._bulk(batch, first)
-            prepared.append((entries, jids))
+            entries, jids, count, report = self._bulk(batch, first, lock_batched)
+            prepared.append((entries, jids, report))
             first += count
         return prepared
 
-    def _bulk(self, items: Any, first: int) -> tuple[list[Entry], list[str | None], int]:
-        """(entries, jids, jobs given) for one push_bulk call whose first job is number `first`."""
+    def _bulk(self, items: Any, first: int, lock_batched: bool) -> tuple[list[Entry], list[str | None], int, bool]:
+        """(entries, jids, jobs given, report) for one push_bulk call whose first job is number `first`."""
         if isinstance(items, Mapping):
             rows, at, base = self._bulk_parts(items, first)
             if not rows:
-                return [], [], 0
+                return [], [], 0, False
             plain = not self._chain and not self._features_concern(base)
             prepared = self._bulk_template(rows, at, base, first) if plain else None
             if prepared is not None:
-                return prepared[0], [*prepared[1]], len(rows)
+                return prepared[0], [*prepared[1]], len(rows), False
             items = self._expand_bulk(rows, at, base)
         elif isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
             raise TypeError(f"push_bulk takes Sidekiq's bulk item (a dict) or a list of job items, got "
                             f"{describe(items)}")
         jobs: list[_Job] = []
         jids: list[str | None] = []  # None in the place of a job a middleware stopped
-        count, now = 0, self.clock()
+        count, now, report = 0, self.clock(), False
         for count, item in enumerate(items, 1):
             number = first + count - 1
             job, odd, _ = _in_job(number, self._normalize, item, now)
             chain = self.features.for_push(job, self._chain) if self.features else self._chain
+            report = report or (chain is not self._chain and self.features.reports(job))
             if chain:
                 job = self._through_middleware(job, chain)
                 if job is None:
@@ -130,8 +148,8 @@ class Preparer:
         now = self.clock()
         entries = self._entries(jobs, now)
         if any("unique_for" in job for _, job, _ in jobs):
-            entries = with_locks(entries, [job for _, job, _ in jobs], now, self._unique_script)
-        return entries, jids, count
+            entries = with_locks(entries, [job for _, job, _ in jobs], now, self._unique_script, lock_batched)
+        return entries, jids, count, report
 
     @staticmethod
     def _bulk_parts(item: Mapping[str, Any], first: int) -> tuple[list, Any, dict[str, Any]]:

@@ -39,7 +39,7 @@ from .unique import Locked
 RETRY_FOR = 10.0
 
 Writer = Callable[[Sequence[Entry]], Any]
-__all__ = ["RETRY_FOR", "Client", "Entry", "Writer", "configure", "default_client"]
+__all__ = ["RETRY_FOR", "Client", "Entry", "Writer", "configure", "default_client", "written"]
 
 
 class Client:
@@ -101,15 +101,17 @@ class Client:
 
         Bad input raises TypeError or ValueError naming the field or argument, and nothing is written.
         """
-        prepared = self.preparer.one(item)
+        # a buffered push's refusals are not known when it returns: its batched unique jobs take no lock
+        prepared = self.preparer.prepare(item, self.reliable is None)
         if prepared is None:
             return None
-        entries = prepared[0]
+        entries, jid, report = prepared
         mode = modes.active  # a testing mode takes every push in the process (modes.py)
         (self.write if mode is None else mode.write)(entries)
-        if type(entries) is Locked and entries.refused:
-            return None
-        return prepared[1]
+        refused = type(entries) is Locked and bool(entries.refused)
+        if report:  # a feature wants the outcome (a batch counts only the jobs written)
+            self.preparer.features.after_push(() if refused else (jid,), (jid,) if refused else ())
+        return None if refused else jid
 
     def push_bulk(self, items: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[str | None]:
         """Enqueue many jobs in one round trip; if any job is bad, none is written.
@@ -128,12 +130,11 @@ class Client:
         Errors number the jobs across all batches.
         """
         jids: list[str | None] = []
-        for entries, batch_jids in self.preparer.batches(batches):
+        for entries, batch_jids, report in self.preparer.prepare_batches(batches, self.reliable is None):
             if entries:
                 mode = modes.active
                 (self.write if mode is None else mode.write)(entries)
-                if type(entries) is Locked:
-                    batch_jids = entries.jids(batch_jids)
+                batch_jids = written(self.preparer, entries, batch_jids, report)
             jids.extend(batch_jids)
         return jids
 
@@ -205,6 +206,18 @@ class Client:
         if error is not None:
             raise error
         return replies
+
+
+def written(preparer: Preparer, entries: Sequence[Entry], jids: list[str | None],
+            report: bool) -> list[str | None]:
+    """After the write of one batch of a bulk push: `jids` with None in place of each refused duplicate, and
+    the outcome told to the features that want it (`report`)."""
+    refused: list[str] = []
+    if type(entries) is Locked:
+        jids, refused = entries.jids(jids), entries.refused_jids()
+    if report:
+        preparer.features.after_push([jid for jid in jids if jid is not None], refused)
+    return jids
 
 
 _default: Client | None = None

@@ -78,6 +78,10 @@ class Locked(list):
                           self.job_ids[i], lock[0] if lock else "")
         return replies
 
+    def refused_jids(self) -> list[str]:
+        """The jids of the jobs the write refused."""
+        return [self.job_ids[i] for i in sorted(self.refused)]
+
     def jids(self, jids: Sequence[str | None]) -> list[str | None]:
         """`jids` (one per job of the push, None for those a middleware stopped, which have no entry) with None
         in place of each refused job."""
@@ -97,14 +101,15 @@ def push_script() -> str:
     return scripts.source(PUSH_SCRIPT)
 
 
-def with_locks(entries: list[Any], jobs: Sequence[dict[str, Any]], now: float, script: str) -> list[Any]:
+def with_locks(entries: list[Any], jobs: Sequence[dict[str, Any]], now: float, script: str,
+               lock_batched: bool = True) -> list[Any]:
     """`entries` (one per job of `jobs`, in order) as a Locked push if any job is unique, else unchanged;
-    `script` is push_script()'s text."""
+    `script` is push_script()'s text. `lock_batched` False: a job with a batch id takes no lock (its push's
+    outcome is not reported to its batch, which would wait forever for a refused jid)."""
     locks: list[Lock | None] = []
     for (_, at, _), job in zip(entries, jobs):
-        # A batch registers its jobs' jids before the write: one refused here would keep its batch waiting
-        # forever, so a job pushed inside `with batch:` takes no lock.
-        ttl = lock_ttl_ms(job, now, at) if "unique_for" in job and "bid" not in job else None
+        wanted = "unique_for" in job and (lock_batched or "bid" not in job)
+        ttl = lock_ttl_ms(job, now, at) if wanted else None
         locks.append(None if ttl is None else (keys.unique_lock(job_digest(job)), lock_value(job), ttl))
     if not any(locks):
         return entries

@@ -146,6 +146,11 @@ class Feature(Middleware):
     def applies_to_push(self, job: dict) -> bool:
         return not self.payload_keys.isdisjoint(job)
 
+    def after_push(self, written: Sequence[str], refused: Sequence[str]) -> None:
+        """Called by the client after the write of a push this feature's around_push concerned (in the pushing
+        thread or task): the jids the write wrote and those it refused (duplicates of unique jobs). Not called
+        when the write raised (it may or may not have landed), nor for a push written later (a deferred one)."""
+
     def applies(self, instance: Any, job: dict) -> bool:
         if not self.payload_keys.isdisjoint(job):
             return True

@@ -21,7 +21,8 @@ BUILTIN: tuple[str, ...] = ("sidepunch.features.batch.BatchFeature", "sidepunch.
 
 class FeatureSet:
     """Built features and their hook chains; `for_push`, `for_run` and `for_death` prepend the hooks of the
-    features that concern a job to a base chain (the user's middleware), or return the base chain untouched."""
+    features that concern a job to a base chain (the user's middleware), or return the base chain untouched;
+    `reports` and `after_push` give a push's outcome to the features that want it."""
 
     def __init__(self, features: Sequence[Feature] = ()) -> None:
         self.features = tuple(features)
@@ -32,6 +33,8 @@ class FeatureSet:
         # a feature that decides pushes by more than payload keys (a batch open in this context) is always asked
         self._push_always = any(type(f).applies_to_push is not Feature.applies_to_push
                                 for f, _ in self._hooks["around_push"])
+        # the features that want a push's outcome (which jids were written, which refused)
+        self._after = tuple(f for f in self.features if type(f).after_push is not Feature.after_push)
 
     def __bool__(self) -> bool:
         return bool(self.features)
@@ -41,6 +44,16 @@ class FeatureSet:
             return base
         own = tuple(chain[0] for f, chain in self._hooks["around_push"] if f.applies_to_push(job))
         return own + base if own else base
+
+    def reports(self, job: dict) -> bool:
+        """Whether a feature wants the outcome of this job's push (`after_push`); asked by the client only for a
+        job whose push chain a feature joined (for_push did not return its base), so a plain push never asks."""
+        return any(f.applies_to_push(job) for f in self._after)
+
+    def after_push(self, written: Sequence[str], refused: Sequence[str]) -> None:
+        """After the write of a push for which `reports` said yes: tell each feature that wants it."""
+        for feature in self._after:
+            feature.after_push(written, refused)
 
     def concerns(self, instance: Any, job: dict) -> bool:
         """The cheap pre-filter of a run: a feature's payload key, or a feature's class attribute set."""

@@ -2,7 +2,9 @@
 
 `BatchFeature` (payload key "bid") does two things. On a push made inside `with batch:` (a context variable, so
 each thread and each asyncio task sees its own block) it stamps the job with the batch id and notes its jid in
-the block, which registers the jids in the batch when the block ends (and every FLUSH_EVERY jids before). Around
+the block, which registers the jids in the batch when the block ends (and every FLUSH_EVERY jids before). A
+unique job's jid waits for the push's outcome (`after_push`, called by the client after the write): a
+duplicate the write refused is never registered, so the batch does not wait for it. Around
 a run it gives the job its batch as `self.batch` and reports how the job ended, through one Lua script per
 state change (core/lua/batch_*.lua), which also pushes the callback jobs the change calls for in the same
 script: a crash between the two cannot lose or double a callback, and a job that runs twice reports twice to no
@@ -21,7 +23,7 @@ import logging
 import re
 import secrets
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import redis
 
@@ -80,13 +82,15 @@ class Store:
 
 
 class _Block:
-    """One `with batch:` block in one context: the jids pushed in it not yet registered."""
+    """One `with batch:` block in one context: the jids pushed in it not yet registered (`jids`), and those of
+    unique jobs whose push may yet be refused (`pending`, until the client reports the write's outcome)."""
 
-    __slots__ = ("ref", "jids", "token")
+    __slots__ = ("ref", "jids", "pending", "token")
 
     def __init__(self, ref: BatchRef) -> None:
         self.ref = ref
         self.jids: list[str] = []
+        self.pending: dict[str, None] = {}  # ordered; a refused one is dropped, a written one joins `jids`
         self.token: contextvars.Token | None = None
 
     def add(self, jid: str) -> None:
@@ -94,8 +98,25 @@ class _Block:
         if len(self.jids) >= FLUSH_EVERY:
             self.flush("flush")
 
+    def settle(self, written: Sequence[str], refused: Sequence[str]) -> None:
+        """A write's outcome: its written pending jids are registered (by the next flush), its refused ones
+        never are. Only the jids of this push move: a task sharing the block may have its own write in flight."""
+        if self.pending:
+            for jid in refused:
+                self.pending.pop(jid, None)
+            for jid in written:
+                if self.pending.pop(jid, 0) is None:
+                    self.jids.append(jid)
+        if len(self.jids) >= FLUSH_EVERY:
+            self.flush("flush")
+
     def flush(self, how: str) -> None:
+        """Register the jids; when the block ends, those still pending too (a push whose write raised may have
+        landed, or one written later, by a deferred push, whose outcome this block never hears)."""
         jids, self.jids = self.jids, []
+        if how != "flush" and self.pending:
+            jids += self.pending
+            self.pending = {}
         self.ref.store.close(self.ref.bid, how, jids)
 
 
@@ -179,8 +200,16 @@ class BatchFeature(Feature):
                 encode(result)
             except Exception:  # the push refuses it and raises: it never lands, so it is not counted
                 return result
-            block.add(result["jid"])
+            if "unique_for" in result:  # its push may be refused as a duplicate: wait for the outcome
+                block.pending[result["jid"]] = None
+            else:
+                block.add(result["jid"])
         return result
+
+    def after_push(self, written: Sequence[str], refused: Sequence[str]) -> None:
+        block = _CURRENT.get()
+        if block is not None:
+            block.settle(written, refused)
 
     def _ref(self, instance: Any, job: dict) -> tuple[str, str] | None:
         """(bid, jid) of a batch job, with `self.batch` set on the instance; None for a bid not ours."""
