@@ -37,6 +37,7 @@ from .processes import Process, ProcessSet, Work, Workers
 from .records import JobRecord, name_key, name_of
 from .sets import DEFAULT_DEAD, BulkResult, Clock, DeadSet, JobSet, RetrySet, ScheduledSet, SortedEntry
 from .unique import UniqueLock, delete_unique_lock, unique_lock_of, unique_locks
+from .unlock import clear_key, release_locks
 
 __all__ = ["Metrics", "PeriodicInfo", "PeriodicSet", "ResultError", "ResultTimeout", "DEFAULT_DEAD", "OUTCOMES", "STATES", "BulkResult", "DayStats", "DeadSet", "JobRecord", "JobSet",
            "Process", "ProcessSet", "Queue", "RetrySet", "ScheduledSet", "SortedEntry", "Stats", "Work", "Workers",
@@ -271,16 +272,17 @@ class Queue:
         return None
 
     def delete(self, value: bytes) -> bool:
-        """Remove one job given its exact bytes (the Web UI's delete); False if it was not there."""
-        return bool(self.redis.lrem(self.key, 1, value))
+        """Remove one job given its exact bytes (the Web UI's delete), releasing the unique lock it holds; False if
+        it was not there."""
+        deleted = bool(self.redis.lrem(self.key, 1, value))
+        if deleted:
+            release_locks(self.redis, [value])
+        return deleted
 
     def clear(self) -> int:
-        """MULTI UNLINK queue:<name> + SREM queues <name>; returns how many jobs were removed."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.llen(self.key)
-        pipe.unlink(self.key)
-        pipe.srem(keys.QUEUES, name_key(self.name))
-        return int(pipe.execute()[0])
+        """Remove queue:<name> and SREM queues <name> in one MULTI, and release the unique locks its jobs held;
+        returns how many jobs were removed."""
+        return clear_key(self.redis, self.key, "list", lambda pipe: pipe.srem(keys.QUEUES, name_key(self.name)))
 
     def __repr__(self) -> str:
         return f"<Queue {self.name}>"

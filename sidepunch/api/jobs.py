@@ -34,6 +34,7 @@ from ..core import keys
 from ..core.errors import ResultError, ResultTimeout
 from ..core.payload import PayloadError, parse
 from .records import jsonable, name_key
+from .unlock import release_locks
 
 #: What `status` answers.
 STATES = ("queued", "scheduled", "retry", "running", "dead", "done", "unknown")
@@ -157,10 +158,14 @@ def _take(r: redis_lib.Redis, kind: str, key: Any, needle: _Needle) -> bool:
         return False
     try:
         if kind == "zset":
-            return bool(r.zrem(key, *members))
-        return sum(int(r.lrem(key, 0, raw)) for raw in set(members)) > 0
+            taken = bool(r.zrem(key, *members))
+        else:
+            taken = sum(int(r.lrem(key, 0, raw)) for raw in set(members)) > 0
     except redis_lib.ResponseError:  # the key changed type meanwhile
         return False
+    if taken:
+        release_locks(r, members)  # a cancelled unique job frees its lock (compare-and-delete: only its own)
+    return taken
 
 
 def _in_workers(r: redis_lib.Redis, needle: _Needle) -> bool:

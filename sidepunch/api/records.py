@@ -20,6 +20,7 @@ import redis
 from ..core import keys
 from ..core.payload import MAX_DEPTH, PayloadError, decode, parse
 from ..core.jobsets import decode_backtrace
+from .unlock import release_locks
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -231,7 +232,10 @@ class JobRecord:
         """Remove this job from its queue (LREM of the bytes read); False if it was no longer there."""
         if self._redis is None or self._queue is None:
             raise TypeError("only a record read from a queue can delete itself")
-        return bool(self._redis.lrem(name_key(keys.queue(self._queue)), 1, self.value))
+        deleted = bool(self._redis.lrem(name_key(keys.queue(self._queue)), 1, self.value))
+        if deleted:
+            release_locks(self._redis, [self.value])  # a deleted unique job frees its lock
+        return deleted
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary; `payload` is the whole job, or `raw` the text of one that cannot be written

@@ -20,6 +20,7 @@ from .records import JobRecord, jsonable, name_key, raw_id
 from ..core.payload import PayloadError, encode
 from ..core.jobsets import DeadSet as DeadWriter
 from ..core.jobsets import requeue_payload
+from .unlock import clear_key, release_locks
 
 Clock = Callable[[], float]
 BATCH = 100
@@ -57,7 +58,10 @@ class SortedEntry(JobRecord):
         pipe = self.jobset.redis.pipeline(transaction=True)
         pipe.zrem(self.jobset.name, self.value)
         self.jobset.forget_reasons(pipe, [self.value])
-        return bool(pipe.execute()[0])
+        deleted = bool(pipe.execute()[0])
+        if deleted:
+            release_locks(self.jobset.redis, [self.value])  # a deleted unique job frees its lock
+        return deleted
 
     def retry(self) -> bool:
         """Retry Now: enqueue at once, with `retry_count` one lower (if present) so the next failure brings
@@ -108,6 +112,8 @@ class SortedEntry(JobRecord):
             return True
 
         moved = jobset.redis.transaction(move, jobset.name, value_from_callable=True)
+        if moved:
+            release_locks(jobset.redis, [self.value])  # dead by hand: its duplicate may be pushed again
         if moved and b'"bid"' in self.value:  # a job of a batch died by hand: its batch must hear of it
             from ..features.batch import report_deaths
             report_deaths(jobset.redis, [self.value])
@@ -207,11 +213,9 @@ class JobSet:
         return [e for e in self._entries(rows) if jid is None or e.jid == jid]
 
     def clear(self) -> int:
-        """UNLINK the whole set; returns how many entries it held."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.zcard(self.name)
-        pipe.unlink(self.name)
-        return int(pipe.execute()[0])
+        """Remove the whole set at once, and release the unique locks its jobs held; returns how many entries it
+        held."""
+        return clear_key(self.redis, self.name, "zset")
 
     def retry_all(self) -> int:
         """Retry Now for every entry that can be enqueued; returns how many were (see `retry_each`)."""
@@ -272,11 +276,9 @@ class DeadSet(JobSet):
             client.hdel(keys.DEAD_REASONS, *members)
 
     def clear(self) -> int:
-        """UNLINK the set and its reasons; returns how many entries it held."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.zcard(self.name)
-        pipe.unlink(self.name, keys.DEAD_REASONS)
-        return int(pipe.execute()[0])
+        """Remove the set and its reasons at once (releasing any unique lock still held by its jobs); returns how
+        many entries it held."""
+        return clear_key(self.redis, self.name, "zset", lambda pipe: pipe.unlink(keys.DEAD_REASONS))
 
     def kill(self, value: bytes | str, reason: str | None = None) -> None:
         """Add a raw job to the dead set, trimmed as the retry logic trims it, with an optional reason."""

@@ -154,8 +154,12 @@ LIMIT_PREFIX = "sidepunch:limit:"
 PAUSED = "sidepunch:paused"
 #: Unique jobs (features/unique.py): STRING `sidepunch:unique:<digest>`, value JSON [jid, class] of the job that
 #: holds it, TTL = unique_for (+ the delay of a scheduled push); SET NX by the client's push script
-#: (lua/unique_push.lua), deleted by its own job only (lua/release_unique.lua), or by `api.delete_unique_lock`.
+#: (lua/unique_push.lua), deleted by its own job only (lua/release_unique.lua: by the worker, or by the admin
+#: API when it removes the job), or by `api.delete_unique_lock`.
 UNIQUE_PREFIX = "sidepunch:unique:"
+#: A queue or set being cleared by the admin API (api/unlock.py): the key renamed aside, in the clear's MULTI,
+#: while the unique locks of its entries are released; unlinked then, EXPIRE api.unlock.ASIDE_TTL meanwhile.
+CLEARING_PREFIX = "sidepunch:clearing:"
 #: Metrics rollups: slot length in seconds -> how long its keys live (a little over the longest window read
 #: from it: 8 hours from minutes, 72 hours from 10-minute slots).
 METRICS_STEPS = {60: 9 * 3600, 600: 73 * 3600}
@@ -256,6 +260,11 @@ def result(jid: str) -> str:
 def unique_lock(digest: str) -> str:
     """`sidepunch:unique:<digest>`: the lock of a unique job; `digest` is 64 hex digits (core/unique.py)."""
     return UNIQUE_PREFIX + digest
+
+
+def clearing(token: str) -> str:
+    """`sidepunch:clearing:<token>`: a cleared queue or set set aside (CLEARING_PREFIX); `token` is random hex."""
+    return CLEARING_PREFIX + token
 
 
 def periodic_claim(name: str, fingerprint: str, tick: int) -> str:
