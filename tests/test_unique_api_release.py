@@ -172,3 +172,17 @@ def test_a_release_that_meets_an_outage_is_logged_and_the_removal_stands(r, capl
     monkeypatch.setattr(r, "pipeline", failing)
     assert entry.delete() and r.zcard("retry") == 0
     assert len(locks(r)) == 1 and "lapse by their TTL" in caplog.text
+
+
+def test_kill_all_releases_the_locks_a_batch_at_a_time(r, monkeypatch):
+    for i in range(150):
+        push(f"ka{i}", "retry")
+    r.zadd("retry", {b'{"class":"Plain","args":[],"jid":"p"}': 2})
+    executes = []
+    real = redis.client.Pipeline.execute
+    monkeypatch.setattr(redis.client.Pipeline, "execute",
+                        lambda self, *a, **kw: executes.append(self.transaction) or real(self, *a, **kw))
+    assert api.RetrySet(r).kill_all() == 151
+    assert r.zcard("dead") == 151 and not locks(r)
+    assert executes.count(False) == 2  # 150 locks: two pipelined releases, not one round trip per job
+    assert accepted_again("ka0")

@@ -93,9 +93,10 @@ class SortedEntry(JobRecord):
             self.jobset.forget_reasons(self.jobset.redis, [self.value])
         return moved
 
-    def kill(self) -> bool:
+    def kill(self, release: bool = True) -> bool:
         """Move to the dead set (bytes unchanged, score now, trimmed); False if the entry was already gone.
-        A job that cannot be enqueued again gets a reason in keys.DEAD_REASONS saying so."""
+        A job that cannot be enqueued again gets a reason in keys.DEAD_REASONS saying so. Its unique lock is
+        released (unless `release` is False: the caller releases the locks of many in bulk)."""
         jobset = self.jobset
         problem = self.problem
         reason = None if problem is None else f"killed from the {jobset.name} set by an admin: {problem}"
@@ -112,7 +113,7 @@ class SortedEntry(JobRecord):
             return True
 
         moved = jobset.redis.transaction(move, jobset.name, value_from_callable=True)
-        if moved:
+        if moved and release:
             release_locks(jobset.redis, [self.value])  # dead by hand: its duplicate may be pushed again
         if moved and b'"bid"' in self.value:  # a job of a batch died by hand: its batch must hear of it
             from ..features.batch import report_deaths
@@ -228,8 +229,22 @@ class JobSet:
         return self._each(SortedEntry.retry)
 
     def kill_all(self) -> int:
-        """Move every entry to the dead set; returns how many moved."""
-        return self._each(SortedEntry.kill).done
+        """Move every entry to the dead set, releasing their unique locks a batch at a time; returns how many
+        moved."""
+        killed: list[bytes] = []
+
+        def kill(entry: SortedEntry) -> bool:
+            moved = entry.kill(release=False)
+            if moved and b'"unique_for"' in entry.value:
+                killed.append(entry.value)
+                if len(killed) >= BATCH:
+                    release_locks(self.redis, killed)
+                    killed.clear()
+            return moved
+        try:
+            return self._each(kill).done
+        finally:
+            release_locks(self.redis, killed)
 
     def _each(self, action: Callable[[SortedEntry], bool]) -> BulkResult:
         # Entries that stay are stepped over by rank; moved ones close the gap. The budget of the starting
