@@ -134,3 +134,37 @@ def test_the_heartbeat_flushes_event_counts_to_their_stat_keys(r):
     pipe.execute()
     assert r.get(keys.STAT_EXPIRED) == b"2" and r.get(keys.STAT_RATE_LIMITED) == b"5"
     assert r.get(keys.STAT_CANCELLED) is None and r.get("stat:processed") == b"3"
+
+
+class Told(Gate):
+    """A Gate that also wants each push's outcome."""
+
+    def after_push(self, written, refused):
+        self.calls.append(("after", list(written), list(refused)))
+
+
+def test_after_push_tells_a_feature_what_its_pushes_wrote_and_refused_and_plain_pushes_ask_nothing(r, client):
+    told = Told(None)
+    client.preparer.features = FeatureSet([told])
+    client.push({"class": testjobs.Record, "args": ["plain"]})
+    client.push_bulk({"class": testjobs.Record, "args": [["a"], ["b"]]})
+    assert told.calls == []
+    first = client.push({"class": testjobs.Record, "args": ["u"], "gate": "open", "unique_for": 60})
+    again = client.push({"class": testjobs.Record, "args": ["u"], "gate": "open", "unique_for": 60})
+    bulk = client.push_bulk({"class": testjobs.Record, "args": [["u"], ["v"]], "gate": "open", "unique_for": 60})
+    assert first and again is None and bulk[0] is None and bulk[1]
+    refused = [c for c in told.calls if c[0] == "push"]
+    assert [c for c in told.calls if c[0] == "after"] == [
+        ("after", [first], []), ("after", [], [refused[1][1]]), ("after", [bulk[1]], [refused[2][1]])]
+
+
+def test_a_push_whose_write_raised_is_not_reported(r):
+    told = Told(None)
+
+    def broken(entries):
+        raise ConnectionError("down")
+    client = sidepunch.Client(redis=r, writer=broken)
+    client.preparer.features = FeatureSet([told])
+    with pytest.raises(ConnectionError):
+        client.push({"class": testjobs.Record, "args": ["x"], "gate": "open"})
+    assert [c[0] for c in told.calls] == ["push"]
