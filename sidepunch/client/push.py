@@ -15,6 +15,8 @@ production; a client's async twin (aio.twin_of) writes through the replacement t
 in the package is the default client that `configure()` sets and that testing mode (modes.py says why).
 Reliable push (reliable.py, opt-in with `reliable_push=True`) lives behind the default `write`: a push that meets an
 outage is kept in memory and sent when Redis answers, instead of retrying for RETRY_FOR and raising.
+After a write that returned, the built-in features that joined the push (a `with batch:` block) hear which
+jids it wrote and which it refused (`FeatureSet.after_push`, see `written`); a plain push asks nothing.
 
 Must not import: sidepunch.server, sidepunch.api or sidepunch.admin (core and this package only).
 """
