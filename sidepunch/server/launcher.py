@@ -31,6 +31,7 @@ import setproctitle
 
 from ..core import identity as identities
 from ..core.exitcodes import ExitCode
+from ..core.middleware import close_all
 from .children import unblock_after_fork
 from .hooks import load_middleware
 from .logs import enable_faulthandler
@@ -286,6 +287,8 @@ class Launcher:
         # The one deadline: set by the first stop signal (the earliest if several came), passed down to the pool.
         self.pool.stop(self.state.hard_deadline or time.monotonic())
         self.heartbeat.stop()
+        ctx = self.ctx
+        close_all((ctx.server_middleware, self.pool.runner.chain, ctx.retry.death_handlers), log)
         log.info("worker %d stopped", self.number)
 
     def _set_title(self, busy: int | None = None) -> None:
