@@ -39,9 +39,11 @@ def open_listener(config: Any) -> socket.socket:
     if prometheus_client is not installed (found, not imported: the master never loads it)."""
     if importlib.util.find_spec("prometheus_client") is None:
         raise ConfigError("--metrics-port needs prometheus_client: pip install 'sidepunch[prometheus]'")
-    where = f"{config.metrics_bind}:{config.metrics_port}"
+    where = f"{config.metrics_bind!r}:{config.metrics_port}"
+    if not config.metrics_bind or not config.metrics_bind.isprintable() or " " in config.metrics_bind:
+        raise ConfigError(f"--metrics-bind: {where[:100]} is not a host name or address")
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(config.metrics_bind or None, config.metrics_port,
+        family, kind, proto, _, address = socket.getaddrinfo(config.metrics_bind, config.metrics_port,
                                                              type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
         sock = socket.socket(family, kind, proto)
     except (OSError, UnicodeError, ValueError) as exc:
