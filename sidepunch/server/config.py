@@ -146,7 +146,7 @@ class Config:
         "--metrics-bind", env="SIDEPUNCH_METRICS_BIND",
         help="address the --metrics-port server listens on"))
     healthz_redis_grace: float = field(default=5.0, metadata=option(
-        "--healthz-redis-grace", env="SIDEPUNCH_HEALTHZ_REDIS_GRACE", limits=(0.5, DAY),
+        "--healthz-redis-grace", env="SIDEPUNCH_HEALTHZ_REDIS_GRACE", limits=(1, DAY),
         help="seconds Redis may be unreachable before /healthz answers 503"))
     #: `[[periodic]]` tables: jobs enqueued on a cron schedule (keys: PeriodicEntry's fields).
     periodic: tuple[PeriodicEntry, ...] = field(default=(), metadata=section(check_unique))

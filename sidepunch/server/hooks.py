@@ -1,13 +1,13 @@
 """A worker's middleware: built once at boot from the daemon's config and from what the app registered in code.
 
 `--middleware PATH` names a server function `mw(instance, job, queue, call_next)` or a `sidepunch.Middleware`
-subclass; `--death-handler PATH` a function `handler(job, exc)`; `--error-handler PATH` a function `handler(exc, job)` called
-after every failure (load_error_handlers, failure_hook). A class is built once per worker process with
-a context holding a Redis client, the clock and the daemon's config, and all its hooks run: around every perform,
-at every death, and around every push this process makes through the default client (a job pushing jobs). A
-Middleware the app registered with `sidepunch.configure(middleware=[...])` while it was imported runs its
-server and death hooks here too: one registration covers both sides (a class registered both ways still runs
-once per push and once per job). Config middleware is outermost.
+subclass; `--death-handler PATH` a function `handler(job, exc)`; `--error-handler PATH` a function
+`handler(exc, job)` called after every failure (load_error_handlers, failure_hook). A class is built once
+per worker process with a context holding a Redis client, the clock and the daemon's config, and all its hooks
+run: around every perform, at every death, and around every push this process makes through the default client
+(a job pushing jobs). A Middleware the app registered with `sidepunch.configure(middleware=[...])` while it
+was imported runs its server and death hooks here too: one registration covers both sides (a class registered
+both ways still runs once per push and once per job). Config middleware is outermost.
 
 Imports core and client; never the processor or the child, which call it.
 

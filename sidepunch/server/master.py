@@ -96,7 +96,7 @@ class Master:
                 self.manage()
                 if self.recoverer is not None:
                     self.recoverer.tick({r.identity for r in self.children.values()},
-                                        (self._wake_r, *self.lifeline, *self._status_fds()))
+                                        (self._wake_r, *self.lifeline, *self._status_fds(), *self._metrics_fds()))
             if self.observer is not None:
                 self.observer.tick(self.children.values(), time.monotonic(), (*self.lifeline, *self._fds_to_close()))
         if self.recoverer is not None:
@@ -362,8 +362,11 @@ class Master:
         """The master's pipe ends a forked worker must not hold (it closes the lifeline's write end itself):
         a copy of the recoverer's task pipe would keep the recoverer from seeing end of file at stop."""
         own = self.recoverer.fds if self.recoverer is not None else ()
-        metrics = self.observer.fds if self.observer is not None else ()
-        return (self._wake_r, *own, *metrics, *self._status_fds())
+        return (self._wake_r, *own, *self._metrics_fds(), *self._status_fds())
+
+    def _metrics_fds(self) -> tuple[int, ...]:
+        """The metrics socket and the exporter's feed (--metrics-port): no other child may hold them."""
+        return self.observer.fds if self.observer is not None else ()
 
     # -- process operations --------------------------------------------------------------------------------
     def spawn(self, number: int) -> None:
