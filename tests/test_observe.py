@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 
+import psutil
 import pytest
 import redis
 
@@ -195,3 +196,57 @@ def test_port_in_use_exits_2(daemon):
         assert d.proc.wait(30) == 2
     lines = d.log().strip().splitlines()
     assert len(lines) == 1 and "cannot listen" in lines[0], lines
+
+
+def test_counts_survive_recycled_workers_and_a_killed_exporter(daemon, r, client):
+    """Workers replaced by --max-jobs and a SIGKILLed exporter lose no count: the master keeps the totals and
+    feeds them to the new exporter. Sync and async jobs are counted alike."""
+    d, port = start(daemon, "-w", "2", "-c", "2", "--max-jobs", "40")
+    client.push_bulk({"class": metricsjobs.Counted, "args": [[i % 10 == 0] for i in range(150)]})
+    client.push_bulk({"class": metricsjobs.AsyncCounted, "args": [[i % 10 == 0] for i in range(150)]})
+    wait_for(lambda: int(r.get("runs") or 0) == 300, timeout=120, message="every job run")
+    samples = wait_for(lambda: _settled(port), timeout=30, message="the counts to settle")
+    assert total(samples, "sidepunch_jobs_processed_total") == 300
+    assert total(samples, "sidepunch_jobs_processed_total", **{"class": "metricsjobs.AsyncCounted"}) == 150
+    assert total(samples, "sidepunch_jobs_failed_total") == 30 == r.zcard("retry")
+    assert total(samples, "sidepunch_worker_restarts_total", reason="max_jobs") >= 1
+    exporter = _exporters(d.pid)[0]
+    os.kill(exporter, signal.SIGKILL)
+    wait_for(lambda: [p for p in _exporters(d.pid) if p != exporter], timeout=30, message="a new exporter")
+    again = wait_for(lambda: _when(scrape(port) if get(port, "/metrics")[0] == 200 else {},
+                                   lambda s: total(s, "sidepunch_jobs_processed_total") == 300), timeout=30,
+                     message="the totals in the new exporter")
+    for key, value in samples.items():
+        if key[0].endswith(("_total", "_count", "_bucket")):
+            assert again.get(key, 0) >= value, key
+
+
+def _exporters(master: int) -> list[int]:
+    found = []
+    for child in psutil.Process(master).children():
+        try:
+            if "metrics exporter" in " ".join(child.cmdline()):
+                found.append(child.pid)
+        except psutil.Error:  # a worker that just exited
+            pass
+    return found
+
+
+def test_hostile_class_names_stay_labels(daemon, r, client):
+    """Jobs whose class is unknown, not a string, or full of quotes, newlines and other scripts still run (and
+    fail) and are counted; the text still parses and the daemon keeps serving."""
+    d, port = start(daemon, "-w", "1", "-c", "2")
+    classes = ['no.such.Job"\n{x="1"}\\', "Ünïcødé.\U0001f600Job", "a" * 5000, "", "metricsjobs.Counted\x00"]
+    for klass in (*classes, 12, None, ["x"], {"a": 1}):
+        r.lpush("queue:default", json.dumps({"class": klass, "args": [], "jid": "b" * 24, "queue": "default",
+                                             "retry": False}))
+    client.push({"class": metricsjobs.Counted, "args": []})
+    samples = wait_for(lambda: _when(scrape(port), lambda s: total(s, "sidepunch_jobs_processed_total",
+                                                                   **{"class": "metricsjobs.Counted"}) == 1),
+                       timeout=30, message="the good job counted")
+    labels = {dict(lab).get("class") for (n, lab), _ in samples.items() if n == "sidepunch_jobs_processed_total"}
+    assert {classes[0], classes[1], classes[4], "metricsjobs.Counted"} < labels  # exact, through the escaping
+    assert total(samples, "sidepunch_jobs_failed_total") == 4  # the unknown classes ran and failed
+    assert r.zcard("dead") == 5  # no class to run: the empty and non-string ones, dead with their reason
+    assert all(label is None or len(label) <= 203 for label in labels)
+    assert get(port, "/healthz")[0] == 200 and d.proc.poll() is None

@@ -45,7 +45,8 @@ def _totals(lines: list[bytes]) -> Totals:
 def test_a_tally_travels_whole_and_adds_up():
     counters = MeteredCounters()
     for i in range(300):  # long class names: the tally takes several lines, each under PIPE_BUF
-        counters.record(i % 3 == 0, False, f"{'k' * 190}{i % 40}", 0.002 * i, "default")
+        name = ("\U0001f600" * 198 if i % 2 else "k\n\"" * 66) + str(i % 40)  # escapes: 12 and 2 bytes a character
+        counters.record(i % 3 == 0, False, name, 0.002 * i, "default")
     counters.record(False, True, "Cancelled", 0.1, "low")
     counters.event("expired")
     counters.note("retried")

@@ -62,3 +62,17 @@ def report(exc, job):
 def broken(exc, job):
     """An error handler that raises."""
     raise RuntimeError("the error handler itself is broken")
+
+
+class AsyncCounted(sidepunch.Job):
+    """Counted, as an async job."""
+
+    async def perform(self, fail=False):
+        r = _redis()
+        r.incr("runs")
+        if fail:
+            r.incr("fail-runs")
+            raise RuntimeError("failing on purpose")
+
+    def retry_in(self, count, exc):
+        return 3600

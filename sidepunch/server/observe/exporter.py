@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 import setproctitle
 
@@ -45,10 +45,12 @@ def serve(config: Any, listener: socket.socket, feed: int) -> NoReturn:
         poller = RedisPoller(config, state)
         threading.Thread(target=poller.run, name="redis-poller", daemon=True).start()
         server = _Server(listener, state, config)
-        threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
-        log.info("metrics on http://%s:%d/metrics and /healthz (exporter pid %d)", config.metrics_bind,
-                 config.metrics_port, os.getpid())
-        read_feed(feed, state)
+
+        def open_doors() -> None:  # once the master's totals are in: a counter must never read lower
+            threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+            log.info("metrics on http://%s:%d/metrics and /healthz (exporter pid %d)", config.metrics_bind,
+                     config.metrics_port, os.getpid())
+        read_feed(feed, state, open_doors)
         code = 0
     except BaseException:
         log.exception("the metrics exporter failed")
@@ -58,9 +60,11 @@ def serve(config: Any, listener: socket.socket, feed: int) -> NoReturn:
         os._exit(code)
 
 
-def read_feed(fd: int, state: MetricsState) -> None:
-    """Apply the master's lines to `state` until end of file."""
+def read_feed(fd: int, state: MetricsState, on_first_state: Callable[[], None]) -> None:
+    """Apply the master's lines to `state` until end of file. The master sends its totals, then a state line:
+    `on_first_state` runs once that is applied (HTTP waits for it, so a new exporter never serves zeros)."""
     pending = b""
+    waiting = True
     while True:
         data = os.read(fd, 65536)
         if not data:
@@ -71,6 +75,9 @@ def read_feed(fd: int, state: MetricsState) -> None:
         for line in lines:
             kind, _, body = line.partition(b" ")
             state.apply(kind.decode("ascii", "replace"), body)
+            if waiting and kind == b"state":
+                waiting = False
+                on_first_state()
 
 
 class _Server(ThreadingHTTPServer):

@@ -108,7 +108,9 @@ class Observer:
         self.pid = None
         self._close_feed()
         if not stopping:
-            log.error("the metrics exporter exited (status %d); starting a new one", status)
+            how = (f"killed by {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)
+                   else f"exited with status {os.WEXITSTATUS(status)}")
+            log.error("the metrics exporter %s; starting a new one", how)
 
     def start(self, close: Iterable[int]) -> None:
         read_fd, write_fd = os.pipe()
@@ -124,8 +126,9 @@ class Observer:
         os.close(read_fd)
         os.set_blocking(write_fd, False)
         self.pid, self._feed, self._buffer = pid, write_fd, bytearray()
-        for line in self.totals.lines():  # a new exporter starts from the master's totals
+        for line in self.totals.lines():  # a new exporter starts from the master's totals...
             self._send(line)
+        self._next_state = 0.0  # ...and the state, right after: it serves once both are in
 
     def heard(self, text: str) -> None:
         """A worker's tally line (the JSON after "tally "): added to the totals, forwarded."""
