@@ -217,7 +217,9 @@ def test_counts_survive_recycled_workers_and_a_killed_exporter(daemon, r, client
     assert total(samples, "sidepunch_jobs_processed_total") == 300
     assert total(samples, "sidepunch_jobs_processed_total", **{"class": "metricsjobs.AsyncCounted"}) == 150
     assert total(samples, "sidepunch_jobs_failed_total") == 30 == r.zcard("retry")
-    assert total(samples, "sidepunch_worker_restarts_total", reason="max_jobs") >= 1
+    samples = wait_for(lambda: _when(scrape(port), lambda s: total(s, "sidepunch_worker_restarts_total",
+                                                                   reason="max_jobs") >= 1),
+                       timeout=60, message="a recycled worker reaped and counted")
     exporter = _exporters(d.pid)[0]
     os.kill(exporter, signal.SIGKILL)
     wait_for(lambda: [p for p in _exporters(d.pid) if p != exporter], timeout=30, message="a new exporter")

@@ -213,6 +213,8 @@ def test_health_verdicts():
     status, body = health(state, state.master_at, config)
     assert status == 503 and "Redis" in body["reason"] and "refused" in body["reason"]
     assert health(state, state.master_at + 60, config)[1]["reasons"][0].startswith("the master")
+    state.apply("state", b'{"workers": 1, "beating": 1, "stopping": true}')
+    assert health(state, state.master_at, config)[1]["reasons"][0] == "the daemon is stopping"
     state.apply("state", b"[1, 2")  # a bad line changes nothing
     state.apply("bogus", b"{}")
 

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import psutil
+
 #: The signals the master handles, and so those blocked across fork().
 MASTER_SIGNALS = tuple(getattr(signal, name) for name in (
     "SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGTSTP", "SIGCONT", "SIGHUP", "SIGTTIN", "SIGCHLD"))
@@ -70,6 +72,23 @@ def drain(record: ChildRecord) -> None:
         if not data:
             return
         record.hear(data, time.monotonic())
+
+
+def over_memory(children: dict[int, ChildRecord], limit_mb: int) -> list[tuple[int, ChildRecord, float]]:
+    """(pid, record, RSS in MB) of the workers not being stopped whose RSS is over `limit_mb` (0: no limit)."""
+    if not limit_mb:
+        return []
+    over = []
+    for pid, record in list(children.items()):
+        if record.kill_at is not None:
+            continue
+        try:
+            rss = psutil.Process(pid).memory_info().rss / 2 ** 20
+        except psutil.Error:
+            continue
+        if rss > limit_mb:
+            over.append((pid, record, rss))
+    return over
 
 
 def kill(pid: int, signum: int) -> None:

@@ -20,14 +20,13 @@ import time
 import traceback
 from typing import Any
 
-import psutil
 import redis
 import setproctitle
 
 from ..core import identity as identities
 from ..core.connection import OUTAGE_ERRORS, Outage, make_client
 from ..core.exitcodes import ExitCode
-from .children import MASTER_SIGNALS, ChildRecord, drain, exits_soon, fork, kill, silence
+from .children import MASTER_SIGNALS, ChildRecord, drain, exits_soon, fork, kill, over_memory, silence
 from .fetch import fetcher_class
 from .launcher import Launcher
 from .logs import enable_faulthandler
@@ -79,9 +78,9 @@ class Master:
         self.recoverer: RecovererKeeper | None = None
         self.observer = self._make_observer()
         self._set_title()
+        self.lifeline = os.pipe()
         if not self._wait_for_redis():
             return int(self.exit_code)
-        self.lifeline = os.pipe()
         log.info("master %d starting %d worker(s) x %d threads on queues %s (%s fetch)", os.getpid(),
                  self.config.workers, self.config.threads, ",".join(self.queue_names), self.config.fetch)
         warn_unlistened_queues(self.redis, self.queue_names)
@@ -97,8 +96,6 @@ class Master:
                 if self.recoverer is not None:
                     self.recoverer.tick({r.identity for r in self.children.values()},
                                         (self._wake_r, *self.lifeline, *self._status_fds(), *self._metrics_fds()))
-            if self.observer is not None:
-                self.observer.tick(self.children.values(), time.monotonic(), (*self.lifeline, *self._fds_to_close()))
         if self.recoverer is not None:
             self.recoverer.finish(self.config.grace)
         if self.observer is not None:
@@ -147,6 +144,9 @@ class Master:
         for pid, record in list(self.children.items()):
             if record.status_fd in readable:
                 self._read_status(pid, record)
+        if self.observer is not None:  # --metrics-port: from the start, while waiting for Redis, and at stop
+            self.observer.tick(self.children.values(), time.monotonic(), (*self.lifeline, *self._fds_to_close()),
+                               self.stopping)
         while True:
             try:
                 name = self.signals.get_nowait()
@@ -328,19 +328,9 @@ class Master:
         self._set_title()
 
     def _check_memory(self) -> None:
-        limit = self.config.max_memory
-        if not limit:
-            return
-        for pid, record in list(self.children.items()):
-            if record.kill_at is not None:
-                continue
-            try:
-                rss = psutil.Process(pid).memory_info().rss / 2 ** 20
-            except psutil.Error:
-                continue
-            if rss > limit:
-                self._retire(pid, record, self.config.timeout + self.config.grace,
-                             f"RSS {rss:.0f} MB over --max-memory {limit} MB", signal.SIGTERM)
+        for pid, record, rss in over_memory(self.children, self.config.max_memory):
+            self._retire(pid, record, self.config.timeout + self.config.grace,
+                         f"RSS {rss:.0f} MB over --max-memory {self.config.max_memory} MB", signal.SIGTERM)
 
     def _healthy(self, now: float) -> bool:
         """The watchdog is fed only while every worker that should be beating does."""

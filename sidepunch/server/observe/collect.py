@@ -63,6 +63,8 @@ def health(state: MetricsState, now: float, config: Any) -> tuple[int, dict[str,
     reasons = []
     if master_at is None or now - master_at > MASTER_SILENT:
         reasons.append("the master is not supervising (no word from it)")
+    elif master.get("stopping"):
+        reasons.append("the daemon is stopping")
     elif not master.get("beating"):
         reasons.append(f"no worker is alive and heartbeating ({master.get('workers', 0)} worker process(es))")
     silent = now - redis_ok_at

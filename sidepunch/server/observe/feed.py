@@ -94,6 +94,7 @@ class Observer:
         self._buffer = bytearray()
         self._next_state = 0.0
         self._not_before = 0.0
+        self.stopping = False
 
     @property
     def fds(self) -> tuple[int, ...]:
@@ -138,9 +139,11 @@ class Observer:
     def restarted(self, retired_for: str, clean: bool) -> None:
         self.restarts[restart_reason(retired_for, clean)] += 1
 
-    def tick(self, children: Iterable[Any], now: float, close: Iterable[int]) -> None:
-        """Every loop of the master: restart a dead exporter, send the state now and then, push the buffer."""
-        if self.pid is None and now >= self._not_before:
+    def tick(self, children: Iterable[Any], now: float, close: Iterable[int], stopping: bool = False) -> None:
+        """Every loop of the master: restart a dead exporter (not at stop), send the state now and then, push
+        the buffer. `close`: the master's descriptors a new exporter closes."""
+        self.stopping = stopping
+        if self.pid is None and now >= self._not_before and not stopping:
             self._not_before = now + RESTART_AFTER
             self.start(close)
         if now >= self._next_state:
@@ -152,7 +155,7 @@ class Observer:
         live = [r for r in children if r.kill_at is None]
         beating = [r for r in live if r.ready and now - r.last_beat <= self.config.worker_timeout]
         state = {"workers": len(live), "beating": len(beating), "busy": sum(r.busy for r in live),
-                 "restarts": self.restarts}
+                 "restarts": self.restarts, "stopping": self.stopping}
         return b"state " + json.dumps(state, separators=(",", ":")).encode() + b"\n"
 
     def _send(self, line: bytes) -> None:
