@@ -139,6 +139,7 @@ def test_metrics_text_names_and_labels(daemon, r, client):
     buckets = [v for (n, lab), v in samples.items() if n == "sidepunch_job_duration_seconds_bucket"]
     assert max(buckets) == 10
     assert get(port, "/nothing")[0] == 404
+    assert psutil.Process(d.pid).num_threads() == 1  # the master forks: it stays single-threaded
 
 
 def test_healthz_follows_redis(daemon, tmp_path):
@@ -154,6 +155,9 @@ def test_healthz_follows_redis(daemon, tmp_path):
             server.process.send_signal(signal.SIGCONT)
         reason = json.loads(body)
         assert reason["status"] == "unhealthy" and "Redis" in reason["reason"]
+        began = time.monotonic()
+        assert total(scrape(port), "sidepunch_redis_up") == 0
+        assert time.monotonic() - began < 3  # a scrape reads the cache: it never waits on a hung Redis
         wait_for(lambda: get(port, "/healthz")[0] == 200, timeout=30, message="/healthz 200 again")
         server.stop()  # shut down this time: connections are refused
         status, body = wait_for(lambda: (a := get(port, "/healthz"))[0] == 503 and a, timeout=30,
