@@ -25,8 +25,9 @@ MASTER_SILENT = 5.0
 class MetricsState:
     """What the exporter knows; the feed reader and the Redis poller write it, HTTP threads read it."""
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, started: float, redis_grace: float = 5.0) -> None:
         self.lock = threading.Lock()
+        self.redis_grace = redis_grace
         self.totals = Totals()
         self.master: dict[str, Any] = {}
         self.master_at: float | None = None
@@ -51,7 +52,9 @@ class MetricsState:
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {"rows": {k: [v[0], v[1], v[2], dict(v[3])] for k, v in self.totals.rows.items()},
-                    "events": dict(self.totals.events), "master": dict(self.master), "redis": dict(self.redis)}
+                    "events": dict(self.totals.events), "master": dict(self.master),
+                    "redis": {**self.redis, "up": time.monotonic() - self.redis_ok_at <= self.redis_grace
+                              and self.redis.get("up", False)}}
 
 
 def health(state: MetricsState, now: float, config: Any) -> tuple[int, dict[str, Any]]:
@@ -140,7 +143,7 @@ def _master_metrics(master: dict[str, Any]) -> Iterator[Metric]:
 
 
 def _redis_metrics(redis: dict[str, Any]) -> Iterator[Metric]:
-    yield GaugeMetricFamily("sidepunch_redis_up", "1 if Redis answered the exporter's last query",
+    yield GaugeMetricFamily("sidepunch_redis_up", "1 if Redis answered within --healthz-redis-grace seconds",
                             value=1 if redis.get("up") else 0)
     size = GaugeMetricFamily("sidepunch_queue_size", "Jobs waiting in the queue", labels=["queue"])
     latency = GaugeMetricFamily("sidepunch_queue_latency_seconds", "Age of the oldest job in the queue",

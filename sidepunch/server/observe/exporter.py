@@ -41,7 +41,7 @@ def serve(config: Any, listener: socket.socket, feed: int) -> NoReturn:
     setproctitle.setproctitle(f"sidepunchd metrics exporter {config.metrics_bind}:{config.metrics_port}")
     code = 1
     try:
-        state = MetricsState(time.monotonic())
+        state = MetricsState(time.monotonic(), config.healthz_redis_grace)
         poller = RedisPoller(config, state)
         threading.Thread(target=poller.run, name="redis-poller", daemon=True).start()
         server = _Server(listener, state, config)
