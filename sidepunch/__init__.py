@@ -25,6 +25,7 @@ _EXPORTS = {
     "PayloadError": ".core.payload",
     "Manager": ".server.manager",
     "periodic": ".client.periodic",
+    "Batch": ".client.batch",
 }
 
 __all__ = ["AsyncClient", "Client", "Job", "JobSetter", "JobTimeout", "Middleware", "MiddlewareContext", "Outcome",

@@ -234,7 +234,7 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
-def make_processor(r, app, identity, middleware=(), deaths=(), fetch="reliable"):
+def make_processor(r, app, identity, middleware=(), deaths=(), fetch="reliable", features=None):
     """A Processor over the real test Redis for `app` (a module in tests/apps), with a fixed rng and no outage
     settling, for tests that call Processor.process directly."""
     import logging
@@ -247,14 +247,17 @@ def make_processor(r, app, identity, middleware=(), deaths=(), fetch="reliable")
     from sidepunch.server.resolver import JobResolver
     from sidepunch.server.retry import DeadSet, RetryPolicy
     from sidepunch.server.state import ChildContext, LifecycleState
+    from sidepunch.features import FeatureSet
 
+    features = features or FeatureSet()
     config = build_config(["-r", app, "--fetch", fetch], {"REDIS_URL": "redis://unused"})
     fetch_class = ReliableFetch if fetch == "reliable" else BasicFetch
     retry = RetryPolicy(r, DeadSet(config.dead_max_jobs, config.dead_timeout), config.max_retries,
-                        fetch_class.ack_into, death_handlers=deaths, rng=random.Random(1))
+                        fetch_class.ack_into, death_handlers=deaths, rng=random.Random(1), features=features)
     ctx = ChildContext(redis=r, config=config, identity=identity, state=LifecycleState(),
                        outage=Outage("redis://x", logging.getLogger("test.outage"), settle=0.0),
-                       resolver=JobResolver([app]), retry=retry, server_middleware=tuple(middleware))
+                       resolver=JobResolver([app]), retry=retry, server_middleware=tuple(middleware),
+                       features=features)
     if fetch == "basic":
         return Processor(0, ctx, BasicFetch(r, config.queues, random.Random(1)))
     return Processor(0, ctx, ReliableFetch(r, config.queues, random.Random(1), identity, 0, 0, batch=1))

@@ -36,7 +36,9 @@ from ..core.urls import hide_urls, mask_url, resolve_url, scrub
 from ..core.errors import ResultError, ResultTimeout
 from ..core.payload import PayloadError
 from .output import Output, escape, table, when
+from .limits import cmd_limits
 from .periodic import cmd_periodic
+from .batches import cmd_batch, cmd_batches
 from .parser import Failure, Status, build_parser
 
 __all__ = ["COMMANDS", "Failure", "Status", "build_parser", "main"]
@@ -277,6 +279,8 @@ COMMANDS: dict[str, Callable[[redis.Redis, argparse.Namespace, Output], Status |
     "processes": cmd_processes, "workers": cmd_workers,
     "quiet": lambda r, a, o: _signal(r, a, o, "quiet"), "stop": lambda r, a, o: _signal(r, a, o, "stop"),
     "periodic": cmd_periodic, "web": cmd_web,
+    "batches": cmd_batches, "batch": cmd_batch,
+    "limits": cmd_limits,
 }
 
 

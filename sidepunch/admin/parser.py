@@ -146,6 +146,19 @@ def _add_periodic(add: Add) -> None:
     p.add_argument("name", nargs="?", metavar="NAME")
 
 
+def _add_batches(add: Add) -> None:
+    add("batches", "batches, newest first, with their progress").add_argument(
+        "--limit", type=lambda t: _whole(t, 1, 10_000), default=100, metavar="N", help="at most N (default 100)")
+    add("batch", "one batch's status, pending and failed jobs (exit 1 when unknown)").add_argument("bid", metavar="BID")
+
+
+def _add_limits(add: Add) -> None:
+    p = add("limits", "rate limiters and their state: list (default), reset NAME (frees its slots, clears its log)")
+    p.add_argument("action", nargs="?", default="list", choices=("list", "reset"))
+    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument("--forget", action="store_true", help="with reset: also unlist it until it is used again")
+
+
 def _port(text: str) -> int:
     return _whole(text, 1, 65535)
 
@@ -173,5 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_jobs(add)
     _add_processes(add)
     _add_periodic(add)
+    _add_batches(add)
+    _add_limits(add)
     _add_web(add)
     return parser

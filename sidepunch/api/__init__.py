@@ -25,6 +25,8 @@ import redis
 from ..core import keys
 from ..core.errors import ResultError, ResultTimeout
 from .jobs import OUTCOMES, STATES, cancel, result, status
+from .batches import BatchSet, BatchStatus
+from .limits import LimiterInfo, LimitSet  # noqa: F401  (rate limits, issue 16)
 from .metrics import Metrics
 from .periodic import PeriodicInfo, PeriodicSet
 from .processes import Process, ProcessSet, Work, Workers

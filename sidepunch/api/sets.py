@@ -107,7 +107,11 @@ class SortedEntry(JobRecord):
                 pipe.hset(keys.DEAD_REASONS, self.value, reason.encode("utf-8", "backslashreplace"))
             return True
 
-        return jobset.redis.transaction(move, jobset.name, value_from_callable=True)
+        moved = jobset.redis.transaction(move, jobset.name, value_from_callable=True)
+        if moved and b'"bid"' in self.value:  # a job of a batch died by hand: its batch must hear of it
+            from ..features.batch import report_deaths
+            report_deaths(jobset.redis, [self.value])
+        return moved
 
     def to_dict(self) -> dict[str, Any]:
         extra = {"reason": self.reason} if isinstance(self.jobset, DeadSet) else {}

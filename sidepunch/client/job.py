@@ -13,13 +13,16 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import inspect
-import math
 import time
 from typing import (TYPE_CHECKING, Any, Callable, ClassVar, Generic, Iterable, Mapping, ParamSpec, Protocol,
                     TypedDict, TypeVar, Unpack, overload)
 
 from .arguments import ARGS_OF, bulk_rows, positional_args
-from .validate import check_queue_name, describe
+from .options import PAYLOAD_OPTIONS
+from .options import check_class_options as _check_class_options
+from .options import check_queues as _check_queues
+from .options import seconds as _seconds
+from .validate import describe
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -55,6 +58,8 @@ class Job:
     queue: str = "default"
     retry: bool | int = True
     dead: bool | None = None
+    #: While a job of a batch runs: its batch (`with self.batch:` adds jobs to it); else None (client/batch.py).
+    batch: Any = None
     backtrace: bool | int | None = None
     retry_queue: str | None = None
     tags: list[str] | None = None
@@ -64,6 +69,14 @@ class Job:
     keep_result: int | None = None
     #: The class name on the wire; default is the dotted path. Set it to run jobs a Ruby app pushes as "HardWorker".
     wire_name: str | None = None
+    #: Unique jobs (sidepunch/features/unique.py): refuse a duplicate push for this many seconds, until the job
+    #: succeeds ("success") or starts ("start"); `unique_args(self, *args)` may say what makes a duplicate.
+    unique_for: float | None = None
+    unique_until: str | None = None
+    #: Seconds after its push (or its scheduled time) past which a fetched job is dropped, not run.
+    expires_in: float | None = None
+    #: Rate limits (sidepunch.limits) every run of this class must get a slot of; read by the daemon.
+    limits: list[Any] | tuple[Any, ...] | None = None
 
     jid: str = ""
     __sidepunch_job__: ClassVar[type[Job]]
@@ -92,7 +105,7 @@ class Job:
     def job_options(cls) -> dict[str, Any]:
         """Defaults for a payload, in Sidekiq's key order: retry, queue, then the options that are set."""
         options: dict[str, Any] = {"retry": cls.retry, "queue": cls.queue}
-        for key in ("dead", "backtrace", "retry_queue", "tags", "timeout"):
+        for key in PAYLOAD_OPTIONS:
             value = getattr(cls, key)
             if value is not None:
                 options[key] = list(value) if key == "tags" else value
@@ -301,6 +314,10 @@ class JobOptions(TypedDict, total=False):
     timeout: float | None
     wire_name: str | None
     keep_result: int | None
+    unique_for: float | None
+    unique_until: str | None
+    expires_in: float | None
+    limits: list[Any] | tuple[Any, ...] | None
 
 
 class _JobDecorator(Protocol):
@@ -347,46 +364,6 @@ def _perform_calling(fn: Callable[..., Any]) -> Callable[..., Any]:
     perform.__name__, perform.__qualname__ = "perform", f"{fn.__qualname__}.perform"
     setattr(perform, ARGS_OF, fn)
     return perform
-
-
-def _check_class_options(cls: type[Job]) -> None:
-    """A Job's options, checked once when its class is made, so a bad one fails at import, not at a push."""
-    name = cls.__qualname__
-    check_queue_name(cls.queue, f"{name}.queue")
-    if cls.retry_queue is not None and cls.retry_queue is not False:
-        check_queue_name(cls.retry_queue, f"{name}.retry_queue")
-    if cls.tags is not None and not isinstance(cls.tags, (list, tuple)):
-        raise TypeError(f"{name}.tags must be a list of strings, got {describe(cls.tags)}")
-    if cls.wire_name is not None and (not isinstance(cls.wire_name, str) or not cls.wire_name):
-        raise TypeError(f"{name}.wire_name must be a non-empty str, got {describe(cls.wire_name)}")
-    keep = cls.keep_result
-    if keep is not None and (type(keep) is not int or not 0 <= keep <= 10 ** 8):
-        raise TypeError(f"{name}.keep_result must be a number of seconds (int, 0 to 10**8), got {describe(keep)}")
-
-
-def _check_queues(options: Mapping[str, Any], where: str) -> None:
-    if "queue" in options:
-        check_queue_name(options["queue"], f"{where}(queue=...)")
-    retry_queue = options.get("retry_queue")
-    if retry_queue is not None and retry_queue is not False:
-        check_queue_name(retry_queue, f"{where}(retry_queue=...)")
-
-
-def _seconds(value: Any, what: str) -> float:
-    """Seconds from a number or a timedelta; TypeError or ValueError naming `what` otherwise."""
-    if isinstance(value, _dt.timedelta):
-        return value.total_seconds()
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        seconds = float(value)
-    except ArithmeticError:
-        raise ValueError(f"{what} is {describe(value)}, too large for a float") from None
-    except (TypeError, ValueError):
-        raise TypeError(f"{what} must be a number of seconds or a timedelta, got {describe(value)}") from None
-    if not math.isfinite(seconds):
-        raise ValueError(f"{what} must be finite, got {describe(value)}")
-    return seconds
 
 
 def job_class_of(obj: Any) -> type[Job] | None:

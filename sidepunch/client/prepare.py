@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from ..core import keys
 from ..core.middleware import Middleware, MiddlewareContext, build, hooks, run_client_chain
 from ..core.payload import encode, encode_value
+from ..features import build_features
 from .validate import JID_BYTES, check_args, check_at, check_job, describe, normalize, unfit
 
 _SIDEKIQ_DEFAULTS = {"retry": True, "queue": "default"}
@@ -58,6 +59,7 @@ class Preparer:
         self._lock = threading.Lock()
         self.middleware: tuple[Middleware, ...] = tuple(build(m, context, "around_push") for m in middleware)
         self._chain = hooks(self.middleware, "around_push")
+        self.features = build_features(context)  # the built-in features' push hooks (unique jobs, batches...)
 
     def install(self, middleware: Sequence[Middleware]) -> None:
         """Add built middleware outermost (a worker adds the daemon's, so pushes from jobs pass through them)."""
@@ -70,8 +72,9 @@ class Preparer:
         ValueError naming the field or argument."""
         now = self.clock()
         job, odd = self._normalize(item, now)
-        if self._chain:
-            job = self._through_middleware(job)
+        chain = self.features.for_push(job, self._chain) if self.features else self._chain
+        if chain:
+            job = self._through_middleware(job, chain)
             if job is None:
                 return None
             odd = check_job(job)
@@ -94,7 +97,8 @@ class Preparer:
             rows, at, base = self._bulk_parts(items, first)
             if not rows:
                 return [], [], 0
-            prepared = None if self._chain else self._bulk_template(rows, at, base, first)
+            plain = not self._chain and not (self.features and self._features_concern(base))
+            prepared = self._bulk_template(rows, at, base, first) if plain else None
             if prepared is not None:
                 return (*prepared, len(rows))
             items = self._expand_bulk(rows, at, base)
@@ -106,8 +110,9 @@ class Preparer:
         for count, item in enumerate(items, 1):
             number = first + count - 1
             job, odd = _in_job(number, self._normalize, item, now)
-            if self._chain:
-                job = self._through_middleware(job)
+            chain = self.features.for_push(job, self._chain) if self.features else self._chain
+            if chain:
+                job = self._through_middleware(job, chain)
                 if job is None:
                     continue
                 odd = _in_job(number, check_job, job)
@@ -179,7 +184,7 @@ class Preparer:
         return list(zip(itertools.repeat(queue), scores, payloads)), jids
 
     def _normalize(self, item: Any, now: float) -> tuple[dict[str, Any], bool]:
-        if not isinstance(item, Mapping):
+        if type(item) is not dict and not isinstance(item, Mapping):  # typing.Mapping checks are slow
             raise TypeError(f"a job item must be a dict with 'class' and 'args', got {describe(item)}")
         if "class" not in item or "args" not in item:
             missing = "class" if "class" not in item else "args"
@@ -194,8 +199,13 @@ class Preparer:
                 if isinstance(klass, type) else describe(klass))
         raise TypeError(f"'class' must be a Job class, a @job function or a class name, got {what}")
 
-    def _through_middleware(self, job: dict[str, Any]) -> dict[str, Any] | None:
-        result = run_client_chain(self._chain, job, lambda j: j)
+    def _features_concern(self, base: dict[str, Any]) -> bool:
+        """Whether a feature wants the jobs of a bulk push (they share all but args and jid)."""
+        probe, _ = self._normalize({**base, "args": []}, self.clock())
+        return bool(self.features.for_push(probe, ()))
+
+    def _through_middleware(self, job: dict[str, Any], chain: tuple[Any, ...]) -> dict[str, Any] | None:
+        result = run_client_chain(chain, job, lambda j: j)
         if result is None or result is False:
             return None
         if type(result) is not dict:

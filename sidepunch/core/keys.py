@@ -43,6 +43,21 @@ Only the working lists and the liveness keys of reliable fetch are our own addit
 | sidepunch:periodic:seen           | ZSET   | every daemon's scheduler     | entry name; score = when its registration |
 |                                   |        |                              | lapses unless a daemon renews it (ours)   |
 | sidepunch:periodic:disabled       | SET    | api PeriodicSet.disable      | names of disabled entries (ours)          |
+| sidepunch:batches                 | ZSET   | batch_open.lua (client)      | every batch id; score = created_at (ours) |
+| sidepunch:batch:<bid>             | HASH   | batch_*.lua (client, worker) | a batch's counters, settings, callback    |
+|                                   |        |                              | templates and times (ours; see below)     |
+| sidepunch:batch:<bid>:members     | HASH   | batch_*.lua                  | member (jid, or "b:" + child bid) -> p    |
+|                                   |        |                              | (waiting), f (failed), s (succeeded)      |
+| sidepunch:limits                  | HASH   | every acquire (limit_acquire | limiter name -> its definition, JSON      |
+|                                   |        | .lua), api reset --forget    | {"kind", "limit"/"rate", ...} (ours)      |
+| sidepunch:limits:seen             | ZSET   | every acquire; api reset     | limiter name -> last use; a name idle 30  |
+|                                   |        | --forget                     | days leaves it and sidepunch:limits (ours)|
+| sidepunch:limit:concurrent:<name> | ZSET   | limit_acquire / _release.lua | lease token -> expiry (Redis time) (ours) |
+| sidepunch:limit:window:<name>     | ZSET   | limit_acquire.lua            | token -> admission time, last `per` s     |
+| sidepunch:limit:bucket:<name>     | HASH   | limit_acquire.lua            | tokens (float), at (Redis time) (ours)    |
+| sidepunch:limit:waiting:<name>    | ZSET   | limit_acquire.lua            | jid (or acquire token) refused a slot ->  |
+|                                   |        |                              | when it stops counting as waiting (ours)  |
+| sidepunch:limit:hold:<name>       | STRING | limit_release.lua, EX 1 day  | average seconds a concurrent slot is held |
 
 The metrics slots are UTC `YYYYMMDDTHHMM` stamps of a slot's start; `<step>` is the slot length in seconds: 60
 (minutes, kept 9 hours) or 600 (10 minutes, kept 73 hours). The counts hash has three fields per class, as
@@ -61,6 +76,16 @@ had none, `failed_at`.
 Payload fields a periodic enqueue adds: `periodic_name` (the entry's name) and `periodic_tick` (the tick, epoch
 seconds; absent for "run now" from the API/CLI). The claim key's `<fingerprint>` hashes the entry's cron, tz, job,
 args and queue (core/periodic.py), `<tick>` is the tick's epoch in whole seconds.
+
+Payload fields of tracing (sidepunch.contrib.opentelemetry, only when it is registered): `traceparent` and
+`tracestate`, the W3C Trace Context of the span that pushed the job, as the client middleware writes them.
+
+Batches (features/batch.py, client/batch.py, core/lua/batch_*.lua): the payload field `bid` names the batch a
+job belongs to. The batch hash holds `bid`, `description`, `parent` (a parent bid or ""), `created_at`, the counters
+`total`, `pending`, `failures`, `finished`, `opens` (integers), the times `complete_at`, `success_at`, `death_at`
+(set once, when that callback was pushed), `mark` (the random marker of the templates) and, per callback event
+(success, complete, death), `cb_<event>` (the callback job's JSON with marker strings for args, jid and times)
+and `cbq_<event>` (its queue). Once a batch completed, both its keys expire BATCH_TTL seconds after its last change.
 
 Key names read back from Redis (SCAN, `queues`, `processes`) are hostile input: they may be any bytes. The
 functions below take `bytes` as well as `str` and then answer in bytes, so such a name is used as it is, never
@@ -95,12 +120,23 @@ STAT_RATE_LIMITED = "stat:rate_limited"
 STAT_EVENTS = {"cancelled": STAT_CANCELLED, "expired": STAT_EXPIRED, "rate_limited": STAT_RATE_LIMITED}
 #: How long a cancel request waits for the process that runs (or will run) its jid to act on it.
 CANCEL_TTL = 86_400
+#: Batches: the hash of one batch is BATCH_PREFIX + bid, its members' states BATCH_PREFIX + bid + ":members";
+#: BATCHES lists every batch id by creation time. A finished batch's keys live BATCH_TTL seconds (30 days).
+BATCH_PREFIX = "sidepunch:batch:"
+BATCHES = "sidepunch:batches"
+BATCH_TTL = 30 * 86_400
 METRICS_PREFIX = "sidepunch:metrics:"
 PERIODIC_PREFIX = "sidepunch:periodic:"
 PERIODIC_LAST = PERIODIC_PREFIX + "last"
 PERIODIC_ENTRIES = PERIODIC_PREFIX + "entries"
 PERIODIC_SEEN = PERIODIC_PREFIX + "seen"
 PERIODIC_DISABLED = PERIODIC_PREFIX + "disabled"
+#: Rate limits (sidepunch.limits): the registry of limiter definitions, HASH name -> definition JSON.
+LIMITS = "sidepunch:limits"
+#: ZSET limiter name -> its last use (Redis time); a name unused for LIMITS_IDLE seconds leaves both.
+LIMITS_SEEN = "sidepunch:limits:seen"
+LIMITS_IDLE = 30 * 86_400
+LIMIT_PREFIX = "sidepunch:limit:"
 #: Metrics rollups: slot length in seconds -> how long its keys live (a little over the longest window read
 #: from it: 8 hours from minutes, 72 hours from 10-minute slots).
 METRICS_STEPS = {60: 9 * 3600, 600: 73 * 3600}
@@ -115,6 +151,14 @@ PROCESS_FAILED = "sidepunch_failed"
 #: The process's fetch strategy ("reliable" or "basic"): with reliable fetch its working lists, not its workers
 #: hash (rewritten only every beat), say which jobs it holds (sidepunch.api.status reads them).
 PROCESS_FETCH = "sidepunch_fetch"
+#: Tracing's payload fields (top-level, strings): the W3C Trace Context `traceparent` ("00-<trace id>-<span
+#: id>-<flags>") and `tracestate` (vendor entries; absent when empty) of the producer span that pushed the job.
+#: Written at push time by TracingClientMiddleware (sidepunch.contrib.opentelemetry) through OpenTelemetry's
+#: propagator, read by TracingServerMiddleware, which ignores values that are not strings of sane length or do
+#: not parse. Retries and the schedule keep them, so every run of a job is a child of the same push. Sidekiq
+#: ignores them; Ruby's OpenTelemetry Sidekiq instrumentation uses the same top-level fields.
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
 
 
 def _join(prefix: str, name: str | bytes, suffix: str = "") -> str | bytes:
@@ -195,6 +239,21 @@ def periodic_claim(name: str, fingerprint: str, tick: int) -> str:
     return f"{PERIODIC_PREFIX}claim:{name}:{fingerprint}:{int(tick)}"
 
 
+def limit_state(kind: str, name: str) -> str:
+    """`sidepunch:limit:<kind>:<name>`: a limiter's shared state (kind: concurrent, window or bucket)."""
+    return f"{LIMIT_PREFIX}{kind}:{name}"
+
+
+def limit_waiting(name: str) -> str:
+    """`sidepunch:limit:waiting:<name>`: ZSET of who a limiter refused -> when they stop counting as waiting."""
+    return f"{LIMIT_PREFIX}waiting:{name}"
+
+
+def limit_hold(name: str) -> str:
+    """`sidepunch:limit:hold:<name>`: a concurrent limiter's average hold time in seconds (a float string)."""
+    return f"{LIMIT_PREFIX}hold:{name}"
+
+
 def metrics_slot(epoch: float, step: int) -> str:
     """The UTC stamp (`YYYYMMDDTHHMM`) of the `step`-second metrics slot holding `epoch`."""
     return time.strftime("%Y%m%dT%H%M", time.gmtime(int(epoch // step * step)))
@@ -256,3 +315,13 @@ def queue_name_problem(name: object) -> str | None:
     if size > MAX_QUEUE_BYTES:
         return f"is {size} bytes long in UTF-8; a queue name has at most {MAX_QUEUE_BYTES}"
     return None
+
+
+def batch(bid: str) -> str:
+    """`sidepunch:batch:<bid>`: one batch's hash (batch_*.lua writes it)."""
+    return f"{BATCH_PREFIX}{bid}"
+
+
+def batch_members(bid: str) -> str:
+    """`sidepunch:batch:<bid>:members`: member -> state of one batch (batch_*.lua writes it)."""
+    return f"{BATCH_PREFIX}{bid}:members"

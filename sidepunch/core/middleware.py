@@ -49,6 +49,8 @@ class Outcome(str, enum.Enum):
     RESCHEDULED = "rescheduled"  # a server middleware put it back in the schedule; not a failure
     CANCELLED = "cancelled"      # stopped by sidepunch.api.cancel; acknowledged, neither retried nor dead
     SUBMITTED = "submitted"      # an async job handed to the worker's event loop, which records its outcome
+    EXPIRED = "expired"          # fetched after its expires_at: acknowledged without running, counted as expired
+    RATE_LIMITED = "rate_limited"  # over a rate limit: back in the schedule without running; not a failure
 
     def __str__(self) -> str:
         return self.value
@@ -66,6 +68,20 @@ class Reschedule(BaseException):
     def __init__(self, seconds: float) -> None:
         self.seconds = check_delay(seconds)
         super().__init__(f"reschedule in {self.seconds:g}s")
+
+
+class RateLimited(Reschedule):
+    """Raise from a server middleware, before `call_next()`, to put a job over a rate limit back in the schedule
+    in `seconds`: it did not run, so it counts neither as processed nor as a retry, but in stat:rate_limited."""
+
+    def __init__(self, seconds: float, limiter: str = "") -> None:
+        super().__init__(seconds)
+        self.limiter = limiter
+
+
+class Expired(BaseException):
+    """Raise from a server middleware, before `call_next()`, to drop a job whose deadline passed: acknowledged
+    without running, logged and counted in stat:expired; neither failed nor dead."""
 
 
 def check_delay(seconds: Any) -> float:
@@ -116,6 +132,24 @@ class Middleware:
 
     def on_death(self, job: dict, exc: BaseException) -> None:
         return None
+
+
+class Feature(Middleware):
+    """A built-in middleware (sidepunch/features) that wraps only the jobs it concerns, so a plain job pays
+    nothing for it: a push whose job dict has one of `payload_keys` (or for which `applies_to_push` says so),
+    and a run whose payload has one of them or whose job class has a true `class_attrs` attribute. Features run
+    outside the user's middleware, in sidepunch.features.BUILTIN's order."""
+
+    payload_keys: frozenset[str] = frozenset()
+    class_attrs: tuple[str, ...] = ()
+
+    def applies_to_push(self, job: dict) -> bool:
+        return not self.payload_keys.isdisjoint(job)
+
+    def applies(self, instance: Any, job: dict) -> bool:
+        if not self.payload_keys.isdisjoint(job):
+            return True
+        return any(getattr(instance, name, None) for name in self.class_attrs)
 
 
 class FunctionMiddleware(Middleware):
@@ -197,5 +231,6 @@ async def run_async_chain(chain: Sequence[Callable[..., Any]], instance: Any, jo
     return await step(0)
 
 
-__all__ = ["Middleware", "MiddlewareContext", "FunctionMiddleware", "Outcome", "Reschedule", "build", "hooks",
+__all__ = ["Middleware", "MiddlewareContext", "FunctionMiddleware", "Feature", "Outcome", "Reschedule",
+           "RateLimited", "Expired", "build", "hooks",
            "load_dotted", "run_client_chain", "run_server_chain", "run_async_chain", "check_delay", "MAX_DELAY"]

@@ -152,8 +152,11 @@ class AsyncRunner:
         args = job.get("args")
         if type(args) is not list:
             raise BadJob(f"job args must be a JSON array, got {type(args).__name__}")
-        if self._chain:
-            result = await run_async_chain(self._chain, instance, job, entry.unit.queue,
+        chain = self._chain
+        if self.ctx.features:
+            chain = self.ctx.features.for_run("around_perform_async", instance, job, chain)
+        if chain:
+            result = await run_async_chain(chain, instance, job, entry.unit.queue,
                                            lambda: instance.perform(*args))
             if isinstance(result, Reschedule):
                 raise result

@@ -23,7 +23,7 @@ import redis
 from ..core import keys
 from ..core.connection import OUTAGE_ERRORS
 from ..core.errors import JobTimeout
-from ..core.middleware import Outcome, Reschedule, check_delay
+from ..core.middleware import Expired, Outcome, RateLimited, Reschedule, check_delay
 from .fetch import UnitOfWork
 from .logs import JOB_LOGGER, job_line
 from .retry import error_class_name, error_message
@@ -110,6 +110,10 @@ class Outcomes:
             return self.cancelled(unit, job, started, acks)
         if reason == "timeout":
             failure = timeout_error(timeout)
+        if isinstance(failure, Expired):
+            return self.expired(unit, job, started, acks)
+        if isinstance(failure, RateLimited):
+            return self.rate_limited(unit, job, failure, instance)
         if isinstance(failure, Reschedule):
             return self.reschedule(unit, job, failure, started, instance)
         return self.fail(unit, job, failure, started, instance)
@@ -124,6 +128,33 @@ class Outcomes:
         job_log.warning("cancelled %.200s jid=%.100s queue=%s %.3fs", job["class"], job.get("jid"), unit.queue,
                         elapsed)
         return Outcome.CANCELLED
+
+    def expired(self, unit: UnitOfWork, job: dict, started: float, acks: Acks) -> Outcome:
+        """Fetched after its deadline (a feature raised Expired before it ran): acknowledged, not run, counted in
+        stat:expired; neither processed, failed nor dead."""
+        self.ctx.counters.event("expired")
+        if acks.ack(unit, 1.0):  # sent at once, as for a cancelled job
+            self.persist(acks.send_acks, "acknowledge")
+        job_log.info("expired %.200s jid=%.100s queue=%s expires_at=%.40r", job["class"], job.get("jid"),
+                     unit.queue, job.get("expires_at"))
+        return Outcome.EXPIRED
+
+    def rate_limited(self, unit: UnitOfWork, job: dict, exc: RateLimited, instance: Any) -> Outcome:
+        """Over a rate limit (a feature raised RateLimited before it ran): back in the schedule as fetched, counted
+        in stat:rate_limited, not as a run or a failure."""
+        try:
+            seconds = check_delay(exc.seconds)
+        except BaseException as bad:
+            return self.fail(unit, job, bad, time.monotonic(), instance)
+        outcome = self.ctx.retry.reschedule(unit, seconds, exc,
+                                            persist=lambda write: self.persist(write, "schedule write"))
+        if outcome is Outcome.RESCHEDULED:
+            self.ctx.counters.event("rate_limited")
+            outcome = Outcome.RATE_LIMITED
+        if job_log.isEnabledFor(logging.INFO):
+            job_line(job_log, logging.INFO, "rate limited %.200s jid=%.100s queue=%s by %.200s, again in %.3fs",
+                     job["class"], job.get("jid"), unit.queue, exc.limiter, seconds)
+        return outcome
 
     def reschedule(self, unit: UnitOfWork, job: dict, exc: Reschedule, started: float, instance: Any) -> Outcome:
         """Back to the schedule, not a failure; a Reschedule whose delay was tampered with is a failure."""

@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 from ..core import identity as identities
 from ..core.connection import Outage, make_client
+from ..core.middleware import MiddlewareContext
+from ..features import build_features
 from .cancels import CancelWatcher
 from .config import Config
 from .fetch import fetcher_class
@@ -60,11 +62,12 @@ def build_parts(config: Config, identity: str, state: LifecycleState, number: in
         from .observe.tally import MeteredCounters
         counters = MeteredCounters()
         fetcher = metered(fetcher, counters)
+    features = build_features(MiddlewareContext(client, config=config))
     retry = RetryPolicy(client, DeadSet(config.dead_max_jobs, config.dead_timeout), config.max_retries,
-                        fetcher.ack_into, death_handlers=death_handlers)
+                        fetcher.ack_into, death_handlers=death_handlers, features=features)
     ctx = ChildContext(redis=client, config=config, identity=identity, state=state,
                        outage=Outage(config.redis_url, logger), resolver=JobResolver(config.require),
-                       retry=retry, server_middleware=middleware, counters=counters)
+                       retry=retry, server_middleware=middleware, features=features, counters=counters)
     pool = ProcessorPool(ctx, fetcher, number, retire=retire, async_chain=async_middleware)
     return Parts(ctx, pool, CancelWatcher(ctx, pool.running_jids, pool.stop_job),
                  Heartbeat(ctx, info, on_signal=on_signal, on_beat=on_beat, on_tick=on_tick),

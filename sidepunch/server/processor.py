@@ -243,8 +243,11 @@ class Processor:
         args = job.get("args")
         if type(args) is not list:
             raise BadJob(f"job args must be a JSON array, got {type(args).__name__}")
-        if self.ctx.server_middleware:
-            result = run_server_chain(self.ctx.server_middleware, instance, job, queue,
+        chain = self.ctx.server_middleware
+        if self.ctx.features:
+            chain = self.ctx.features.for_run("around_perform", instance, job, chain)
+        if chain:
+            result = run_server_chain(chain, instance, job, queue,
                                       lambda: _ran(instance.perform(*args)))
             if isinstance(result, Reschedule):
                 raise result

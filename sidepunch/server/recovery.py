@@ -185,6 +185,7 @@ def _recover_list(client: redis.Redis, move: Any, queue_key: bytes, working: byt
             return found
         now = time.time()
         script_keys: list[bytes | str] = [keys.QUEUES, keys.DEAD, keys.DEAD_REASONS]
+        deaths: list[bytes] = []
         args: list[object] = [now, now - policy.dead_timeout, policy.dead_max_jobs]
         # Newest first: each RPUSH lands at the head, so the oldest (right-most) job ends up next in line.
         for raw in jobs:
@@ -196,16 +197,28 @@ def _recover_list(client: redis.Redis, move: Any, queue_key: bytes, working: byt
                 fate = Move("queue", raw)
             script_keys += [working, queue_key]
             args += [fate.mode, raw, fate.payload, fate.reason]
+            if fate.mode == "dead":
+                deaths.append(raw)
             if fate.mode == "dead" and not refusal:
                 log.error("job moved to the dead set: %s: %.120r", fate.reason or "its worker died "
                           f"{policy.max_interruptions} times running it", raw)
         requeued, killed, stuck = move(keys=script_keys, args=args)
         found.requeued += requeued
         found.killed += killed
+        if deaths and killed == len(deaths):  # each of them is in the dead set now (a partial move: unknown which)
+            _report_deaths(client, deaths)
         if stuck and not requeued + killed:
             found.failed.append((working, f"{stuck} job(s) stay: {_queue_refusal(client, queue_key)}"))
             return found
         stalled = [] if requeued + killed else jobs  # none moved: another recovery took them, go on if it did
+
+
+def _report_deaths(client: redis.Redis, payloads: list[bytes]) -> None:
+    """Jobs of a batch that recovery killed: their batches hear of the death (imported only then, so the
+    master does not load the batch code for nothing)."""
+    if any(b'"bid"' in raw for raw in payloads):
+        from ..features.batch import report_deaths
+        report_deaths(client, payloads)
 
 
 def _key(name: str) -> bytes:

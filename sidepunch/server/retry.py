@@ -30,6 +30,8 @@ from .fetch import UnitOfWork
 from .forks import ForkGuard
 from ..core.jobsets import DeadSet, encode_backtrace
 from ..core.middleware import DeathHandler, Outcome
+from ..core.retries import failure_outcome, next_retry_count, retry_limit, retry_option
+from ..features import FeatureSet
 from ..core.payload import PayloadError, decode, encode
 
 log = logging.getLogger("sidepunch.retry")
@@ -86,12 +88,13 @@ class RetryPolicy:
 
     def __init__(self, client: redis.Redis, dead: DeadSet, max_retries: int, ack_into: Callable,
                  death_handlers: Sequence[DeathHandler] = (), rng: random.Random | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, features: FeatureSet | None = None) -> None:
         self._redis = client
         self._dead = dead
         self._max_retries = max_retries
         self._ack_into = ack_into
         self._death_handlers = tuple(death_handlers)
+        self._features = features or FeatureSet()
         self._rng = rng or random.Random()
         self._clock = clock
         self._forks = ForkGuard()
@@ -145,24 +148,23 @@ class RetryPolicy:
     def _decide(self, unit: UnitOfWork, instance: Any, msg: dict,
                 exc: BaseException) -> tuple[Outcome, Callable | None, bool]:
         """(outcome, the write that records it or None, whether death handlers run): runs the job's hooks."""
-        # Unlike Sidekiq, which drops it, a job whose class never loaded and that has no `retry` key is kept.
-        retry = msg.get("retry", True if instance is None else None)
-        if retry is None and instance is not None:
-            # Sidekiq's JobRetry#local: a missing or null `retry` takes the job class's option, and that is
-            # stored with the job, so the limit still holds after the poller puts the job back in its queue.
-            retry = getattr(instance, "retry", True)
-            if retry is not False and retry is not None:
-                msg["retry"] = retry
+        # The rules are core/retries.py's (tracing asks them too). Unlike Sidekiq, which drops it, a job whose
+        # class never loaded and that has no `retry` key is kept.
+        retry = retry_option(msg, instance)
         if retry is False or retry is None:
             return Outcome.DISCARDED, None, True
+        if instance is not None and msg.get("retry") is None:
+            # Sidekiq's JobRetry#local: the class's option is stored with the job, so the limit still holds
+            # after the poller puts the job back in its queue.
+            msg["retry"] = retry
         now = self._clock()
         self._add_error_fields(msg, exc, unit.queue, now)
         count = msg["retry_count"]
-        limit = retry if type(retry) is int else self._max_retries
         choice = self._custom_delay(instance, count, exc)
-        if choice == "discard":
+        outcome = failure_outcome(retry, count, retry_limit(retry, self._max_retries), choice)
+        if outcome is Outcome.DISCARDED:
             return Outcome.DISCARDED, None, False
-        if choice != "kill" and count < limit:
+        if outcome is Outcome.RETRY:
             # Scored and encoded once, here: a retried write cannot add a second member, and a delay out of a
             # float's range fails now, into the dead set, rather than in the write.
             score = now + retry_delay(count, self._rng, choice if isinstance(choice, int) else None)
@@ -200,12 +202,8 @@ class RetryPolicy:
         msg["queue"] = retry_queue if type(retry_queue) is str and retry_queue else queue
         msg["error_message"] = error_message(exc)
         msg["error_class"] = error_class_name(exc)
-        if "retry_count" in msg and type(msg["retry_count"]) is int:
-            msg["retried_at"] = now
-            msg["retry_count"] += 1
-        else:
-            msg["failed_at"] = now
-            msg["retry_count"] = 0
+        msg["retried_at" if type(msg.get("retry_count")) is int else "failed_at"] = now
+        msg["retry_count"] = next_retry_count(msg)
         limit = msg.get("backtrace")
         if limit is not None and limit is not False:  # Ruby truthiness: 0 keeps no lines but is still set
             lines = backtrace_lines(exc)
@@ -256,7 +254,7 @@ class RetryPolicy:
         pipe.execute()  # nothing is sent when the fetch needs no acknowledgement (basic fetch)
 
     def _run_death_handlers(self, msg: dict, exc: BaseException) -> None:
-        for handler in self._death_handlers:
+        for handler in self._features.for_death(msg, self._death_handlers):
             try:
                 handler(msg, exc)
             except BaseException:

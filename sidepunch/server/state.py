@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 
 
 from ..core.connection import Outage
+from ..features import FeatureSet
 from .resolver import JobResolver
 from .retry import RetryPolicy
 from .stats import Counters, WorkTable
@@ -64,5 +65,6 @@ class ChildContext:
     counters: Counters = field(default_factory=Counters)
     work: WorkTable = field(default_factory=WorkTable)
     server_middleware: Sequence[Any] = ()
+    features: FeatureSet = field(default_factory=FeatureSet)  # the built-in features (sidepunch/features)
     #: Called with (job, exception, outcome) after each failure is recorded (hooks.failure_hook), or None.
     on_failure: Callable[[dict, BaseException, Any], None] | None = None

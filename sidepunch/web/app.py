@@ -23,7 +23,7 @@ from ..api.ops import OpError
 from ..core.connection import OUTAGE_ERRORS
 from ..core.payload import PayloadError
 from ..core.urls import mask_url
-from . import browse, jobsets, metrics, pages, periodic
+from . import batches, browse, jobsets, limits, metrics, pages, periodic
 from .render import make_env
 from .security import COOKIE, CSRF_FIELD, Guard, challenge_of, secure_headers
 
@@ -33,6 +33,8 @@ Handler = Callable[..., Response]
 #: Tabs of the navigation bar: (endpoint, label).
 TABS = [("dashboard", "Dashboard"), ("busy", "Busy"), ("queues", "Queues"), ("jobset:retries", "Retries"),
         ("jobset:scheduled", "Scheduled"), ("jobset:morgue", "Dead"), ("metrics", "Metrics"), ("periodic", "Periodic"),
+        ("batches", "Batches"),
+        ("limits", "Limits"),
         ("redis", "Redis"),
         ("keys", "Keys")]
 NOTICES = {"retried": "{n} job(s) enqueued.", "deleted": "{n} job(s) deleted.", "killed": "{n} job(s) moved to Dead.",
@@ -45,7 +47,7 @@ NOTICES = {"retried": "{n} job(s) enqueued.", "deleted": "{n} job(s) deleted.", 
 def _routes() -> tuple[Map, dict[str, Handler]]:
     handlers: dict[str, Handler] = {}
     rules = []
-    for module in (pages, jobsets, metrics, periodic, browse):
+    for module in (pages, jobsets, metrics, periodic, batches, limits, browse):
         for path, endpoint, methods, handler in module.ROUTES:
             rules.append(Rule(path, endpoint=endpoint, methods=methods))
             handlers[endpoint] = handler

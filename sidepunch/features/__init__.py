@@ -1,0 +1,75 @@
+"""The built-in features (unique jobs, rate limits, batches, expiring jobs), each a `core.middleware.Feature` in
+its own module here, and `FeatureSet`: the features one process built, and which of them a job goes through.
+
+A feature wraps only the jobs it concerns (by a payload key or a job-class attribute), so a plain job pays one
+set-disjointness test and an attribute lookup per feature attribute, nothing else. Every client (for its pushes)
+and every worker process (for its runs and deaths) builds the features in BUILTIN's order, outermost first,
+outside the user's middleware: a job a feature holds back never reaches the user's middleware.
+
+Imports only sidepunch.core at import time; each feature module is imported when a FeatureSet is built.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from ..core.middleware import Feature, MiddlewareContext, hooks, load_dotted
+
+#: Dotted paths of the built-in Feature classes, outermost first.
+BUILTIN: tuple[str, ...] = ("sidepunch.features.batch.BatchFeature", "sidepunch.features.limits.LimitsFeature")
+
+
+class FeatureSet:
+    """Built features and their hook chains; `for_push`, `for_run` and `for_death` prepend the hooks of the
+    features that concern a job to a base chain (the user's middleware), or return the base chain untouched."""
+
+    def __init__(self, features: Sequence[Feature] = ()) -> None:
+        self.features = tuple(features)
+        self._keys = frozenset().union(*(f.payload_keys for f in self.features))
+        self._attrs = tuple(sorted({name for f in self.features for name in f.class_attrs}))
+        self._hooks = {hook: [(f, hooks([f], hook)) for f in self.features if hooks([f], hook)]
+                       for hook in ("around_push", "around_perform", "around_perform_async", "on_death")}
+        # a feature that decides pushes by more than payload keys (a batch open in this context) is always asked
+        self._push_always = any(type(f).applies_to_push is not Feature.applies_to_push
+                                for f, _ in self._hooks["around_push"])
+
+    def __bool__(self) -> bool:
+        return bool(self.features)
+
+    def for_push(self, job: dict, base: tuple[Callable[..., Any], ...]) -> tuple[Callable[..., Any], ...]:
+        if not self._push_always and self._keys.isdisjoint(job):
+            return base
+        own = tuple(chain[0] for f, chain in self._hooks["around_push"] if f.applies_to_push(job))
+        return own + base if own else base
+
+    def concerns(self, instance: Any, job: dict) -> bool:
+        """The cheap pre-filter of a run: a feature's payload key, or a feature's class attribute set."""
+        if not self._keys.isdisjoint(job):
+            return True
+        for name in self._attrs:
+            if getattr(instance, name, None):
+                return True
+        return False
+
+    def for_run(self, hook: str, instance: Any, job: dict,
+                base: Sequence[Callable[..., Any]]) -> Sequence[Callable[..., Any]]:
+        """The chain of `hook` ("around_perform" or "around_perform_async") for this job."""
+        if not self.concerns(instance, job):
+            return base
+        own = tuple(chain[0] for f, chain in self._hooks[hook] if f.applies(instance, job))
+        return (*own, *base) if own else base
+
+    def for_death(self, job: dict, base: Sequence[Callable[..., Any]]) -> Sequence[Callable[..., Any]]:
+        """The death handlers for a job that died (features first; judged by payload keys only, since a job
+        may die without its class)."""
+        if self._keys.isdisjoint(job):
+            return base
+        own = tuple(chain[0] for f, chain in self._hooks["on_death"] if not f.payload_keys.isdisjoint(job))
+        return (*own, *base) if own else base
+
+
+def build_features(context: MiddlewareContext | None, paths: Sequence[str] | None = None) -> FeatureSet:
+    """A FeatureSet of the BUILTIN features (or `paths`), each built with `context`."""
+    return FeatureSet([load_dotted(path)(context) for path in (BUILTIN if paths is None else paths)])
+
+
+__all__ = ["BUILTIN", "FeatureSet", "build_features"]
