@@ -264,3 +264,19 @@ def test_hostile_class_names_stay_labels(daemon, r, client):
     assert r.zcard("dead") == 5  # no class to run: the empty and non-string ones, dead with their reason
     assert all(label is None or len(label) <= 203 for label in labels)
     assert get(port, "/healthz")[0] == 200 and d.proc.poll() is None
+
+
+def test_rate_limited_jobs_are_counted_as_redis_counts_them(daemon, r, client):
+    """Jobs over a concurrency limit go back to the schedule: sidepunch_jobs_rate_limited_total matches
+    stat:rate_limited, and every job is processed once it is admitted."""
+    from sidepunch.core import keys
+    d, port = start(daemon, "-r", "limitjobs", "-w", "2", "-c", "4", "--poll-interval", "0.2")
+    client.push_bulk({"class": "limitjobs.Paired", "args": [[0.3] for _ in range(8)]})
+    wait_for(lambda: r.scard("done") == 8, timeout=90, message="every limited job run")
+
+    def agreed():
+        samples = scrape(port)
+        limited = total(samples, "sidepunch_jobs_rate_limited_total")
+        return samples if limited and limited == int(r.get(keys.STAT_RATE_LIMITED) or 0) else None
+    samples = wait_for(agreed, timeout=30, message="the metric and stat:rate_limited to agree")
+    assert total(samples, "sidepunch_jobs_processed_total", **{"class": "limitjobs.Paired"}) == 8
