@@ -82,7 +82,7 @@ def test_queues_and_jobs(cli, r, client):
     client.push({"class": "Mail", "args": ["x@y.z"], "queue": "mail"})
     status, out, _ = cli("queues")
     table = rows(out)
-    assert status == 0 and table[0] == ["QUEUE", "SIZE", "LATENCY"]
+    assert status == 0 and table[0] == ["QUEUE", "SIZE", "LATENCY", "PAUSED"]
     assert [row[:2] for row in table[1:]] == [["default", "3"], ["mail", "1"]]
     assert out.splitlines()[0].index("SIZE") == out.splitlines()[1].index("3")  # aligned columns
     status, out, _ = cli("jobs", "default", "--limit", "2")

@@ -192,3 +192,18 @@ def test_limits_set_per_instance_are_honoured_and_not_cached(r, client):
     client.push({"class": limitjobs.Paired, "args": [0]})
     assert run_next(proc)[1] is Outcome.DONE and run_next(proc)[1] is Outcome.RATE_LIMITED
     assert feature._plans == {}
+
+
+def test_a_scheduled_job_waiting_on_a_limiter_names_it_on_its_page(web, r):
+    from test_web import assert_safe
+    take(r, [Window("page-w", 1, per=30)], "first")
+    take(r, [Window("page-w", 1, per=30)], "waiter")  # refused: waits on page-w
+    r.zadd("schedule", {json.dumps({"class": "X", "args": [], "jid": "waiter", "queue": "default"}): 2e9,
+                        json.dumps({"class": "X", "args": [], "jid": "other", "queue": "default"}): 2e9 + 1})
+    pages = {}
+    for jid in ("waiter", "other"):
+        entry = next(e for e in sidepunch.api.ScheduledSet(r) if e.jid == jid)
+        pages[jid] = web.get(f"/scheduled/{entry.score!r}-{entry.id}").get_data(as_text=True)
+    assert "Rate limited by" in pages["waiter"] and "page-w" in pages["waiter"]
+    assert "Rate limited by" not in pages["other"]
+    assert_safe(pages["waiter"])

@@ -37,6 +37,7 @@ from ..core.errors import ResultError, ResultTimeout
 from ..core.payload import PayloadError
 from .output import Output, escape, table, when
 from .limits import cmd_limits
+from .pausing import cmd_pause, cmd_unpause, paused_names
 from .periodic import cmd_periodic
 from .batches import cmd_batch, cmd_batches
 from .parser import Failure, Status, build_parser
@@ -73,11 +74,14 @@ def cmd_stats(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
 
 def cmd_queues(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
     now = time.time()
-    queues = [(q.name, *_size_and_latency(q)) for q in api.Queue.all(r, clock=lambda: now)]
-    data = [{"name": n, "size": s, "latency": lat} for n, s, lat in queues]
-    out.emit(data, lambda: table(["QUEUE", "SIZE", "LATENCY"], [
-        (n, "-" if s is None else s, "-" if lat is None else f"{lat:.1f}s") for n, s, lat in queues])
-        if queues else "no queues")
+    paused = paused_names(r)
+    known = api.Queue.all(r, clock=lambda: now)
+    extra = sorted(paused - {q.name for q in known})  # paused before any push: shown, so it can be unpaused
+    queues = [(q.name, *_size_and_latency(q)) for q in [*known, *(api.Queue(n, r, clock=lambda: now) for n in extra)]]
+    data = [{"name": n, "size": s, "latency": lat, "paused": n in paused} for n, s, lat in queues]
+    out.emit(data, lambda: table(["QUEUE", "SIZE", "LATENCY", "PAUSED"], [
+        (n, "-" if s is None else s, "-" if lat is None else f"{lat:.1f}s", "yes" if n in paused else "no")
+        for n, s, lat in queues]) if queues else "no queues")
 
 
 def _size_and_latency(queue: api.Queue) -> tuple[int | None, float | None]:
@@ -280,7 +284,7 @@ COMMANDS: dict[str, Callable[[redis.Redis, argparse.Namespace, Output], Status |
     "quiet": lambda r, a, o: _signal(r, a, o, "quiet"), "stop": lambda r, a, o: _signal(r, a, o, "stop"),
     "periodic": cmd_periodic, "web": cmd_web,
     "batches": cmd_batches, "batch": cmd_batch,
-    "limits": cmd_limits,
+    "limits": cmd_limits, "pause": cmd_pause, "unpause": cmd_unpause,
 }
 
 

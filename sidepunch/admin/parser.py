@@ -86,7 +86,7 @@ def _add_listings(add: Add) -> None:
     add("stats", "counters, set sizes and latency").add_argument(
         "--days", type=_days, default=0,
         help=f"also show per-day counts for the last N days (UTC), at most {api.MAX_HISTORY_DAYS}")
-    add("queues", "queues with size and latency")
+    add("queues", "queues with size, latency and whether paused")
     p = add("jobs", "jobs waiting in a queue (newest first)")
     p.add_argument("queue", metavar="QUEUE")
     p.add_argument("--oldest-first", action="store_true", help="list in the order the jobs will run")
@@ -159,6 +159,11 @@ def _add_limits(add: Add) -> None:
     p.add_argument("--forget", action="store_true", help="with reset: also unlist it until it is used again")
 
 
+def _add_pausing(add: Add) -> None:
+    add("pause", "stop every daemon fetching a queue (pushes are still accepted)").add_argument("queue", metavar="QUEUE")
+    add("unpause", "let daemons fetch a paused queue again").add_argument("queue", metavar="QUEUE")
+
+
 def _port(text: str) -> int:
     return _whole(text, 1, 65535)
 
@@ -188,5 +193,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_periodic(add)
     _add_batches(add)
     _add_limits(add)
+    _add_pausing(add)
     _add_web(add)
     return parser

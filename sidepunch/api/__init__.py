@@ -2,10 +2,10 @@
 
 Owns reading and changing what the admin sees: `Stats`, `Queue` (here), the sorted sets and `JobRecord`
 (sets.py), `ProcessSet` and `Workers` (processes.py); one job by its jid: `status`, `cancel` and `result`
-(jobs.py); periodic entries, `PeriodicSet` (periodic.py); all are importable from this module. The operations an
+(jobs.py); periodic entries, `PeriodicSet` (periodic.py); paused queues (pausing.py, and Queue.pause); all are importable from this module. The operations an
 admin runs by jid, queue or process (retry,
 delete, kill, clear, enqueue, quiet, stop) are `ops.AdminOps`, shared by the `sidepunch` command and any
-dashboard. Every class takes a redis-py client explicitly and connects to nothing on its own; the jid
+dashboard. Every class takes a redis-py client explicitly (Queue may default to the configured client's) and connects to nothing on its own; the jid
 functions take one too, or use the configured client's connection. Reading never changes data, except that
 iterating `ProcessSet` prunes dead identities as Sidekiq does. Imports core and client only; server code never
 imports this.
@@ -22,12 +22,15 @@ from typing import Iterator
 
 import redis
 
+from ..client.push import default_client
 from ..core import keys
 from ..core.errors import ResultError, ResultTimeout
 from .jobs import OUTCOMES, STATES, cancel, result, status
 from .batches import BatchSet, BatchStatus
-from .limits import LimiterInfo, LimitSet  # noqa: F401  (rate limits, issue 16)
+from .limits import LimiterInfo, LimitSet
+from . import pausing
 from .metrics import Metrics
+from .pausing import paused_queues
 from .periodic import PeriodicInfo, PeriodicSet
 from .processes import Process, ProcessSet, Work, Workers
 from .records import JobRecord, name_key, name_of
@@ -35,12 +38,16 @@ from .sets import DEFAULT_DEAD, BulkResult, Clock, DeadSet, JobSet, RetrySet, Sc
 
 __all__ = ["Metrics", "PeriodicInfo", "PeriodicSet", "ResultError", "ResultTimeout", "DEFAULT_DEAD", "OUTCOMES", "STATES", "BulkResult", "DayStats", "DeadSet", "JobRecord", "JobSet",
            "Process", "ProcessSet", "Queue", "RetrySet", "ScheduledSet", "SortedEntry", "Stats", "Work", "Workers",
-           "cancel", "result", "status"]
+           "cancel", "result", "status", "BatchSet", "BatchStatus", "LimitSet", "LimiterInfo", "paused_queues"]
 
 BATCH = 100
 STATS = ("processed", "failed")
 #: Day keys expire after five years, so older history is all zeros; Sidekiq refuses more, too.
 MAX_HISTORY_DAYS = 5 * 365
+
+
+def _default_redis() -> redis.Redis:
+    return default_client().redis
 
 
 def _int(raw: bytes | None) -> int:
@@ -71,6 +78,11 @@ class Stats:
     @property
     def failed(self) -> int:
         return _int(self.redis.get(keys.STAT_FAILED))
+
+    @property
+    def expired(self) -> int:
+        """All-time count of jobs dropped because they were fetched after their `expires_at` (stat:expired)."""
+        return _int(self.redis.get(keys.STAT_EXPIRED))
 
     @staticmethod
     def rate(processed: int, failed: int) -> float | None:
@@ -161,11 +173,12 @@ class Stats:
 
 
 class Queue:
-    """One queue, `queue:<name>`: a LIST whose right end is the oldest job (the next to run)."""
+    """One queue, `queue:<name>`: a LIST whose right end is the oldest job (the next to run). Without `redis`,
+    the connection of the configured client (sidepunch.configure, or $REDIS_URL)."""
 
-    def __init__(self, name: str, redis: redis.Redis, *, clock: Clock = time.time) -> None:
+    def __init__(self, name: str, redis: redis.Redis | None = None, *, clock: Clock = time.time) -> None:
         self.name = name
-        self.redis = redis
+        self.redis = redis if redis is not None else _default_redis()
         self.clock = clock
 
     @classmethod
@@ -218,6 +231,19 @@ class Queue:
                 yield JobRecord(raw, self.name, self.redis)
             start = max(start + len(rows) - (initial - self.size), 0)
             initial = self.size
+
+    def pause(self) -> bool:
+        """Stop every daemon fetching this queue (within about 3 s); pushes are still accepted and running
+        jobs finish. True if it was not paused. ValueError for a name no daemon could fetch."""
+        return pausing.pause(self.redis, self.name)
+
+    def unpause(self) -> bool:
+        """Let every daemon fetch this queue again (within about a second); True if it was paused."""
+        return pausing.unpause(self.redis, self.name)
+
+    @property
+    def paused(self) -> bool:
+        return pausing.is_paused(self.redis, self.name)
 
     def find_job(self, jid: str) -> JobRecord | None:
         needle = name_key(jid)

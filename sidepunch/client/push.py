@@ -13,6 +13,8 @@ production; a client's async twin (aio.twin_of) writes through the replacement t
 (sidepunch.testing) take over that same call for every client in the process: while one is active
 (modes.active), the entries go to it instead of `write`, whatever the client. The only module-global state
 in the package is the default client that `configure()` sets and that testing mode (modes.py says why).
+Reliable push (reliable.py, opt-in with `reliable_push=True`) lives behind the default `write`: a push that meets an
+outage is kept in memory and sent when Redis answers, instead of retrying for RETRY_FOR and raising.
 
 Must not import: sidepunch.server, sidepunch.api or sidepunch.admin (core and this package only).
 """
@@ -25,10 +27,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import redis as redis_lib
 
-from ..core.connection import make_client, resolve_url
+from ..core.connection import OUTAGE_ERRORS, make_client, resolve_url
 from ..core.middleware import Middleware, MiddlewareContext
 from . import modes
 from .prepare import Entry, Preparer, commands
+from .reliable import DEFAULT_LIMIT, ReliablePush, check_limit
 
 #: Seconds a push keeps retrying through a Redis restart or failover before it raises. A retried push whose
 #: first attempt did land gives a duplicate job, never a lost one.
@@ -42,9 +45,15 @@ class Client:
     """Pushes jobs. Thread-safe; one per process is plenty. Connects on first use, not when built."""
 
     def __init__(self, redis_url: str | None = None, *, redis: redis_lib.Redis | None = None,
-                 middleware: Sequence[Any] = (), writer: Writer | None = None) -> None:
+                 middleware: Sequence[Any] = (), writer: Writer | None = None, reliable_push: bool = False,
+                 reliable_push_limit: int = DEFAULT_LIMIT) -> None:
         """`middleware`: Middleware subclasses (built here, with this client's context), Middleware instances,
-        or functions `mw(job, call_next)`. `writer`: a function that replaces the write seam (see `write`)."""
+        or functions `mw(job, call_next)`. `writer`: a function that replaces the write seam (see `write`).
+        `reliable_push`: keep pushes that meet a Redis outage in memory, at most `reliable_push_limit` jobs, and
+        send them when Redis answers (reliable.py)."""
+        limit = check_limit(reliable_push, reliable_push_limit)
+        #: The outage buffer of reliable push (None: off; a push then retries for RETRY_FOR and raises).
+        self.reliable = ReliablePush(self._send_once, limit) if reliable_push else None
         self._url = redis_url
         self._redis = redis
         self._own_redis = redis is None  # then made from the URL on first use
@@ -80,7 +89,9 @@ class Client:
         if self._redis is None:
             with self._lock:
                 if self._redis is None:
-                    self._redis = make_client(resolve_url(self._url, os.environ), retry_for=RETRY_FOR)
+                    # With reliable push, an outage is met at once and buffered instead of retried for RETRY_FOR.
+                    retry_for = 0.0 if self.reliable is not None else RETRY_FOR
+                    self._redis = make_client(resolve_url(self._url, os.environ), retry_for=retry_for)
         return self._redis
 
     def push(self, item: Mapping[str, Any]) -> str | None:
@@ -122,8 +133,11 @@ class Client:
 
         `entries` are the encoded jobs of one atomic push (one push, or one batch of a bulk push), each a tuple
         (queue, at, payload): `at` is its due time, or None to enqueue it now; `payload` the JSON bytes as
-        Redis would store them. A testing mode (sidepunch.testing) takes this call while it is active.
+        Redis would store them. A testing mode (sidepunch.testing) takes this call while it is active. With
+        reliable push, a write that meets an outage is kept in memory and sent later (reliable.py).
         """
+        if self.reliable is not None:
+            return self.reliable.write(commands(entries), entries)
         return self._send(commands(entries))
 
     def _send(self, cmds: Sequence[tuple]) -> list[Any]:
@@ -139,6 +153,31 @@ class Client:
                                               lambda error: conn.disconnect())
         finally:
             pool.release(conn)
+
+    def _send_once(self, cmds: Sequence[tuple]) -> list[Any]:
+        """Reliable push's round trip: each command's reply, or the ResponseError Redis answered it with; raises
+        only for an outage (OUTAGE_ERRORS, a refusal such as READONLY included), and tries once: the buffer
+        retries."""
+        pool = self.redis.connection_pool
+        conn = pool.get_connection()
+        try:
+            return conn.retry.call_with_retry(lambda: self._replies(conn, cmds), lambda error: conn.disconnect())
+        finally:
+            pool.release(conn)
+
+    @staticmethod
+    def _replies(conn: Any, cmds: Sequence[tuple]) -> list[Any]:
+        conn.send_packed_command(conn.pack_commands(cmds))
+        replies: list[Any] = []
+        for _ in cmds:  # read every reply even after an error, so the connection stays in step
+            try:
+                replies.append(conn.read_response())
+            except redis_lib.ResponseError as exc:
+                replies.append(exc)
+        outage = next((r for r in replies if isinstance(r, OUTAGE_ERRORS)), None)
+        if outage is not None:
+            raise outage
+        return replies
 
     @staticmethod
     def _round_trip(conn: Any, cmds: Sequence[tuple]) -> list[Any]:
@@ -159,13 +198,16 @@ _default_lock = threading.Lock()
 
 
 def configure(redis_url: str | None = None, *, redis: redis_lib.Redis | None = None,
-              middleware: Sequence[Any] = (), writer: Writer | None = None) -> Client:
+              middleware: Sequence[Any] = (), writer: Writer | None = None, reliable_push: bool = False,
+              reliable_push_limit: int = DEFAULT_LIMIT) -> Client:
     """Set the client that `Job.perform_async` and friends use in this process, and with it the one that
     `await Job.aperform_async(...)` and friends use (its async twin: same URL, middleware and `writer`).
-    Middleware registered here is built once; in a worker, its around_perform and on_death hooks run too."""
+    Middleware registered here is built once; in a worker, its around_perform and on_death hooks run too.
+    `reliable_push` / `reliable_push_limit`: see Client (sync pushes only; the async twin does not buffer)."""
     global _default
     with _default_lock:
-        _default = Client(redis_url, redis=redis, middleware=middleware, writer=writer)
+        _default = Client(redis_url, redis=redis, middleware=middleware, writer=writer, reliable_push=reliable_push,
+                          reliable_push_limit=reliable_push_limit)
     return _default
 
 

@@ -58,6 +58,9 @@ Only the working lists and the liveness keys of reliable fetch are our own addit
 | sidepunch:limit:waiting:<name>    | ZSET   | limit_acquire.lua            | jid (or acquire token) refused a slot ->  |
 |                                   |        |                              | when it stops counting as waiting (ours)  |
 | sidepunch:limit:hold:<name>       | STRING | limit_release.lua, EX 1 day  | average seconds a concurrent slot is held |
+| sidepunch:paused                  | SET    | api Queue.pause / unpause    | names of paused queues, without the prefix|
+|                                   |        | (CLI, dashboard); read by    | (any bytes); fetchers skip them (ours)    |
+|                                   |        | every fetcher once a second  |                                           |
 
 The metrics slots are UTC `YYYYMMDDTHHMM` stamps of a slot's start; `<step>` is the slot length in seconds: 60
 (minutes, kept 9 hours) or 600 (10 minutes, kept 73 hours). The counts hash has three fields per class, as
@@ -72,6 +75,11 @@ Payload fields the server writes besides Sidekiq's: `interrupted_count` (int), h
 while running the job (gitlab-sidekiq-fetcher's name; recovery writes it into the payload's bytes, see
 recovery.py); a job killed for it also gets `error_class` "sidepunch.WorkerDied", `error_message` and, if it
 had none, `failed_at`.
+
+Payload field of expiring jobs (features/expiry.py): `expires_at` (epoch float), written by the client when a job
+has `expires_in` (seconds, also kept in the payload): the job's due time (its `at` if scheduled for later, else the
+push) plus expires_in. A worker that fetches the job after it acknowledges it without running it and counts it in
+stat:expired; a value that is no finite number after 1970 is no deadline (the job runs).
 
 Payload fields a periodic enqueue adds: `periodic_name` (the entry's name) and `periodic_tick` (the tick, epoch
 seconds; absent for "run now" from the API/CLI). The claim key's `<fingerprint>` hashes the entry's cron, tz, job,
@@ -137,6 +145,9 @@ LIMITS = "sidepunch:limits"
 LIMITS_SEEN = "sidepunch:limits:seen"
 LIMITS_IDLE = 30 * 86_400
 LIMIT_PREFIX = "sidepunch:limit:"
+#: SET of the names of paused queues (no `queue:` prefix; any bytes). Written by sidepunch.api (Queue.pause /
+#: unpause: the CLI and the dashboard), read by every worker's fetchers at most about once a second.
+PAUSED = "sidepunch:paused"
 #: Metrics rollups: slot length in seconds -> how long its keys live (a little over the longest window read
 #: from it: 8 hours from minutes, 72 hours from 10-minute slots).
 METRICS_STEPS = {60: 9 * 3600, 600: 73 * 3600}

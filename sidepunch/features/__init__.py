@@ -15,7 +15,8 @@ from typing import Any, Callable, Sequence
 from ..core.middleware import Feature, MiddlewareContext, hooks, load_dotted
 
 #: Dotted paths of the built-in Feature classes, outermost first.
-BUILTIN: tuple[str, ...] = ("sidepunch.features.batch.BatchFeature", "sidepunch.features.limits.LimitsFeature")
+BUILTIN: tuple[str, ...] = ("sidepunch.features.batch.BatchFeature", "sidepunch.features.expiry.ExpiryFeature",
+                           "sidepunch.features.limits.LimitsFeature")
 
 
 class FeatureSet:

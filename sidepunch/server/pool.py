@@ -21,7 +21,7 @@ from typing import Callable
 import redis
 
 from .aio import AsyncRunner
-from .fetch import Fetcher, ThreadSlot
+from .fetch import Fetcher, PausedQueues, ThreadSlot
 from .outcomes import Outcomes, PendingAcks, call_on_cancel, timeout_error
 from .processor import Processor, Taken
 from .state import ChildContext
@@ -46,6 +46,7 @@ class ProcessorPool:
         self.processors: list[Processor] = []
         self.runner = AsyncRunner(ctx, ctx.config.async_concurrency, fetcher.ack_into, async_chain)
         self._held: list[Taken] = []  # jobs that would not stop: recorded just before the process exits
+        self.paused = PausedQueues(ctx.redis)  # one read of the paused set per second for all the threads
 
     def start(self) -> None:
         for index in range(self.ctx.config.threads):
@@ -56,6 +57,7 @@ class ProcessorPool:
         ctx = self.ctx
         fetcher = self._fetcher.for_thread(ctx.redis, ctx.config, ctx.identity, ThreadSlot(self._number, index))
         fetcher.lent = self._lent  # jobs of its working lists that run elsewhere: it must not take them back
+        fetcher.paused = self.paused
         return Processor(index, ctx, fetcher, self.runner)
 
     def _lent(self) -> list:

@@ -23,7 +23,7 @@ from ..api.ops import OpError
 from ..core.connection import OUTAGE_ERRORS
 from ..core.payload import PayloadError
 from ..core.urls import mask_url
-from . import batches, browse, jobsets, limits, metrics, pages, periodic
+from . import batches, browse, jobsets, limits, metrics, pages, pausing, periodic
 from .render import make_env
 from .security import COOKIE, CSRF_FIELD, Guard, challenge_of, secure_headers
 
@@ -41,13 +41,15 @@ NOTICES = {"retried": "{n} job(s) enqueued.", "deleted": "{n} job(s) deleted.", 
            "signalled": "{n} process(es) signalled; they act at their next heartbeat (about 5 s).",
            "cleared": "Queue deleted ({n} job(s) removed).", "left": "{n} entry(ies) could not be enqueued and stay.",
            "periodic_run": "Enqueued now.", "periodic_enable": "Enabled; every daemon enqueues its next tick.",
-           "periodic_disable": "Disabled; every daemon skips its ticks from its next look (about a second)."}
+           "periodic_disable": "Disabled; every daemon skips its ticks from its next look (about a second).",
+           "paused": "Paused; every daemon stops fetching it within about 3 s (pushes are still accepted).",
+           "unpaused": "Unpaused; daemons fetch it again within about a second."}
 
 
 def _routes() -> tuple[Map, dict[str, Handler]]:
     handlers: dict[str, Handler] = {}
     rules = []
-    for module in (pages, jobsets, metrics, periodic, batches, limits, browse):
+    for module in (pages, jobsets, metrics, periodic, batches, limits, pausing, browse):
         for path, endpoint, methods, handler in module.ROUTES:
             rules.append(Rule(path, endpoint=endpoint, methods=methods))
             handlers[endpoint] = handler

@@ -158,8 +158,11 @@ def entry(ctx: Any, kind: str, key: str) -> Response:
     entries = _find(_jobset(ctx, kind), key)
     if not entries:
         return ctx.fail(f"no such entry in {KINDS[kind][1]} (it may have moved meanwhile)", 404)
-    return ctx.render("entry.html", tab="jobset:" + kind, kind=kind, title=KINDS[kind][1], entry=entries[0],
-                      key=key, actions=ACTIONS[kind], labels=LABELS)
+    found = entries[0]
+    # a rate-limited job waits in the schedule: say which limiters it waits on
+    limiters = api.LimitSet(ctx.redis).waiting_on(found.jid) if kind == "scheduled" and found.jid else []
+    return ctx.render("entry.html", tab="jobset:" + kind, kind=kind, title=KINDS[kind][1], entry=found,
+                      key=key, actions=ACTIONS[kind], labels=LABELS, limiters=limiters)
 
 
 def entry_post(ctx: Any, kind: str, key: str) -> Response:

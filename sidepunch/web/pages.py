@@ -1,7 +1,7 @@
 """The dashboard's overview pages: the summary bar, `/` with `/stats`, `/busy`, `/queues` and `/queues/NAME`.
 
 Owns reading what these pages show through sidepunch.api (Stats, Queue, ProcessSet, Workers) and their actions
-through api.ops.AdminOps (quiet, stop, delete a queue) or the api's own records (delete one queued job by the
+through api.ops.AdminOps (quiet, stop, delete a queue; pausing.py pauses one) or the api's own records (delete one queued job by the
 `raw:` id of its exact bytes). No Redis logic of its own beyond INFO. Imports core and api (never server).
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from .. import api
 from ..core import keys
 from ..api.ops import AdminOps, NotFound
 from ..api.records import jsonable
+from . import pausing
 from .render import decode_name
 
 HISTORY_DAYS = (7, 30, 90, 180)
@@ -96,12 +97,15 @@ def busy_post(ctx: Any) -> Response:
 def queues(ctx: Any) -> Response:
     now = time.time()
     rows: list[tuple[api.Queue, int | None, float | None]] = []
-    for queue in api.Queue.all(ctx.redis, clock=lambda: now):
+    paused = pausing.paused(ctx)
+    known = api.Queue.all(ctx.redis, clock=lambda: now)
+    extra = sorted(paused - {q.name for q in known})  # paused before any push: shown, so it can be unpaused
+    for queue in [*known, *(api.Queue(n, ctx.redis, clock=lambda: now) for n in extra)]:
         try:
             rows.append((queue, queue.size, queue.latency))
         except redis.ResponseError:  # a `queue:<name>` key of another type
             rows.append((queue, None, None))
-    return ctx.render("queues.html", tab="queues", rows=rows)
+    return ctx.render("queues.html", tab="queues", rows=rows, paused=paused)
 
 
 def queue(ctx: Any, name: str) -> Response:

@@ -1,5 +1,5 @@
 """Fetching jobs from the queues: the `Fetcher` protocol (base.py), BasicFetch (basic.py), ReliableFetch
-(reliable.py), and `fetcher_class`, the one place the `--fetch` setting is read. Everything else asks the chosen
+(reliable.py), the paused queues both leave out (paused.py), and `fetcher_class`, the one place the `--fetch` setting is read. Everything else asks the chosen
 class: the worker builds each thread's fetcher with `for_thread`, the retry writer acknowledges with `ack_into`,
 the master reads `recovers_on_death` to know whether a reaped worker can have left jobs to put back.
 Must not import the worker's process code (launcher, pool) or the master."""
@@ -9,9 +9,10 @@ from typing import Any
 
 from .base import FETCH_TIMEOUT, Fetcher, QueueOrder, ThreadSlot, UnitOfWork
 from .basic import BasicFetch
+from .paused import PausedQueues
 from .reliable import ACK_NOW_AFTER, BATCH, ReliableFetch
 
-__all__ = ["ACK_NOW_AFTER", "BATCH", "FETCH_TIMEOUT", "BasicFetch", "Fetcher", "QueueOrder", "ReliableFetch",
+__all__ = ["ACK_NOW_AFTER", "BATCH", "FETCH_TIMEOUT", "BasicFetch", "Fetcher", "PausedQueues", "QueueOrder", "ReliableFetch",
            "ThreadSlot", "UnitOfWork", "fetcher_class"]
 
 

@@ -52,6 +52,8 @@ class Fetcher(Protocol):
     recovers_on_death: ClassVar[bool]
     #: The jobs this fetcher fetched that are out on the event loop (async jobs); the pool sets it.
     lent: Callable[[], Sequence[UnitOfWork]]
+    #: The paused queues it leaves out (paused.PausedQueues); the pool gives all its threads one instance.
+    paused: Any
 
     @classmethod
     def for_thread(cls, client: redis.Redis, config: Any, identity: str, slot: "ThreadSlot") -> "Fetcher":

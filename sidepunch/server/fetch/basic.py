@@ -10,6 +10,7 @@ import redis
 
 from ...core import keys
 from .base import FETCH_TIMEOUT, QueueOrder, ThreadSlot, UnitOfWork, blocking
+from .paused import PausedQueues
 from ..config import QueueSpec
 
 
@@ -21,6 +22,7 @@ class BasicFetch:
     def __init__(self, client: redis.Redis, specs: Sequence[QueueSpec], rng: random.Random) -> None:
         self._redis = client
         self._order = QueueOrder(specs, rng)
+        self.paused = PausedQueues(client)  # the pool gives every thread of the process one shared instance
         self.lent: Callable[[], Sequence[UnitOfWork]] = list  # unused: nothing to reclaim after an outage
 
     @classmethod
@@ -28,10 +30,18 @@ class BasicFetch:
         return cls(client, config.queues, random.Random())
 
     def fetch(self) -> UnitOfWork | None:
-        reply = blocking(self._redis.brpop, [keys.queue(q) for q in self._order()], FETCH_TIMEOUT)
+        order = self.paused.select(self._order())
+        if not order:  # every queue of this worker is paused
+            self.paused.wait()
+            return None
+        reply = blocking(self._redis.brpop, [keys.queue(q) for q in order], FETCH_TIMEOUT)
         if reply is None:
             return None
-        return UnitOfWork(keys.queue_name(reply[0]), reply[1])
+        unit = UnitOfWork(keys.queue_name(reply[0]), reply[1])
+        if unit.queue in self.paused.current():  # paused while this fetch blocked: back to the head, not run
+            self.requeue([unit])
+            return None
+        return unit
 
     def ack(self, unit: UnitOfWork, seconds: float = 0.0) -> bool:
         return False

@@ -9,7 +9,8 @@ While work is waiting, one Lua call per job acknowledges the previous job and ta
 When every queue is empty the thread blocks (BLMOVE, 2 s) on one "home" queue; homes are spread over the
 queues so every queue has threads waiting on it and idle latency stays low everywhere. A queue key that holds
 another type than a list is passed over like an empty queue; a move Redis refuses (out of memory...) raises
-RedisRefused, an outage, after the acknowledgements it carried have landed. Must not import the worker's
+RedisRefused, an outage, after the acknowledgements it carried have landed. Paused queues (paused.py) are left
+out of both the move and the blocking wait. Must not import the worker's
 process code (launcher, pool).
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ...core import keys, scripts
 from ...core.connection import refusal_or_error
 from ..config import QueueSpec
 from .base import FETCH_TIMEOUT, QueueOrder, ThreadSlot, UnitOfWork, blocking
+from .paused import PausedQueues
 
 #: Most jobs one reliable fetch takes from a deep queue (see fetch.lua for the fair-share cap).
 BATCH = 10
@@ -46,6 +48,7 @@ class ReliableFetch:
                  thread: int, home: int, batch: int = BATCH, share: int = 1) -> None:
         self._redis = client
         self._order = QueueOrder(specs, rng)
+        self.paused = PausedQueues(client)  # the pool gives every thread of the process one shared instance
         self._working = {s.name: keys.working(s.name, identity, thread) for s in specs}
         self._home = home
         self._batch = batch
@@ -88,7 +91,11 @@ class ReliableFetch:
         return bool(self._buffer)
 
     def _fetch_next(self) -> UnitOfWork | None:
-        order = self._order()
+        order = self.paused.select(self._order())
+        if not order:  # every queue of this worker is paused: acknowledge what ran, then wait for a change
+            self.send_acks()
+            self.paused.wait()
+            return None
         acks = self._pending
         script_keys = [u.working for u in acks]
         for q in order:
@@ -97,7 +104,7 @@ class ReliableFetch:
         reply = self._fetch(keys=script_keys, args=[len(acks), batch, self._share, *(u.payload for u in acks)])
         self._pending = []
         if not reply:
-            return self._block()
+            return self._block(order)
         if reply[0] == 0:  # the acknowledgements stand; Redis refused the move (e.g. out of memory)
             raise refusal_or_error(reply[1].decode("utf-8", "replace"))
         queue = order[int(reply[0]) - 1]
@@ -105,8 +112,8 @@ class ReliableFetch:
         self._buffer.extend(UnitOfWork(queue, job, working) for job in reply[1])
         return self._buffer.popleft()
 
-    def _block(self) -> UnitOfWork | None:
-        names = self._order.names
+    def _block(self, unpaused: Sequence[str]) -> UnitOfWork | None:
+        names = self._order.names if len(unpaused) == len(self._order.names) else unpaused
         queue = names[self._home % len(names)]
         # With more queues than threads, rotate so that no queue is left without a waiter for long.
         self._home += 1 if len(names) > 1 else 0
@@ -118,7 +125,13 @@ class ReliableFetch:
                 raise
             time.sleep(FETCH_TIMEOUT)  # the key is not a list: nothing will come, as from an empty queue
             return None
-        return None if job is None else UnitOfWork(queue, job, working)
+        if job is None:
+            return None
+        unit = UnitOfWork(queue, job, working)
+        if queue in self.paused.current():  # paused while this fetch blocked: back to the head, not run
+            self.requeue([unit])
+            return None
+        return unit
 
     def ack(self, unit: UnitOfWork, seconds: float = 0.0) -> bool:
         """Note a finished job; returns True when `send_acks` should run now. For fast jobs the LREM rides on
