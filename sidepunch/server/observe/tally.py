@@ -42,7 +42,6 @@ def _add_row(rows: Rows, key: tuple[str, str], count: int, failed: int, seconds:
 
 
 def encode(rows: Rows, events: dict[str, int]) -> Iterator[bytes]:
-    """The tally as "tally <json>" lines, each under MAX_LINE bytes. A row's size is bounded from above
     """The tally as "tally <json>" lines, each under MAX_LINE bytes. A row's size is bounded from above (names
     at most ~200 characters, each escaped in at most 12 bytes: a surrogate pair), so one dumps per line suffices."""
     batch: list[Any] = []
