@@ -280,3 +280,18 @@ def test_rate_limited_jobs_are_counted_as_redis_counts_them(daemon, r, client):
         return samples if limited and limited == int(r.get(keys.STAT_RATE_LIMITED) or 0) else None
     samples = wait_for(agreed, timeout=30, message="the metric and stat:rate_limited to agree")
     assert total(samples, "sidepunch_jobs_processed_total", **{"class": "limitjobs.Paired"}) == 8
+
+
+def test_expired_jobs_are_counted_not_run(daemon, r, client):
+    """Jobs fetched past their expires_at are acknowledged without running: sidepunch_jobs_expired_total counts
+    them, not processed."""
+    d, port = start(daemon, "-w", "1", "-c", "2")
+    for i in range(5):
+        r.lpush("queue:default", json.dumps({"class": "metricsjobs.Counted", "args": [], "jid": f"e{i:023d}",
+                                             "queue": "default", "expires_at": 1000.5}))
+    client.push({"class": metricsjobs.Counted, "args": []})
+    samples = wait_for(lambda: _when(scrape(port), lambda s: total(s, "sidepunch_jobs_expired_total") == 5
+                                     and total(s, "sidepunch_jobs_processed_total") == 1), timeout=30,
+                       message="5 expired, 1 processed")
+    assert int(r.get("runs")) == 1 and not r.llen("queue:default")
+    assert total(samples, "sidepunch_jobs_failed_total") == 0
