@@ -243,3 +243,20 @@ def test_grafana_dashboard_uses_only_exported_names():
     documented = set(re.findall(r"^\| `(sidepunch_\w+)`", docs, re.M))
     assert used and used <= documented, used - documented
     assert len(dashboard["panels"]) == len({p["id"] for p in dashboard["panels"]})
+
+
+def test_an_exporter_that_keeps_dying_is_restarted_ever_more_slowly():
+    """No log flood: each young death doubles the wait before the next exporter (up to a minute)."""
+    import socket as sockets
+    from sidepunch.server.observe.feed import MAX_RESTART_AFTER, Observer
+    with sockets.socket() as listener:
+        observer = Observer(SimpleNamespace(worker_timeout=60), listener, fork=lambda: 999_999_999)
+        delays = []
+        for _ in range(10):
+            observer.tick([], time.monotonic() + 3600, ())  # due: "forks" (the fake pid), feeds, sends the state
+            assert observer.owns(999_999_999)
+            observer.exited(256, stopping=False)
+            delays.append(observer._delay)
+        assert delays[:3] == [2.0, 4.0, 8.0] and delays[-1] == MAX_RESTART_AFTER
+        observer.tick([], time.monotonic(), ())
+        assert observer.pid is None  # not yet due

@@ -29,7 +29,9 @@ log = logging.getLogger("sidepunch.metrics")
 
 STATE_EVERY = 0.5
 MAX_BUFFER = 8 * 2 ** 20   # bytes waiting for the exporter before it is deemed stuck and replaced
-RESTART_AFTER = 1.0        # seconds between exporter restarts
+RESTART_AFTER = 1.0        # seconds before an exporter that died is replaced; doubled while they die young
+MAX_RESTART_AFTER = 60.0
+STABLE_AFTER = 10.0        # an exporter that lived this long resets the delay
 #: Why a worker was replaced: the `reason` label of sidepunch_worker_restarts_total (a bounded set).
 REASONS = ("crash", "stuck", "memory", "max_jobs", "reload", "status_pipe", "retired", "exited")
 
@@ -94,6 +96,8 @@ class Observer:
         self._buffer = bytearray()
         self._next_state = 0.0
         self._not_before = 0.0
+        self._delay = RESTART_AFTER
+        self._started = 0.0
         self.stopping = False
 
     @property
@@ -108,10 +112,13 @@ class Observer:
         """The exporter was reaped: replaced on a later tick unless the daemon is stopping."""
         self.pid = None
         self._close_feed()
+        lived = time.monotonic() - self._started
+        self._delay = RESTART_AFTER if lived > STABLE_AFTER else min(self._delay * 2, MAX_RESTART_AFTER)
+        self._not_before = time.monotonic() + self._delay
         if not stopping:
             how = (f"killed by {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)
                    else f"exited with status {os.WEXITSTATUS(status)}")
-            log.error("the metrics exporter %s; starting a new one", how)
+            log.error("the metrics exporter %s after %.0fs; starting a new one in %.0fs", how, lived, self._delay)
 
     def start(self, close: Iterable[int]) -> None:
         read_fd, write_fd = os.pipe()
@@ -144,7 +151,7 @@ class Observer:
         the buffer. `close`: the master's descriptors a new exporter closes."""
         self.stopping = stopping
         if self.pid is None and now >= self._not_before and not stopping:
-            self._not_before = now + RESTART_AFTER
+            self._started = now
             self.start(close)
         if now >= self._next_state:
             self._next_state = now + STATE_EVERY
