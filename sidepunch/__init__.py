@@ -26,13 +26,18 @@ _EXPORTS = {
     "Manager": ".server.manager",
     "periodic": ".client.periodic",
     "Batch": ".client.batch",
+    "ReliablePushFull": ".client.reliable",
 }
 
-__all__ = ["AsyncClient", "Client", "Job", "JobSetter", "JobTimeout", "Middleware", "MiddlewareContext", "Outcome",
-           "PayloadError", "Reschedule", "ResultError", "ResultTimeout", "configure", "default_async_client", "default_client", "job", "periodic", "__version__"]
+# Not Manager: `from sidepunch import *` in a web app must not load the daemon's code.
+__all__ = ["AsyncClient", "Batch", "Client", "Job", "JobSetter", "JobTimeout", "Middleware",
+           "MiddlewareContext", "Outcome", "PayloadError", "ReliablePushFull", "Reschedule", "ResultError",
+           "ResultTimeout", "configure", "default_async_client", "default_client", "job", "periodic", "__version__"]
 
 if TYPE_CHECKING:
     from .client.aio import AsyncClient, default_async_client
+    from .client.batch import Batch
+    from .client.reliable import ReliablePushFull
     from .client.job import Job, JobSetter, job
     from .client.periodic import periodic
     from .client.push import Client, configure, default_client

@@ -60,13 +60,14 @@ def test_stats_table_and_json(cli, r, client):
     client.push({"class": "B", "args": [], "at": 4_000_000_000})
     failed(r, client)
     pipe = r.pipeline()
-    add_counts(pipe, 8, 2)
+    add_counts(pipe, 8, 2, {"expired": 4, "rate_limited": 6})
     pipe.execute()
     status, out, err = cli("stats", "--days", "2")
     assert status == 0 and err == ""
     lines = {k: v.strip() for k, v in (line.split(":", 1) for line in out.split("\n\n")[0].splitlines())}
     latency = lines.pop("Default latency")
-    assert lines == {"Processed": "8", "Failed": "2", "Success rate": "75.00%", "Enqueued": "3",
+    assert lines == {"Processed": "8", "Failed": "2", "Success rate": "75.00%", "Enqueued": "3", "Cancelled": "0",
+                     "Expired": "4", "Rate limited": "6",
                      "Scheduled": "1", "Retries": "1", "Dead": "0", "Processes": "0", "Busy": "0"}
     assert latency.endswith("s") and 0 <= float(latency[:-1]) < 60
     history = rows(out.split("\n\n")[1])

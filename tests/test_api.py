@@ -95,6 +95,7 @@ def test_stats_reads_counters_sizes_and_latency(r, client, redis_server):
     assert stats.default_queue_latency == pytest.approx(7.5)
     summary = stats.summary()
     assert summary == {"processed": 10, "failed": 3, "success_rate": pytest.approx(0.7), "enqueued": 5,
+                       "cancelled": 0, "expired": 0, "rate_limited": 0,
                        "scheduled_size": 1, "retry_size": 1, "dead_size": 1, "processes_size": 1,
                        "workers_size": 2, "default_queue_latency": pytest.approx(7.5),
                        "queues": {"default": 3, "mail": 2, "other": 0}}

@@ -37,6 +37,7 @@ from ..core.errors import ResultError, ResultTimeout
 from ..core.payload import PayloadError
 from .output import Output, escape, table, when
 from .limits import cmd_limits
+from .locks import cmd_locks
 from .pausing import cmd_pause, cmd_unpause, paused_names
 from .periodic import cmd_periodic
 from .batches import cmd_batch, cmd_batches
@@ -60,7 +61,8 @@ def cmd_stats(r: redis.Redis, args: argparse.Namespace, out: Output) -> None:
     def text() -> str:
         rate = data["success_rate"]
         rows = [("Processed", data["processed"]), ("Failed", data["failed"]),
-                ("Success rate", "-" if rate is None else f"{rate * 100:.2f}%"), ("Enqueued", data["enqueued"]),
+                ("Success rate", "-" if rate is None else f"{rate * 100:.2f}%"), ("Cancelled", data["cancelled"]),
+                ("Expired", data["expired"]), ("Rate limited", data["rate_limited"]), ("Enqueued", data["enqueued"]),
                 ("Scheduled", data["scheduled_size"]), ("Retries", data["retry_size"]),
                 ("Dead", data["dead_size"]), ("Processes", data["processes_size"]),
                 ("Busy", data["workers_size"]), ("Default latency", f"{data['default_queue_latency']:.1f}s")]
@@ -284,7 +286,7 @@ COMMANDS: dict[str, Callable[[redis.Redis, argparse.Namespace, Output], Status |
     "quiet": lambda r, a, o: _signal(r, a, o, "quiet"), "stop": lambda r, a, o: _signal(r, a, o, "stop"),
     "periodic": cmd_periodic, "web": cmd_web,
     "batches": cmd_batches, "batch": cmd_batch,
-    "limits": cmd_limits, "pause": cmd_pause, "unpause": cmd_unpause,
+    "limits": cmd_limits, "pause": cmd_pause, "unpause": cmd_unpause, "locks": cmd_locks,
 }
 
 

@@ -164,6 +164,13 @@ def _add_pausing(add: Add) -> None:
     add("unpause", "let daemons fetch a paused queue again").add_argument("queue", metavar="QUEUE")
 
 
+def _add_locks(add: Add) -> None:
+    p = add("locks", "locks of unique jobs: list (default), delete KEY (a lock's key or digest)")
+    p.add_argument("action", nargs="?", default="list", choices=("list", "delete"))
+    p.add_argument("key", nargs="?", metavar="KEY")
+    p.add_argument("--limit", type=lambda t: _whole(t, 1, 10 ** 6), default=1000, help="list at most N (1000)")
+
+
 def _port(text: str) -> int:
     return _whole(text, 1, 65535)
 
@@ -194,5 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_batches(add)
     _add_limits(add)
     _add_pausing(add)
+    _add_locks(add)
     _add_web(add)
     return parser

@@ -2,7 +2,8 @@
 
 Owns reading and changing what the admin sees: `Stats`, `Queue` (here), the sorted sets and `JobRecord`
 (sets.py), `ProcessSet` and `Workers` (processes.py); one job by its jid: `status`, `cancel` and `result`
-(jobs.py); periodic entries, `PeriodicSet` (periodic.py); paused queues (pausing.py, and Queue.pause); all are importable from this module. The operations an
+(jobs.py); periodic entries, `PeriodicSet` (periodic.py); paused queues (pausing.py, and Queue.pause); unique
+jobs' locks, `unique_locks` (unique.py); all are importable from this module. The operations an
 admin runs by jid, queue or process (retry,
 delete, kill, clear, enqueue, quiet, stop) are `ops.AdminOps`, shared by the `sidepunch` command and any
 dashboard. Every class takes a redis-py client explicitly (Queue may default to the configured client's) and connects to nothing on its own; the jid
@@ -35,13 +36,17 @@ from .periodic import PeriodicInfo, PeriodicSet
 from .processes import Process, ProcessSet, Work, Workers
 from .records import JobRecord, name_key, name_of
 from .sets import DEFAULT_DEAD, BulkResult, Clock, DeadSet, JobSet, RetrySet, ScheduledSet, SortedEntry
+from .unique import UniqueLock, delete_unique_lock, unique_lock_of, unique_locks
 
 __all__ = ["Metrics", "PeriodicInfo", "PeriodicSet", "ResultError", "ResultTimeout", "DEFAULT_DEAD", "OUTCOMES", "STATES", "BulkResult", "DayStats", "DeadSet", "JobRecord", "JobSet",
            "Process", "ProcessSet", "Queue", "RetrySet", "ScheduledSet", "SortedEntry", "Stats", "Work", "Workers",
-           "cancel", "result", "status", "BatchSet", "BatchStatus", "LimitSet", "LimiterInfo", "paused_queues"]
+           "cancel", "result", "status", "BatchSet", "BatchStatus", "LimitSet", "LimiterInfo", "paused_queues",
+           "UniqueLock", "delete_unique_lock", "unique_lock_of", "unique_locks"]
 
 BATCH = 100
 STATS = ("processed", "failed")
+#: The other endings counted all-time (keys.STAT_EVENTS), in summary() under these names.
+EVENTS = ("cancelled", "expired", "rate_limited")
 #: Day keys expire after five years, so older history is all zeros; Sidekiq refuses more, too.
 MAX_HISTORY_DAYS = 5 * 365
 
@@ -83,6 +88,16 @@ class Stats:
     def expired(self) -> int:
         """All-time count of jobs dropped because they were fetched after their `expires_at` (stat:expired)."""
         return _int(self.redis.get(keys.STAT_EXPIRED))
+
+    @property
+    def rate_limited(self) -> int:
+        """All-time count of times a job over a rate limit went back to the schedule (stat:rate_limited)."""
+        return _int(self.redis.get(keys.STAT_RATE_LIMITED))
+
+    @property
+    def cancelled(self) -> int:
+        """All-time count of running jobs stopped by `cancel` (sidepunch:stat:cancelled)."""
+        return _int(self.redis.get(keys.STAT_CANCELLED))
 
     @staticmethod
     def rate(processed: int, failed: int) -> float | None:
@@ -157,9 +172,11 @@ class Stats:
         for zset in (keys.SCHEDULE, keys.RETRY, keys.DEAD):
             pipe.zcard(zset)
         pipe.scard(keys.PROCESSES)
-        processed, failed, scheduled, retries, dead, processes = pipe.execute()
+        pipe.mget([keys.STAT_EVENTS[kind] for kind in EVENTS])
+        processed, failed, scheduled, retries, dead, processes, events = pipe.execute()
         queues = self.queues
         return {"processed": _int(processed), "failed": _int(failed),
+                **{kind: _int(n) for kind, n in zip(EVENTS, events)},
                 "success_rate": self.rate(_int(processed), _int(failed)), "enqueued": sum(queues.values()),
                 "scheduled_size": scheduled, "retry_size": retries, "dead_size": dead,
                 "processes_size": processes, "workers_size": self.workers_size,

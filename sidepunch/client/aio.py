@@ -31,6 +31,7 @@ from . import modes
 from .aiolink import Link
 from .prepare import Entry, Preparer, commands
 from .push import RETRY_FOR, Client, default_client
+from .unique import Locked
 
 AsyncWriter = Callable[[Sequence[Entry]], "Awaitable[Any] | Any"]
 __all__ = ["AsyncClient", "AsyncWriter", "default_async_client", "twin_of"]
@@ -78,30 +79,40 @@ class AsyncClient:
         prepared = self.preparer.one(item)
         if prepared is None:
             return None
+        entries = prepared[0]
         mode = modes.active  # a testing mode takes every push in the process (modes.py)
-        await (self.write if mode is None else mode.awrite)(prepared[0])
+        await (self.write if mode is None else mode.awrite)(entries)
+        if type(entries) is Locked and entries.refused:
+            return None  # a duplicate of a unique job (Client.push)
         return prepared[1]
 
-    async def push_bulk(self, items: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[str]:
+    async def push_bulk(self, items: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[str | None]:
         """Enqueue many jobs in one round trip; if any job is bad, none is written (see Client.push_bulk)."""
         return await self.push_batches([items])
 
-    async def push_batches(self, batches: Iterable[Mapping[str, Any] | Sequence[Mapping[str, Any]]]) -> list[str]:
+    async def push_batches(self, batches: Iterable[Mapping[str, Any] | Sequence[Mapping[str, Any]]]
+                           ) -> list[str | None]:
         """Several push_bulk calls that stand or fall together on bad input: every batch is validated and
         encoded before the first is sent; then each goes in its own round trip."""
-        jids: list[str] = []
+        jids: list[str | None] = []
         for entries, batch_jids in self.preparer.batches(batches):
             if entries:
                 mode = modes.active
                 await (self.write if mode is None else mode.awrite)(entries)
+                if type(entries) is Locked:
+                    batch_jids = entries.jids(batch_jids)
             jids.extend(batch_jids)
         return jids
 
     async def write(self, entries: Sequence[Entry]) -> Any:
         """THE WRITE SEAM's async half: the one method through which every async push reaches Redis, in one
-        round trip. `entries` are as for Client.write. A testing mode (sidepunch.testing) takes this call while it
+        round trip. `entries` are as for Client.write (a unique push too: its script goes in the same pipelined
+        round trip, so no push blocks the loop). A testing mode (sidepunch.testing) takes this call while it
         is active."""
-        return await self._send(commands(entries))
+        replies = await self._send(commands(entries))
+        if type(entries) is Locked:
+            entries.settle(replies)
+        return replies
 
     async def aclose(self) -> None:
         """Close the connections this client opened on the running loop (e.g. at an app's shutdown). Not needed

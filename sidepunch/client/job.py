@@ -132,7 +132,7 @@ class Job:
         return JobSetter(cls, {}).perform_at(when, *args, **kwargs)
 
     @classmethod
-    def perform_bulk(cls, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
+    def perform_bulk(cls, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str | None]:
         return JobSetter(cls, {}).perform_bulk(args_list, batch_size)
 
     # The same from asyncio code, through the async client (the default one unless `set(client=...)`).
@@ -151,7 +151,7 @@ class Job:
         return await JobSetter(cls, {}).aperform_at(when, *args, **kwargs)
 
     @classmethod
-    async def aperform_bulk(cls, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
+    async def aperform_bulk(cls, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str | None]:
         return await JobSetter(cls, {}).aperform_bulk(args_list, batch_size)
 
 
@@ -202,7 +202,7 @@ class JobSetter(Generic[P]):
     def perform_at(self, when: float | _dt.datetime, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
         return self._sync_client().push(self._item_at(when, args, kwargs))
 
-    def perform_bulk(self, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
+    def perform_bulk(self, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str | None]:
         """One push_bulk per `batch_size` jobs; every batch is checked before the first is written."""
         client = self._sync_client()
         return client.push_batches(self._batches(args_list, batch_size))
@@ -216,7 +216,7 @@ class JobSetter(Generic[P]):
     async def aperform_at(self, when: float | _dt.datetime, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
         return await self._async_client().push(self._item_at(when, args, kwargs))
 
-    async def aperform_bulk(self, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
+    async def aperform_bulk(self, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str | None]:
         """perform_bulk, awaited."""
         client = self._async_client()
         return await client.push_batches(self._batches(args_list, batch_size))
@@ -282,7 +282,7 @@ class JobFunction(Generic[P, R]):
     def perform_at(self, when: float | _dt.datetime, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
         return self.set().perform_at(when, *args, **kwargs)
 
-    def perform_bulk(self, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
+    def perform_bulk(self, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str | None]:
         return self.set().perform_bulk(args_list, batch_size)
 
     async def aperform_async(self, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
@@ -294,7 +294,7 @@ class JobFunction(Generic[P, R]):
     async def aperform_at(self, when: float | _dt.datetime, /, *args: P.args, **kwargs: P.kwargs) -> str | None:
         return await self.set().aperform_at(when, *args, **kwargs)
 
-    async def aperform_bulk(self, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str]:
+    async def aperform_bulk(self, args_list: Iterable[Iterable[Any]], batch_size: int = 1000) -> list[str | None]:
         return await self.set().aperform_bulk(args_list, batch_size)
 
     if not TYPE_CHECKING:  # hidden from type checkers, so a misspelt method is an error there, not Any

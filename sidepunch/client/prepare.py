@@ -22,6 +22,7 @@ from ..core import keys
 from ..core.middleware import Middleware, MiddlewareContext, build, hooks, run_client_chain
 from ..core.payload import encode, encode_value
 from ..features import build_features
+from .unique import Locked, add_digest, push_script, with_locks
 from .validate import JID_BYTES, check_args, check_at, check_job, describe, normalize, unfit
 
 _SIDEKIQ_DEFAULTS = {"retry": True, "queue": "default"}
@@ -60,6 +61,7 @@ class Preparer:
         self.middleware: tuple[Middleware, ...] = tuple(build(m, context, "around_push") for m in middleware)
         self._chain = hooks(self.middleware, "around_push")
         self.features = build_features(context)  # the built-in features' push hooks (unique jobs, batches...)
+        self._unique_script = push_script()  # sent with each push of unique jobs (client/unique.py)
 
     def install(self, middleware: Sequence[Middleware]) -> None:
         """Add built middleware outermost (a worker adds the daemon's, so pushes from jobs pass through them)."""
@@ -69,9 +71,9 @@ class Preparer:
 
     def one(self, item: Mapping[str, Any]) -> tuple[list[Entry], str] | None:
         """(the entries, the jid) of one push, or None if a middleware stopped it. Bad input raises TypeError or
-        ValueError naming the field or argument."""
+        ValueError naming the field or argument. A unique job's entries are a unique.Locked list."""
         now = self.clock()
-        job, odd = self._normalize(item, now)
+        job, odd, unique = self._normalize(item, now)
         chain = self.features.for_push(job, self._chain) if self.features else self._chain
         if chain:
             job = self._through_middleware(job, chain)
@@ -79,11 +81,16 @@ class Preparer:
                 return None
             odd = check_job(job)
             now = self.clock()
-        return self._entries([(None, job, odd)], now), job["jid"]
+            unique = "unique_for" in job  # a middleware may have added or removed it
+        entries = self._entries([(None, job, odd)], now)
+        if unique:
+            entries = with_locks(entries, [job], now, self._unique_script)
+        return entries, job["jid"]
 
-    def batches(self, batches: Iterable[Any]) -> list[tuple[list[Entry], list[str]]]:
+    def batches(self, batches: Iterable[Any]) -> list[tuple[list[Entry], list[str | None]]]:
         """(entries, jids) for each push_bulk call of a push_batches, every one checked and encoded before
-        the caller sends the first. Errors number the jobs across all batches."""
+        the caller sends the first; a job a middleware stopped has None in its place among the jids. Errors
+        number the jobs across all batches."""
         prepared, first = [], 0
         for batch in batches:
             entries, jids, count = self._bulk(batch, first)
@@ -91,33 +98,40 @@ class Preparer:
             first += count
         return prepared
 
-    def _bulk(self, items: Any, first: int) -> tuple[list[Entry], list[str], int]:
+    def _bulk(self, items: Any, first: int) -> tuple[list[Entry], list[str | None], int]:
         """(entries, jids, jobs given) for one push_bulk call whose first job is number `first`."""
         if isinstance(items, Mapping):
             rows, at, base = self._bulk_parts(items, first)
             if not rows:
                 return [], [], 0
-            plain = not self._chain and not (self.features and self._features_concern(base))
+            plain = not self._chain and not self._features_concern(base)
             prepared = self._bulk_template(rows, at, base, first) if plain else None
             if prepared is not None:
-                return (*prepared, len(rows))
+                return prepared[0], [*prepared[1]], len(rows)
             items = self._expand_bulk(rows, at, base)
         elif isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
             raise TypeError(f"push_bulk takes Sidekiq's bulk item (a dict) or a list of job items, got "
                             f"{describe(items)}")
         jobs: list[_Job] = []
+        jids: list[str | None] = []  # None in the place of a job a middleware stopped
         count, now = 0, self.clock()
         for count, item in enumerate(items, 1):
             number = first + count - 1
-            job, odd = _in_job(number, self._normalize, item, now)
+            job, odd, _ = _in_job(number, self._normalize, item, now)
             chain = self.features.for_push(job, self._chain) if self.features else self._chain
             if chain:
                 job = self._through_middleware(job, chain)
                 if job is None:
+                    jids.append(None)
                     continue
                 odd = _in_job(number, check_job, job)
             jobs.append((number, job, odd))
-        return self._entries(jobs, self.clock()), [job["jid"] for _, job, _ in jobs], count
+            jids.append(job["jid"])
+        now = self.clock()
+        entries = self._entries(jobs, now)
+        if any("unique_for" in job for _, job, _ in jobs):
+            entries = with_locks(entries, [job for _, job, _ in jobs], now, self._unique_script)
+        return entries, jids, count
 
     @staticmethod
     def _bulk_parts(item: Mapping[str, Any], first: int) -> tuple[list, Any, dict[str, Any]]:
@@ -158,7 +172,7 @@ class Preparer:
         this). Returns None if the template cannot be split, and the caller takes the general path."""
         mark = secrets.token_hex(16)  # random, so no caller's value can contain it
         now = self.clock()
-        template, odd = self._normalize({**base, "args": [], "jid": f"jid-{mark}"}, now)
+        template, odd, _ = self._normalize({**base, "args": [], "jid": f"jid-{mark}"}, now)
         if at is None:
             template["enqueued_at"] = now
         template["args"] = f"args-{mark}"
@@ -183,7 +197,9 @@ class Preparer:
         scores = at if isinstance(at, list) else itertools.repeat(at)
         return list(zip(itertools.repeat(queue), scores, payloads)), jids
 
-    def _normalize(self, item: Any, now: float) -> tuple[dict[str, Any], bool]:
+    def _normalize(self, item: Any, now: float, probe: bool = False) -> tuple[dict[str, Any], bool, bool]:
+        """The job dict of an item, whether it needs Ruby float spelling, and whether it is unique; a unique job
+        gets its digest here, where its class is known (unless this is a `probe` of a bulk push's keys)."""
         if type(item) is not dict and not isinstance(item, Mapping):  # typing.Mapping checks are slow
             raise TypeError(f"a job item must be a dict with 'class' and 'args', got {describe(item)}")
         if "class" not in item or "args" not in item:
@@ -192,17 +208,23 @@ class Preparer:
         klass = item["class"]
         job_class = _job_class(klass)
         if job_class is not None:
-            return normalize(item, job_class.job_options(), job_class.job_name(), now, self.random_bytes)
-        if isinstance(klass, str) and klass:
-            return normalize(item, _SIDEKIQ_DEFAULTS, str.__str__(klass), now, self.random_bytes)
-        what = (f"the class {klass.__module__}.{klass.__qualname__}, which is not a sidepunch.Job"
-                if isinstance(klass, type) else describe(klass))
-        raise TypeError(f"'class' must be a Job class, a @job function or a class name, got {what}")
+            job, odd = normalize(item, job_class.job_options(), job_class.job_name(), now, self.random_bytes)
+        elif isinstance(klass, str) and klass:
+            job, odd = normalize(item, _SIDEKIQ_DEFAULTS, str.__str__(klass), now, self.random_bytes)
+        else:
+            what = (f"the class {klass.__module__}.{klass.__qualname__}, which is not a sidepunch.Job"
+                    if isinstance(klass, type) else describe(klass))
+            raise TypeError(f"'class' must be a Job class, a @job function or a class name, got {what}")
+        unique = "unique_for" in job
+        if unique and not probe:
+            add_digest(job, job_class)
+        return job, odd, unique
 
     def _features_concern(self, base: dict[str, Any]) -> bool:
-        """Whether a feature wants the jobs of a bulk push (they share all but args and jid)."""
-        probe, _ = self._normalize({**base, "args": []}, self.clock())
-        return bool(self.features.for_push(probe, ()))
+        """Whether a feature wants the jobs of a bulk push (they share all but args and jid), or they are unique
+        (each needs its own digest and lock)."""
+        probe, _, unique = self._normalize({**base, "args": []}, self.clock(), probe=True)
+        return unique or bool(self.features and self.features.for_push(probe, ()))
 
     def _through_middleware(self, job: dict[str, Any], chain: tuple[Any, ...]) -> dict[str, Any] | None:
         result = run_client_chain(chain, job, lambda j: j)
@@ -233,7 +255,10 @@ class Preparer:
 
 def commands(entries: Sequence[Entry]) -> list[tuple]:
     """Redis commands for one atomic push: one ZADD schedule for the due jobs, then per queue (in first-seen
-    order) SADD queues and one LPUSH of its jobs in the order given."""
+    order) SADD queues and one LPUSH of its jobs in the order given. A push of unique jobs (unique.Locked) is
+    one script that takes each job's lock and writes it only if it did."""
+    if type(entries) is Locked:
+        return entries.commands()
     if len(entries) > 1:  # a bulk push, mostly of one kind: sorted out by C-level passes, not a loop per job
         due = list(map(_AT, entries))
         queues = set(map(_QUEUE, entries))

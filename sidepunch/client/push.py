@@ -32,6 +32,7 @@ from ..core.middleware import Middleware, MiddlewareContext
 from . import modes
 from .prepare import Entry, Preparer, commands
 from .reliable import DEFAULT_LIMIT, ReliablePush, check_limit
+from .unique import Locked
 
 #: Seconds a push keeps retrying through a Redis restart or failover before it raises. A retried push whose
 #: first attempt did land gives a duplicate job, never a lost one.
@@ -95,36 +96,44 @@ class Client:
         return self._redis
 
     def push(self, item: Mapping[str, Any]) -> str | None:
-        """Enqueue one job; returns its jid, or None if a middleware stopped it.
+        """Enqueue one job; returns its jid, or None if a middleware stopped it or it is a unique job whose
+        duplicate holds the lock (logged at debug).
 
         Bad input raises TypeError or ValueError naming the field or argument, and nothing is written.
         """
         prepared = self.preparer.one(item)
         if prepared is None:
             return None
+        entries = prepared[0]
         mode = modes.active  # a testing mode takes every push in the process (modes.py)
-        (self.write if mode is None else mode.write)(prepared[0])
+        (self.write if mode is None else mode.write)(entries)
+        if type(entries) is Locked and entries.refused:
+            return None
         return prepared[1]
 
-    def push_bulk(self, items: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[str]:
+    def push_bulk(self, items: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[str | None]:
         """Enqueue many jobs in one round trip; if any job is bad, none is written.
 
         Sidekiq's form: one item whose `args` is a list of argument lists (and `at` a number or a list of
         numbers); every job gets a fresh jid and shares `created_at`. Also accepted: a list of item dicts.
+        Returns one jid per job, in order, with None in the place of a job a middleware stopped or a refused
+        duplicate of a unique job.
         """
         return self.push_batches([items])
 
-    def push_batches(self, batches: Iterable[Mapping[str, Any] | Sequence[Mapping[str, Any]]]) -> list[str]:
+    def push_batches(self, batches: Iterable[Mapping[str, Any] | Sequence[Mapping[str, Any]]]) -> list[str | None]:
         """Several push_bulk calls that stand or fall together on bad input.
 
         Every batch is validated and encoded before the first is sent; then each goes in its own round trip.
         Errors number the jobs across all batches.
         """
-        jids: list[str] = []
+        jids: list[str | None] = []
         for entries, batch_jids in self.preparer.batches(batches):
             if entries:
                 mode = modes.active
                 (self.write if mode is None else mode.write)(entries)
+                if type(entries) is Locked:
+                    batch_jids = entries.jids(batch_jids)
             jids.extend(batch_jids)
         return jids
 
@@ -134,11 +143,16 @@ class Client:
         `entries` are the encoded jobs of one atomic push (one push, or one batch of a bulk push), each a tuple
         (queue, at, payload): `at` is its due time, or None to enqueue it now; `payload` the JSON bytes as
         Redis would store them. A testing mode (sidepunch.testing) takes this call while it is active. With
-        reliable push, a write that meets an outage is kept in memory and sent later (reliable.py).
+        reliable push, a write that meets an outage is kept in memory and sent later (reliable.py). A push of
+        unique jobs (a unique.Locked list) goes as one script that writes each unique job only if it takes its
+        lock, and records the refused ones on `entries` (not known for a push kept by reliable push: it returns
+        its jid, and a duplicate refused when it is sent later is not written).
         """
-        if self.reliable is not None:
-            return self.reliable.write(commands(entries), entries)
-        return self._send(commands(entries))
+        cmds = commands(entries)
+        replies = self._send(cmds) if self.reliable is None else self.reliable.write(cmds, entries)
+        if type(entries) is Locked and replies is not None:
+            entries.settle(replies)
+        return replies
 
     def _send(self, cmds: Sequence[tuple]) -> list[Any]:
         """Send commands pipelined on one pooled connection and read every reply.

@@ -111,9 +111,10 @@ class ReliablePush:
         """Jobs waiting in the buffer."""
         return self._jobs
 
-    def write(self, cmds: list[tuple], entries: Sequence[Any]) -> None:
-        """Send one push's commands (`entries`: its (queue, at, payload) jobs), or keep them: behind others
-        already kept, or because Redis is out. A reply Redis refused (not an outage) raises, as without."""
+    def write(self, cmds: list[tuple], entries: Sequence[Any]) -> list[Any] | None:
+        """Send one push's commands (`entries`: its (queue, at, payload) jobs) and return the replies, or keep
+        them and return None: behind others already kept, or because Redis is out. A reply Redis refused (not an
+        outage) raises, as without."""
         if self._held and self._forked():
             self._drop_parents()
         if not self._held:
@@ -121,12 +122,13 @@ class ReliablePush:
                 replies = self._send(cmds)
             except OUTAGE_ERRORS as exc:
                 self._keep(cmds, entries, exc)
-                return
+                return None
             for reply in replies:
                 if isinstance(reply, redis_lib.ResponseError):
                     raise reply
-            return
+            return replies
         self._keep(cmds, entries, None)
+        return None
 
     def _keep(self, cmds: list[tuple], entries: Sequence[Any], exc: BaseException | None) -> None:
         jids = [_jid(entry[2]) for entry in entries]

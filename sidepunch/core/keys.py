@@ -61,6 +61,8 @@ Only the working lists and the liveness keys of reliable fetch are our own addit
 | sidepunch:paused                  | SET    | api Queue.pause / unpause    | names of paused queues, without the prefix|
 |                                   |        | (CLI, dashboard); read by    | (any bytes); fetchers skip them (ours)    |
 |                                   |        | every fetcher once a second  |                                           |
+| sidepunch:unique:<digest>         | STRING | client push script SET NX PX;| JSON [jid, class] of the unique job that  |
+|                                   |        | its job DELs it (Lua CAD)    | holds the lock; TTL = its window (ours)   |
 
 The metrics slots are UTC `YYYYMMDDTHHMM` stamps of a slot's start; `<step>` is the slot length in seconds: 60
 (minutes, kept 9 hours) or 600 (10 minutes, kept 73 hours). The counts hash has three fields per class, as
@@ -80,6 +82,8 @@ Payload field of expiring jobs (features/expiry.py): `expires_at` (epoch float),
 has `expires_in` (seconds, also kept in the payload): the job's due time (its `at` if scheduled for later, else the
 push) plus expires_in. A worker that fetches the job after it acknowledges it without running it and counts it in
 stat:expired; a value that is no finite number after 1970 is no deadline (the job runs).
+Payload fields the client writes for unique jobs (core/unique.py): `unique_digest` (64 hex digits: SHA-256 of
+the class, queue and `unique_args`), beside the class options `unique_for` and `unique_until`.
 
 Payload fields a periodic enqueue adds: `periodic_name` (the entry's name) and `periodic_tick` (the tick, epoch
 seconds; absent for "run now" from the API/CLI). The claim key's `<fingerprint>` hashes the entry's cron, tz, job,
@@ -148,6 +152,10 @@ LIMIT_PREFIX = "sidepunch:limit:"
 #: SET of the names of paused queues (no `queue:` prefix; any bytes). Written by sidepunch.api (Queue.pause /
 #: unpause: the CLI and the dashboard), read by every worker's fetchers at most about once a second.
 PAUSED = "sidepunch:paused"
+#: Unique jobs (features/unique.py): STRING `sidepunch:unique:<digest>`, value JSON [jid, class] of the job that
+#: holds it, TTL = unique_for (+ the delay of a scheduled push); SET NX by the client's push script
+#: (lua/unique_push.lua), deleted by its own job only (lua/release_unique.lua), or by `api.delete_unique_lock`.
+UNIQUE_PREFIX = "sidepunch:unique:"
 #: Metrics rollups: slot length in seconds -> how long its keys live (a little over the longest window read
 #: from it: 8 hours from minutes, 72 hours from 10-minute slots).
 METRICS_STEPS = {60: 9 * 3600, 600: 73 * 3600}
@@ -243,6 +251,11 @@ def cancel_request(jid: str) -> str:
 def result(jid: str) -> str:
     """`sidepunch:result:<jid>`: the JSON return value of a job whose class sets `keep_result` (seconds)."""
     return RESULT_PREFIX + jid
+
+
+def unique_lock(digest: str) -> str:
+    """`sidepunch:unique:<digest>`: the lock of a unique job; `digest` is 64 hex digits (core/unique.py)."""
+    return UNIQUE_PREFIX + digest
 
 
 def periodic_claim(name: str, fingerprint: str, tick: int) -> str:

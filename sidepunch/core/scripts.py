@@ -20,6 +20,12 @@ def _source(name: str, uses: Sequence[str] = ()) -> str:
     return shared + own
 
 
+def source(name: str) -> str:
+    """A script's text, for a caller that sends it with EVAL in a round trip of its own making (the client's
+    unique push, which the async client pipelines with other pushes)."""
+    return _source(name)
+
+
 def unbound(name: str, uses: Sequence[str] = ()) -> Script:
     """A script for `script(keys=..., args=..., client=pipe_or_client)`; the caller names the client each time,
     so one object serves any connection, including a MULTI pipeline (which loads it before MULTI)."""

@@ -15,6 +15,9 @@ middleware as in production, and its encoded entries are kept here instead of be
   caller's event loop.
 - `clear(job=None, queue=None)`: forget the jobs kept.
 
+Unique jobs are unique here too (locks.py): a duplicate of a unique job kept or running is refused, its push
+returns None, until the first has run or is cleared; without Redis.
+
 Must not import: sidepunch.server, sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
@@ -33,6 +36,7 @@ from ..client.job import job_class_of
 from ..client.prepare import Entry
 from ..core.middleware import Reschedule
 from ..core.payload import decode
+from .locks import MemoryLocks
 from .runner import Loops, Performer
 
 
@@ -47,6 +51,7 @@ class FakeJobs:
         self._later: dict[int, Entry] = {}  # scheduled, by push number
         self._heap: list[tuple[float, int]] = []  # (at, push number) of the scheduled; stale ones skipped
         self._active = False
+        self._locks = MemoryLocks()  # unique jobs' locks (locks.py)
 
     def __enter__(self) -> "FakeJobs":
         modes.enter(self)
@@ -66,6 +71,7 @@ class FakeJobs:
 
     # The write seam's side (client/modes.py).
     def write(self, entries: Sequence[Entry]) -> None:
+        entries = self._locks.admit(entries)  # a duplicate of a unique job kept here is refused
         with self._lock:
             for entry in entries:
                 seq = next(self._seq)
@@ -101,12 +107,14 @@ class FakeJobs:
         """Forget the jobs kept (those that match, if `job` or `queue` is given); returns how many."""
         name = _filters(job, queue)
         with self._lock:
-            before = len(self._now) + len(self._later)
+            gone = [e for _, e in self._now if _matches(e, name, queue)]
+            gone += [e for e in self._later.values() if _matches(e, name, queue)]
             self._now = collections.deque(p for p in self._now if not _matches(p[1], name, queue))
             self._later = {s: e for s, e in self._later.items() if not _matches(e, name, queue)}
             self._heap = [(e[1], s) for s, e in self._later.items()]
             heapq.heapify(self._heap)
-            return before - len(self._now) - len(self._later)
+        self._locks.forget(entry[2] for entry in gone)  # their unique locks go with them
+        return len(gone)
 
     # Running them.
     def drain(self, until: Any = None) -> int:
@@ -119,7 +127,8 @@ class FakeJobs:
                 while (entry := self._take(limit)) is not None:
                     ran += 1
                     try:
-                        self._performer.run(entry[2], entry[0], loops)
+                        with self._locks.running(entry[2]):
+                            self._performer.run(entry[2], entry[0], loops)
                     except Reschedule as again:
                         later.append((entry[0], time.time() + again.seconds, entry[2]))
             finally:
@@ -134,7 +143,8 @@ class FakeJobs:
             while (entry := self._take(limit)) is not None:
                 ran += 1
                 try:
-                    await self._performer.arun(entry[2], entry[0])
+                    with self._locks.running(entry[2]):
+                        await self._performer.arun(entry[2], entry[0])
                 except Reschedule as again:
                     later.append((entry[0], time.time() + again.seconds, entry[2]))
         finally:

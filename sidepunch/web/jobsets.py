@@ -19,6 +19,7 @@ from werkzeug.wrappers import Response
 from .. import api
 from ..api.ops import AdminOps
 from ..api.records import name_key
+from ..api.unique import unique_lock_of
 from ..core.payload import PayloadError
 from .pages import page_args
 from .render import compact
@@ -161,8 +162,9 @@ def entry(ctx: Any, kind: str, key: str) -> Response:
     found = entries[0]
     # a rate-limited job waits in the schedule: say which limiters it waits on
     limiters = api.LimitSet(ctx.redis).waiting_on(found.jid) if kind == "scheduled" and found.jid else []
+    lock = unique_lock_of(ctx.redis, found.item) if found.ok else None  # a unique job's lock
     return ctx.render("entry.html", tab="jobset:" + kind, kind=kind, title=KINDS[kind][1], entry=found,
-                      key=key, actions=ACTIONS[kind], labels=LABELS, limiters=limiters)
+                      key=key, actions=ACTIONS[kind], labels=LABELS, limiters=limiters, lock=lock)
 
 
 def entry_post(ctx: Any, kind: str, key: str) -> Response:
