@@ -67,8 +67,9 @@ def query(client: Any, configured: list[str]) -> dict[str, Any]:
             known.add(name)
     pipe = client.pipeline(transaction=False)
     for name in names:
-        pipe.llen(b"queue:" + name)
-        pipe.lindex(b"queue:" + name, -1)
+        key = keys.queue(name)
+        pipe.llen(key)
+        pipe.lindex(key, -1)
     pipe.zcard(keys.RETRY)
     pipe.zcard(keys.SCHEDULE)
     pipe.zcard(keys.DEAD)
