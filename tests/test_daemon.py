@@ -247,6 +247,17 @@ def test_death_handlers_and_server_middleware_from_flags(daemon, r, client):
     assert b"before testjobs.Record default" in r.lrange("middleware", 0, -1) and r.zcard("dead") == 1
 
 
+def test_each_worker_closes_its_middleware_once_when_it_stops(daemon, r, client):
+    client.push({"class": testjobs.Record, "args": ["ok"]})
+    d = daemon("--workers", "2", "--threads", "2", "-r", "testjobs", "--middleware", "testjobs.Flushing")
+    wait_for(lambda: r.lrange("done", 0, -1) == [b"ok"], 15, message="the job")
+    pids = {c.pid for c in d.wait_children(2)}
+    d.signal(signal.SIGTERM)
+    assert d.wait(40) == 0
+    closed = [int(p) for p in r.lrange("closed", 0, -1)]
+    assert sorted(closed) == sorted(pids)  # once per worker, by the worker itself
+
+
 def test_unloadable_death_handler_is_a_boot_error(daemon, r):
     d = daemon("--workers", "1", "-r", "testjobs", "--death-handler", "testjobs.no_such_function")
     assert d.wait(30) == 3

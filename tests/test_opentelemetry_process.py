@@ -187,3 +187,15 @@ def test_a_job_stopped_by_its_timeout_is_an_error_that_retries(daemon, r, traced
         assert spans[jid]["status"] == "ERROR" and spans[jid]["attributes"]["messaging.sidepunch.job.outcome"] == "retry"
     assert {decode(m)["error_class"] for m in r.zrange("retry", 0, -1)} == {"sidepunch.JobTimeout"}
     assert "tracing could not" not in d.log()
+
+
+def test_a_stopping_worker_exports_the_spans_its_batch_processor_still_holds(daemon, r, client):
+    for i in range(3):
+        client.push({"class": "otel_batch_app.Buffered", "args": [i]})
+    d = daemon("--workers", "1", "--threads", "2", "-r", "otel_batch_app", "--middleware", MIDDLEWARE)
+    wait_for(lambda: r.llen("ran") == 3, 20, message="the jobs")
+    time.sleep(0.5)
+    assert r.llen(SPANS) == 0  # held by the BatchSpanProcessor (10 minutes)
+    d.signal(15)
+    assert d.wait(40) == 0
+    assert [json.loads(x) for x in r.lrange(SPANS, 0, -1)] == ["process default"] * 3

@@ -121,6 +121,20 @@ class _Tracing(Middleware):
         self.tracer = trace.get_tracer("sidepunch", __version__, tracer_provider=self.tracer_provider)
         self._complained = False
 
+    #: How long a stopping worker waits for its buffered spans to be exported (close()).
+    flush_millis = 5000
+
+    def close(self) -> None:
+        """The worker stops (it leaves with os._exit, so the SDK's own exit hook never runs): export the spans a
+        BatchSpanProcessor still holds, waiting at most flush_millis."""
+        provider = self.tracer_provider or trace.get_tracer_provider()
+        flush = getattr(provider, "force_flush", None)
+        if callable(flush):
+            try:
+                flush(self.flush_millis)
+            except Exception:
+                self._trouble("flush its spans at exit")
+
     def _trouble(self, what: str) -> None:
         """Log the first tracing failure of this middleware with its traceback; later ones are not logged."""
         if not self._complained:

@@ -133,6 +133,26 @@ class Middleware:
     def on_death(self, job: dict, exc: BaseException) -> None:
         return None
 
+    def close(self) -> None:
+        """Called once when the worker process stops, after its last job and before it exits (a worker leaves
+        with os._exit, so atexit hooks do not run there): flush what the middleware buffers, such as spans."""
+        return None
+
+
+def close_all(chains: Iterable[Sequence[Callable[..., Any]]], log: Any) -> None:
+    """Close each Middleware instance behind the hooks of `chains` once; one that raises is logged, not fatal."""
+    seen: set[int] = set()
+    for chain in chains:
+        for hook in chain:
+            owner = getattr(hook, "__self__", None)
+            if not isinstance(owner, Middleware) or id(owner) in seen:
+                continue
+            seen.add(id(owner))
+            try:
+                owner.close()
+            except Exception:
+                log.exception("closing middleware %r raised", owner)
+
 
 class Feature(Middleware):
     """A built-in middleware (sidepunch/features) that wraps only the jobs it concerns, so a plain job pays
@@ -236,6 +256,6 @@ async def run_async_chain(chain: Sequence[Callable[..., Any]], instance: Any, jo
     return await step(0)
 
 
-__all__ = ["Middleware", "MiddlewareContext", "FunctionMiddleware", "Feature", "Outcome", "Reschedule",
+__all__ = ["Middleware", "MiddlewareContext", "FunctionMiddleware", "Feature", "close_all", "Outcome", "Reschedule",
            "RateLimited", "Expired", "build", "hooks",
            "load_dotted", "run_client_chain", "run_server_chain", "run_async_chain", "check_delay", "MAX_DELAY"]

@@ -30,9 +30,9 @@ class FeatureSet:
         self._attrs = tuple(sorted({name for f in self.features for name in f.class_attrs}))
         self._hooks = {hook: [(f, hooks([f], hook)) for f in self.features if hooks([f], hook)]
                        for hook in ("around_push", "around_perform", "around_perform_async", "on_death")}
-        # a feature that decides pushes by more than payload keys (a batch open in this context) is always asked
-        self._push_always = any(type(f).applies_to_push is not Feature.applies_to_push
-                                for f, _ in self._hooks["around_push"])
+        # features that decide pushes by more than payload keys (a batch open in this context): always asked
+        self._push_always = [(f, chain[0]) for f, chain in self._hooks["around_push"]
+                             if type(f).applies_to_push is not Feature.applies_to_push]
         # the features that want a push's outcome (which jids were written, which refused)
         self._after = tuple(f for f in self.features if type(f).after_push is not Feature.after_push)
 
@@ -40,9 +40,10 @@ class FeatureSet:
         return bool(self.features)
 
     def for_push(self, job: dict, base: tuple[Callable[..., Any], ...]) -> tuple[Callable[..., Any], ...]:
-        if not self._push_always and self._keys.isdisjoint(job):
-            return base
-        own = tuple(chain[0] for f, chain in self._hooks["around_push"] if f.applies_to_push(job))
+        if self._keys.isdisjoint(job):  # the common case: only the features that are always asked
+            own = tuple(hook for f, hook in self._push_always if f.applies_to_push(job))
+        else:
+            own = tuple(chain[0] for f, chain in self._hooks["around_push"] if f.applies_to_push(job))
         return own + base if own else base
 
     def reports(self, job: dict) -> bool:

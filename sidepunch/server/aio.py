@@ -60,7 +60,7 @@ class AsyncRunner:
                  chain: tuple[Any, ...] = ()) -> None:
         self.ctx = ctx
         self.limit = limit
-        self._chain = chain
+        self.chain = chain  # the async middleware chain (the worker closes its instances at exit)
         self._outcomes = Outcomes(ctx)
         self._acks = PendingAcks(ctx.redis, ack_into)
         self._slots = threading.BoundedSemaphore(limit)
@@ -152,7 +152,7 @@ class AsyncRunner:
         args = job.get("args")
         if type(args) is not list:
             raise BadJob(f"job args must be a JSON array, got {type(args).__name__}")
-        chain = self._chain
+        chain = self.chain
         if self.ctx.features:
             chain = self.ctx.features.for_run("around_perform_async", instance, job, chain)
         if chain:

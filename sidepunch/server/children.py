@@ -14,6 +14,9 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import Callable
+
+import psutil
 
 #: The signals the master handles, and so those blocked across fork().
 MASTER_SIGNALS = tuple(getattr(signal, name) for name in (
@@ -35,10 +38,12 @@ class ChildRecord:
     kill_at: float | None = None    # set once the child was told to stop
     reason: str = ""                # why it is being retired, for the log
     buffer: bytes = field(default=b"", repr=False)
+    #: With --metrics-port, where "tally <json>" lines go (observe/feed.py's Observer.heard).
+    on_tally: Callable[[str], None] | None = field(default=None, repr=False)
 
     def hear(self, data: bytes, now: float) -> list[str]:
-        """Take in what the worker wrote ("ready", "beat <busy> <processed>", "retire <reason>" lines);
-        returns the reasons of the retirements it asked for."""
+        """Take in what the worker wrote ("ready", "beat <busy> <processed>", "retire <reason>", "tally <json>"
+        lines); returns the reasons of the retirements it asked for."""
         self.buffer += data
         *lines, self.buffer = self.buffer.split(b"\n")
         retire = []
@@ -51,7 +56,39 @@ class ChildRecord:
                 self.busy, self.processed, self.last_beat = int(busy), int(processed), now
             elif words[0] == "retire":
                 retire.append(words[1])
+            elif words[0] == "tally" and self.on_tally is not None and len(words) == 2:
+                self.on_tally(words[1])
         return retire
+
+
+def drain(record: ChildRecord) -> None:
+    """Hear what a reaped worker left in its status pipe (its last tally lines; a SIGKILL does not lose them)."""
+    os.set_blocking(record.status_fd, False)  # it may be the blocking eventfd of `silence` by now
+    while True:
+        try:
+            data = os.read(record.status_fd, 65536)
+        except OSError:
+            return
+        if not data:
+            return
+        record.hear(data, time.monotonic())
+
+
+def over_memory(children: dict[int, ChildRecord], limit_mb: int) -> list[tuple[int, ChildRecord, float]]:
+    """(pid, record, RSS in MB) of the workers not being stopped whose RSS is over `limit_mb` (0: no limit)."""
+    if not limit_mb:
+        return []
+    over = []
+    for pid, record in list(children.items()):
+        if record.kill_at is not None:
+            continue
+        try:
+            rss = psutil.Process(pid).memory_info().rss / 2 ** 20
+        except psutil.Error:
+            continue
+        if rss > limit_mb:
+            over.append((pid, record, rss))
+    return over
 
 
 def kill(pid: int, signum: int) -> None:

@@ -23,6 +23,10 @@ def daemon_main(argv: Sequence[str] | None = None) -> None:
         config = build_config(sys.argv[1:] if argv is None else argv, os.environ)
         check_url(config.redis_url)  # parses the URL; connects to nothing
         setup_logging(config, os.environ)
+        listener = None
+        if config.metrics_port:  # bound now: a port in use is a bad setting (exit 2), not a crash later
+            from .observe.feed import open_listener
+            listener = open_listener(config)
         if config.pidfile:
             _write_pidfile(config.pidfile)
     except (ConfigError, ValueError) as exc:
@@ -34,7 +38,7 @@ def daemon_main(argv: Sequence[str] | None = None) -> None:
     from .systemd import Notifier
     logging.getLogger("sidepunch").info("sidepunchd using Redis at %s", mask_url(config.redis_url))
     try:
-        code = Master(config, Notifier(os.environ)).run()
+        code = Master(config, Notifier(os.environ), listener).run()
     finally:
         _remove_pidfile(config)
     sys.exit(code)

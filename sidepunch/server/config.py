@@ -135,6 +135,19 @@ class Config:
         "--pidfile", env="SIDEPUNCH_PIDFILE", help="write the master's pid to this file"))
     verbose: bool = field(default=False, metadata=option(
         "-v", "--verbose", env="SIDEPUNCH_VERBOSE", help="debug logging (same as --log-level debug)"))
+    error_handlers: tuple[str, ...] = field(default=(), metadata=option(
+        "--error-handler", env="SIDEPUNCH_ERROR_HANDLERS",
+        help="dotted path of a function called with (exception, job) on every failure of a job (for error "
+             "reporting); repeatable; what it raises is logged, never fatal"))
+    metrics_port: int = field(default=0, metadata=option(
+        "--metrics-port", env="SIDEPUNCH_METRICS_PORT", limits=(0, 65535),
+        help="serve Prometheus /metrics and /healthz on this TCP port (0: off; needs the prometheus extra)"))
+    metrics_bind: str = field(default="127.0.0.1", metadata=option(
+        "--metrics-bind", env="SIDEPUNCH_METRICS_BIND",
+        help="address the --metrics-port server listens on"))
+    healthz_redis_grace: float = field(default=5.0, metadata=option(
+        "--healthz-redis-grace", env="SIDEPUNCH_HEALTHZ_REDIS_GRACE", limits=(1, DAY),
+        help="seconds Redis may be unreachable before /healthz answers 503"))
     #: `[[periodic]]` tables: jobs enqueued on a cron schedule (keys: PeriodicEntry's fields).
     periodic: tuple[PeriodicEntry, ...] = field(default=(), metadata=section(check_unique))
 

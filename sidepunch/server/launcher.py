@@ -31,8 +31,9 @@ import setproctitle
 
 from ..core import identity as identities
 from ..core.exitcodes import ExitCode
+from ..core.middleware import close_all
 from .children import unblock_after_fork
-from .hooks import load_middleware
+from .hooks import failure_hook, load_error_handlers, load_middleware
 from .logs import enable_faulthandler
 from ..client.periodic import declared
 from .parts import build_parts, process_info
@@ -77,6 +78,18 @@ class StatusPipe:
             os.write(self._fd, (" ".join(map(str, words)) + "\n").encode())
         except (BlockingIOError, BrokenPipeError, OSError):
             pass
+
+    def try_write(self, line: bytes) -> bool:
+        """Write one whole line (under PIPE_BUF, so all or nothing); False if the pipe cannot take it now."""
+        if not self.intact():
+            return True  # no master hears this process any more: nothing to keep the line for
+        try:
+            os.write(self._fd, line)
+            return True
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
     def intact(self) -> bool:
         """One fstat, about once a second; the first time it fails, `on_lost` is called."""
@@ -131,10 +144,14 @@ class Launcher:
         try:  # settings that only the imported app can check: a bad one is a usage error of the daemon
             check_entries(self.config.periodic, JobResolver(self.config.require).resolve,
                           declared(self.config.require))
+            error_handlers = load_error_handlers(self.config.error_handlers)
         except ValueError as exc:
             log.error("%s", exc)
             return ExitCode.USAGE
         self._build(middleware, death_handlers, async_middleware)
+        self.ctx.on_failure = failure_hook(error_handlers, self.ctx.counters)
+        if hasattr(self.ctx.counters, "report"):  # --metrics-port: job counts go to the master (observe/)
+            self.ctx.counters.report = self.status.try_write
         if self._start():
             while not self.state.stopping:
                 self._dispatch(self._next_signal(self.pool.next_check()))
@@ -286,6 +303,8 @@ class Launcher:
         # The one deadline: set by the first stop signal (the earliest if several came), passed down to the pool.
         self.pool.stop(self.state.hard_deadline or time.monotonic())
         self.heartbeat.stop()
+        ctx = self.ctx
+        close_all((ctx.server_middleware, self.pool.runner.chain, ctx.retry.death_handlers), log)
         log.info("worker %d stopped", self.number)
 
     def _set_title(self, busy: int | None = None) -> None:

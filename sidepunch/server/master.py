@@ -20,15 +20,13 @@ import time
 import traceback
 from typing import Any
 
-import psutil
 import redis
 import setproctitle
 
-from ..core import keys
 from ..core import identity as identities
 from ..core.connection import OUTAGE_ERRORS, Outage, make_client
 from ..core.exitcodes import ExitCode
-from .children import MASTER_SIGNALS, ChildRecord, exits_soon, fork, kill, silence
+from .children import MASTER_SIGNALS, ChildRecord, drain, exits_soon, fork, kill, over_memory, silence
 from .fetch import fetcher_class
 from .launcher import Launcher
 from .logs import enable_faulthandler
@@ -36,6 +34,7 @@ from .recoverer import Reaped, RecovererProcess
 from .recoverer_keeper import RecovererKeeper
 from .recovery import RecoveryPolicy
 from .systemd import Notifier
+from .unlistened import warn_unlistened_queues
 
 log = logging.getLogger("sidepunch.master")
 
@@ -45,12 +44,12 @@ ABORT_GRACE = 5.0        # after SIGABRT (stack dump), SIGKILL
 STABLE_AFTER = 10.0      # a child that lived this long resets its slot's crash count
 MAX_BACKOFF = 10.0
 STATUS_EVERY = 5.0       # seconds between STATUS= updates to systemd
-UNLISTENED_SHOWN = 10    # queue names in the start-up warning about queues no -q names
 
 
 class Master:
-    def __init__(self, config: Any, notifier: Notifier | None = None) -> None:
+    def __init__(self, config: Any, notifier: Notifier | None = None, listener: Any = None) -> None:
         self.config = config
+        self.listener = listener        # --metrics-port's bound socket (cli.py), else None
         self.notifier = notifier or Notifier({})
         self.children: dict[int, ChildRecord] = {}
         self.signals: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -77,13 +76,14 @@ class Master:
         self.redis = make_client(self.config.redis_url, max_connections=4)
         self.outage = Outage(self.config.redis_url, log)
         self.recoverer: RecovererKeeper | None = None
+        self.observer = self._make_observer()
         self._set_title()
+        self.lifeline = os.pipe()
         if not self._wait_for_redis():
             return int(self.exit_code)
-        self.lifeline = os.pipe()
         log.info("master %d starting %d worker(s) x %d threads on queues %s (%s fetch)", os.getpid(),
                  self.config.workers, self.config.threads, ",".join(self.queue_names), self.config.fetch)
-        self._warn_unlistened_queues()
+        warn_unlistened_queues(self.redis, self.queue_names)
         if fetcher_class(self.config).recovers_on_death:
             self.recoverer = RecovererKeeper(RecovererProcess(self.config.redis_url, self.policy,
                                                               tuple(self.queue_names), self.config.threads), fork)
@@ -95,33 +95,20 @@ class Master:
                 self.manage()
                 if self.recoverer is not None:
                     self.recoverer.tick({r.identity for r in self.children.values()},
-                                        (self._wake_r, *self.lifeline, *self._status_fds()))
+                                        (self._wake_r, *self.lifeline, *self._status_fds(), *self._metrics_fds()))
         if self.recoverer is not None:
             self.recoverer.finish(self.config.grace)
+        if self.observer is not None:
+            self.observer.finish()
         log.info("master %d stopped", os.getpid())
         return int(self.exit_code)
 
-    def _warn_unlistened_queues(self) -> None:
-        """Jobs that wait on a queue no -q names would sit there silently; say so once, at start (a few lines at
-        most). The names come from Redis and may be any bytes: they are used as bytes and shown escaped."""
-        listened = {name.encode("utf-8", "surrogateescape") for name in self.queue_names}
-        try:
-            names = sorted(q for q in self.redis.smembers(keys.QUEUES) if q not in listened)
-            pipe = self.redis.pipeline(transaction=False)
-            for name in names:
-                pipe.llen(keys.queue(name))
-            sizes = pipe.execute(raise_on_error=False)  # a queue key of another type answers an error
-        except OUTAGE_ERRORS:
-            return
-        except redis.RedisError as exc:
-            log.warning("could not check for queues that no -q names: %s", exc)
-            return
-        waiting = [(keys.printable(q), n) for q, n in zip(names, sizes) if type(n) is int and n]
-        for name, size in waiting[:UNLISTENED_SHOWN]:
-            log.warning("queue '%s' has %d job(s) but this daemon does not fetch from it (add -q %s)",
-                        name, size, name)
-        if len(waiting) > UNLISTENED_SHOWN:
-            log.warning("%d more queue(s) have jobs that this daemon does not fetch", len(waiting) - UNLISTENED_SHOWN)
+    def _make_observer(self) -> Any:
+        """With --metrics-port, the master's side of the metrics (observe/feed.py, imported only then)."""
+        if self.listener is None:
+            return None
+        from .observe.feed import Observer
+        return Observer(self.config, self.listener, fork)
 
     def _wait_for_redis(self) -> bool:
         """Wait until Redis answers; False if told to stop meanwhile, or if it refuses the password (a bad
@@ -157,6 +144,9 @@ class Master:
         for pid, record in list(self.children.items()):
             if record.status_fd in readable:
                 self._read_status(pid, record)
+        if self.observer is not None:  # --metrics-port: from the start, while waiting for Redis, and at stop
+            self.observer.tick(self.children.values(), time.monotonic(), (*self.lifeline, *self._fds_to_close()),
+                               self.stopping)
         while True:
             try:
                 name = self.signals.get_nowait()
@@ -168,7 +158,7 @@ class Master:
 
     def _read_status(self, pid: int, record: ChildRecord) -> None:
         try:
-            data = os.read(record.status_fd, 4096)
+            data = os.read(record.status_fd, 65536)
         except (BlockingIOError, OSError):
             return
         if data:
@@ -255,8 +245,13 @@ class Master:
             if self.recoverer is not None and self.recoverer.owns(pid):
                 self.recoverer.exited(status, self.stopping)
                 continue
+            if self.observer is not None and self.observer.owns(pid):
+                self.observer.exited(status, self.stopping)
+                continue
             record = self.children.pop(pid, None)
             if record is not None:
+                if self.observer is not None:  # what it wrote before it died: counts of jobs it acknowledged
+                    drain(record)
                 os.close(record.status_fd)
                 self._reaped(pid, record, status)
 
@@ -272,6 +267,8 @@ class Master:
                 self.exit_code = ExitCode(code)
                 self.stop(self.config.timeout + self.config.grace, signal.SIGTERM, "boot error")
         recovered = self._recover(pid, record, interrupted=not clean, reason=how)
+        if self.observer is not None and not self.stopping:
+            self.observer.restarted(record.reason, clean)
         lived = time.monotonic() - record.started
         if not clean and not self.stopping and not record.reason:
             crashes = self.crashes[record.number] = \
@@ -331,19 +328,9 @@ class Master:
         self._set_title()
 
     def _check_memory(self) -> None:
-        limit = self.config.max_memory
-        if not limit:
-            return
-        for pid, record in list(self.children.items()):
-            if record.kill_at is not None:
-                continue
-            try:
-                rss = psutil.Process(pid).memory_info().rss / 2 ** 20
-            except psutil.Error:
-                continue
-            if rss > limit:
-                self._retire(pid, record, self.config.timeout + self.config.grace,
-                             f"RSS {rss:.0f} MB over --max-memory {limit} MB", signal.SIGTERM)
+        for pid, record, rss in over_memory(self.children, self.config.max_memory):
+            self._retire(pid, record, self.config.timeout + self.config.grace,
+                         f"RSS {rss:.0f} MB over --max-memory {self.config.max_memory} MB", signal.SIGTERM)
 
     def _healthy(self, now: float) -> bool:
         """The watchdog is fed only while every worker that should be beating does."""
@@ -365,7 +352,11 @@ class Master:
         """The master's pipe ends a forked worker must not hold (it closes the lifeline's write end itself):
         a copy of the recoverer's task pipe would keep the recoverer from seeing end of file at stop."""
         own = self.recoverer.fds if self.recoverer is not None else ()
-        return (self._wake_r, *own, *self._status_fds())
+        return (self._wake_r, *own, *self._metrics_fds(), *self._status_fds())
+
+    def _metrics_fds(self) -> tuple[int, ...]:
+        """The metrics socket and the exporter's feed (--metrics-port): no other child may hold them."""
+        return self.observer.fds if self.observer is not None else ()
 
     # -- process operations --------------------------------------------------------------------------------
     def spawn(self, number: int) -> None:
@@ -382,7 +373,8 @@ class Master:
         os.close(status_w)
         os.set_blocking(status_r, False)
         identity = identities.make(identities.hostname(), pid, nonce)
-        self.children[pid] = ChildRecord(number, nonce, self.generation, time.monotonic(), status_r, identity)
+        self.children[pid] = ChildRecord(number, nonce, self.generation, time.monotonic(), status_r, identity,
+                                         on_tally=self.observer.heard if self.observer is not None else None)
 
     def _retire(self, pid: int, record: ChildRecord, grace: float, reason: str, signum: int) -> None:
         if record.kill_at is None or signum == signal.SIGQUIT:

@@ -76,7 +76,7 @@ class Outcomes:
              result: Any = None) -> Outcome:
         ctx = self.ctx
         elapsed = time.monotonic() - started
-        ctx.counters.record(False, False, job.get("wrapped") or job["class"], elapsed)
+        ctx.counters.record(False, False, job.get("wrapped") or job["class"], elapsed, unit.queue)
         keep = getattr(instance, "keep_result", None)
         if keep:  # opt-in: the only classes that pay a round trip for their result
             self._keep(job, result, keep)
@@ -121,7 +121,7 @@ class Outcomes:
     def cancelled(self, unit: UnitOfWork, job: dict, started: float, acks: Acks) -> Outcome:
         """Stopped by sidepunch.api.cancel: acknowledged, counted (processed and cancelled), not retried."""
         elapsed = time.monotonic() - started
-        self.ctx.counters.record(False, True, job.get("wrapped") or job["class"], elapsed)
+        self.ctx.counters.record(False, True, job.get("wrapped") or job["class"], elapsed, unit.queue)
         if acks.ack(unit, 1.0):  # sent at once: a cancelled job must not run again if the process dies now
             self.persist(acks.send_acks, "acknowledge")
         self._check_job_limit()
@@ -166,7 +166,7 @@ class Outcomes:
                                             persist=lambda write: self.persist(write, "schedule write"))
         elapsed = time.monotonic() - started
         self.ctx.counters.record(outcome is not Outcome.RESCHEDULED, False, job.get("wrapped") or job["class"],
-                                 elapsed)
+                                 elapsed, unit.queue)
         self._check_job_limit()
         job_log.info("reschedule %.200s jid=%.100s queue=%s %.3fs in %gs -> %s", job["class"], job.get("jid"),
                      unit.queue, elapsed, seconds, outcome)
@@ -174,11 +174,13 @@ class Outcomes:
 
     def fail(self, unit: UnitOfWork, job: dict, exc: BaseException, started: float, instance: Any) -> Outcome:
         elapsed = time.monotonic() - started
-        self.ctx.counters.record(True, False, job.get("wrapped") or job["class"], elapsed)
+        self.ctx.counters.record(True, False, job.get("wrapped") or job["class"], elapsed, unit.queue)
         outcome = self.ctx.retry.handle(unit, instance, exc,
                                         persist=lambda write: self.persist(write, "retry-set write"))
         job_log.warning("fail %.200s jid=%.100s queue=%s %.3fs %s: %.1000s -> %s", job["class"], job.get("jid"),
                         unit.queue, elapsed, error_class_name(exc), error_message(exc), outcome)
+        if self.ctx.on_failure is not None:  # --error-handler, --metrics-port (hooks.failure_hook)
+            self.ctx.on_failure(job, exc, outcome)
         return outcome
 
     def _check_job_limit(self) -> None:

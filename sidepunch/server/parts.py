@@ -27,6 +27,7 @@ from .pool import ProcessorPool
 from .resolver import JobResolver
 from .retry import DeadSet, RetryPolicy
 from .state import ChildContext, LifecycleState
+from .stats import Counters
 
 
 def process_info(config: Config, identity: str, **extra: Any) -> dict[str, Any]:
@@ -55,13 +56,18 @@ def build_parts(config: Config, identity: str, state: LifecycleState, number: in
     middleware, death_handlers, async_middleware = hooks
     # a connection per processor thread, plus the heartbeat, poller, async recorder, cancel watcher, spares
     client = make_client(config.redis_url, max_connections=config.threads + spare)
-    fetcher = fetcher_class(config)
+    fetcher, counters = fetcher_class(config), Counters()
+    if getattr(config, "metrics_port", 0):  # counts reach the master before each ack (observe/acks.py)
+        from .observe.acks import metered
+        from .observe.tally import MeteredCounters
+        counters = MeteredCounters()
+        fetcher = metered(fetcher, counters)
     features = build_features(MiddlewareContext(client, config=config))
     retry = RetryPolicy(client, DeadSet(config.dead_max_jobs, config.dead_timeout), config.max_retries,
                         fetcher.ack_into, death_handlers=death_handlers, features=features)
     ctx = ChildContext(redis=client, config=config, identity=identity, state=state,
                        outage=Outage(config.redis_url, logger), resolver=JobResolver(config.require),
-                       retry=retry, server_middleware=middleware, features=features)
+                       retry=retry, server_middleware=middleware, features=features, counters=counters)
     pool = ProcessorPool(ctx, fetcher, number, retire=retire, async_chain=async_middleware)
     return Parts(ctx, pool, CancelWatcher(ctx, pool.running_jids, pool.stop_job),
                  Heartbeat(ctx, info, on_signal=on_signal, on_beat=on_beat, on_tick=on_tick),

@@ -93,7 +93,7 @@ class RetryPolicy:
         self._dead = dead
         self._max_retries = max_retries
         self._ack_into = ack_into
-        self._death_handlers = tuple(death_handlers)
+        self.death_handlers = tuple(death_handlers)  # the worker closes their instances at exit
         self._features = features or FeatureSet()
         self._rng = rng or random.Random()
         self._clock = clock
@@ -254,7 +254,7 @@ class RetryPolicy:
         pipe.execute()  # nothing is sent when the fetch needs no acknowledgement (basic fetch)
 
     def _run_death_handlers(self, msg: dict, exc: BaseException) -> None:
-        for handler in self._features.for_death(msg, self._death_handlers):
+        for handler in self._features.for_death(msg, self.death_handlers):
             try:
                 handler(msg, exc)
             except BaseException:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 
 from ..core.connection import Outage
@@ -66,3 +66,5 @@ class ChildContext:
     work: WorkTable = field(default_factory=WorkTable)
     server_middleware: Sequence[Any] = ()
     features: FeatureSet = field(default_factory=FeatureSet)  # the built-in features (sidepunch/features)
+    #: Called with (job, exception, outcome) after each failure is recorded (hooks.failure_hook), or None.
+    on_failure: Callable[[dict, BaseException, Any], None] | None = None

@@ -65,7 +65,9 @@ class Counters:
         self._tallies: Tallies = {}
         self._known: set[str] = set()  # class names tallied so far (at most MAX_CLASSES)
 
-    def record(self, failed: bool, cancelled: bool = False, klass: Any = None, seconds: float = 0.0) -> None:
+    def record(self, failed: bool, cancelled: bool = False, klass: Any = None, seconds: float = 0.0,
+               queue: str | None = None) -> None:
+        """Count one execution; `queue` is for the metrics' MeteredCounters (observe/tally.py) only."""
         if klass is not None and (type(klass) is not str or len(klass) > MAX_CLASS_CHARS):
             klass = class_label(klass)
         with self._lock:
