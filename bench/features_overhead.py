@@ -51,7 +51,7 @@ def free_port() -> int:
 
 
 def push(url: str, job: type, jobs: int, in_batch: bool) -> None:
-    client = sidepunch.Client(url)
+    client = sidepunch.configure(url)  # a batch keeps its bookkeeping through the configured client
     rows = [[i] for i in range(jobs)]
     if in_batch:
         with sidepunch.Batch(description="bench"):
@@ -74,6 +74,7 @@ def one_run(url: str, r: redis.Redis, variant: str, jobs: int, level: str, logdi
     try:
         daemon.wait_ready(r)
         time.sleep(1.0)
+        r.config_resetstat()
         started = time.perf_counter()
         r.rename(STAGING, QUEUE)
         deadline = started + 120 + jobs / 200
@@ -84,6 +85,10 @@ def one_run(url: str, r: redis.Redis, variant: str, jobs: int, level: str, logdi
         elapsed = time.perf_counter() - started
     finally:
         daemon.stop()
+    if os.environ.get("BENCH_COMMANDSTATS"):  # where Redis's time goes, per job, for this variant's drain
+        stats = sorted(r.info("commandstats").items(), key=lambda kv: -kv[1]["usec"])[:6]
+        print(f"    {variant}: " + ", ".join(f"{name[8:]} {s['calls'] / jobs:.2f}/job {s['usec_per_call']:.1f}us"
+                                          for name, s in stats))
     counter = int(r.get(COUNTER_KEY) or 0)
     if counter != jobs or r.zcard("retry") or r.zcard("dead"):
         raise RuntimeError(f"{variant}: counter {counter} of {jobs}, retry {r.zcard('retry')}, dead {r.zcard('dead')}")
