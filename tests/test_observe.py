@@ -295,3 +295,25 @@ def test_expired_jobs_are_counted_not_run(daemon, r, client):
                        message="5 expired, 1 processed")
     assert int(r.get("runs")) == 1 and not r.llen("queue:default")
     assert total(samples, "sidepunch_jobs_failed_total") == 0
+
+
+def _reset(port: int, data: bytes) -> None:
+    """Send `data` and drop the connection with a TCP reset (SO_LINGER 0), as a hostile or dying client may."""
+    import socket
+    import struct
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.sendall(data)
+
+
+def test_clients_that_reset_do_not_flood_the_log_with_tracebacks(daemon):
+    """Scrapers that hang up mid-answer, and oversized requests reset at once, are the client's doing: the
+    exporter logs no traceback for them (one per request would let any client flood the daemon's log), and
+    keeps serving."""
+    d, port = start(daemon)
+    for _ in range(20):
+        _reset(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        _reset(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n")
+    assert get(port, "/healthz")[0] == 200
+    time.sleep(1)  # the handler threads of the reset connections have written whatever they write
+    assert "Traceback" not in d.log() and "Exception occurred" not in d.log(), d.log()[-3000:]
