@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -93,6 +94,20 @@ class _Server(ThreadingHTTPServer):
         self.server_name, self.server_port = str(listener.getsockname()[0]), listener.getsockname()[1]
         self.state = state
         self.config = config
+        self._failed = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A request that raised. socketserver prints a traceback to stderr for each: a client that resets its
+        connection (its doing, not a fault here) would flood the daemon's log. Connection errors are dropped;
+        anything else is logged with its traceback once, then in one line at debug."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            return
+        if not self._failed:
+            self._failed = True
+            log.exception("a metrics request from %s failed (later failures are logged at debug)", client_address)
+        else:
+            log.debug("a metrics request from %s failed: %r", client_address, exc)
 
 
 class _Handler(BaseHTTPRequestHandler):
