@@ -317,3 +317,27 @@ def test_clients_that_reset_do_not_flood_the_log_with_tracebacks(daemon):
     assert get(port, "/healthz")[0] == 200
     time.sleep(1)  # the handler threads of the reset connections have written whatever they write
     assert "Traceback" not in d.log() and "Exception occurred" not in d.log(), d.log()[-3000:]
+
+
+def test_slow_clients_cannot_pile_up_threads_or_hold_the_health_probe(daemon):
+    """Clients that trickle a request a byte at a time (slowloris) and never finish it: the exporter neither
+    starts a thread per such connection without bound (threads count against the host's or container's process
+    limit, which the master needs to fork workers) nor lets them keep /healthz from answering."""
+    import socket
+    d, port = start(daemon)
+    exporter = psutil.Process(_exporters(d.pid)[0])
+    slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+    try:
+        for _ in range(3):  # a byte every few seconds: each read of the server succeeds within its timeout
+            for sock in slow:
+                try:
+                    sock.send(b"G")
+                except OSError:
+                    pass  # the exporter hung up on it: what it should do
+            assert get(port, "/healthz")[0] == 200
+            time.sleep(3)
+        assert exporter.num_threads() < 150, exporter.num_threads()
+        wait_for(lambda: get(port, "/healthz")[0] == 200, timeout=15, message="/healthz answers")
+    finally:
+        for sock in slow:
+            sock.close()
