@@ -341,3 +341,17 @@ def test_slow_clients_cannot_pile_up_threads_or_hold_the_health_probe(daemon):
     finally:
         for sock in slow:
             sock.close()
+
+
+def test_a_queues_key_of_another_type_is_no_redis_outage(daemon, r):
+    """The `queues` set is written by any client: a key of another type there (hostile, or a bug elsewhere) only
+    hides the queues no -q names. Redis answers, so /healthz stays 200 (a probe that failed would have the
+    orchestrator restart a working daemon over and over) and the configured queues are still measured."""
+    d, port = start(daemon, "-q", "default", "--healthz-redis-grace", "1")
+    r.delete("queues")
+    r.set("queues", "not a set")
+    time.sleep(3)  # past the grace and two polls
+    status, body = get(port, "/healthz")
+    assert status == 200, body
+    samples = scrape(port)
+    assert ("sidepunch_queue_size", (("queue", "default"),)) in samples
