@@ -295,3 +295,63 @@ def test_expired_jobs_are_counted_not_run(daemon, r, client):
                        message="5 expired, 1 processed")
     assert int(r.get("runs")) == 1 and not r.llen("queue:default")
     assert total(samples, "sidepunch_jobs_failed_total") == 0
+
+
+def _reset(port: int, data: bytes) -> None:
+    """Send `data` and drop the connection with a TCP reset (SO_LINGER 0), as a hostile or dying client may."""
+    import socket
+    import struct
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.sendall(data)
+
+
+def test_clients_that_reset_do_not_flood_the_log_with_tracebacks(daemon):
+    """Scrapers that hang up mid-answer, and oversized requests reset at once, are the client's doing: the
+    exporter logs no traceback for them (one per request would let any client flood the daemon's log), and
+    keeps serving."""
+    d, port = start(daemon)
+    for _ in range(20):
+        _reset(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        _reset(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n")
+    assert get(port, "/healthz")[0] == 200
+    time.sleep(1)  # the handler threads of the reset connections have written whatever they write
+    assert "Traceback" not in d.log() and "Exception occurred" not in d.log(), d.log()[-3000:]
+
+
+def test_slow_clients_cannot_pile_up_threads_or_hold_the_health_probe(daemon):
+    """Clients that trickle a request a byte at a time (slowloris) and never finish it: the exporter neither
+    starts a thread per such connection without bound (threads count against the host's or container's process
+    limit, which the master needs to fork workers) nor lets them keep /healthz from answering."""
+    import socket
+    d, port = start(daemon)
+    exporter = psutil.Process(_exporters(d.pid)[0])
+    slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+    try:
+        for _ in range(3):  # a byte every few seconds: each read of the server succeeds within its timeout
+            for sock in slow:
+                try:
+                    sock.send(b"G")
+                except OSError:
+                    pass  # the exporter hung up on it: what it should do
+            assert get(port, "/healthz")[0] == 200
+            time.sleep(3)
+        assert exporter.num_threads() < 150, exporter.num_threads()
+        wait_for(lambda: get(port, "/healthz")[0] == 200, timeout=15, message="/healthz answers")
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_a_queues_key_of_another_type_is_no_redis_outage(daemon, r):
+    """The `queues` set is written by any client: a key of another type there (hostile, or a bug elsewhere) only
+    hides the queues no -q names. Redis answers, so /healthz stays 200 (a probe that failed would have the
+    orchestrator restart a working daemon over and over) and the configured queues are still measured."""
+    d, port = start(daemon, "-q", "default", "--healthz-redis-grace", "1")
+    r.delete("queues")
+    r.set("queues", "not a set")
+    time.sleep(3)  # past the grace and two polls
+    status, body = get(port, "/healthz")
+    assert status == 200, body
+    samples = scrape(port)
+    assert ("sidepunch_queue_size", (("queue", "default"),)) in samples

@@ -312,3 +312,28 @@ def test_an_embedded_manager_honours_pause(redis_server, r, client):
         api.Queue("a", r).unpause()
         wait_for(lambda: r.llen("done") == 2, 10, message="queue a to resume")
     sidepunch.configure()
+
+
+def test_a_basic_fetch_whose_put_back_meets_an_outage_loses_no_job(r):
+    """Basic fetch holds a popped job only in memory: if putting back a job of a queue paused meanwhile meets a
+    Redis outage, the job must not vanish with the exception (it runs instead: a pause is kept within a
+    second, a job is never lost)."""
+    class PausedThenDown(redis.Redis):
+        def brpop(self, *args, **kwargs):
+            reply = super().brpop(*args, **kwargs)
+            r.sadd(keys.PAUSED, "a")  # paused while this fetch blocked
+            return reply
+
+        def pipeline(self, *args, **kwargs):
+            raise redis.ConnectionError("Redis went away")  # ...and the put-back meets an outage
+
+    payload = json.dumps({"class": "X", "args": [], "jid": "j1"}).encode()
+    r.lpush(keys.queue("a"), payload)
+    fetcher = BasicFetch(PausedThenDown(connection_pool=r.connection_pool), [QueueSpec("a")], random.Random(1))
+    fetcher.paused = PausedQueues(r, refresh=0.0)
+    try:
+        unit = fetcher.fetch()
+    except redis.ConnectionError:
+        unit = None
+    in_redis = r.lrange(keys.queue("a"), 0, -1)
+    assert (unit is not None and unit.payload == payload) or in_redis == [payload], (unit, in_redis)

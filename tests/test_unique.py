@@ -416,3 +416,23 @@ def test_a_rate_limited_job_keeps_its_lock_and_an_expired_one_loses_it_at_its_de
     time.sleep(0.4)
     assert run_next(proc) is Outcome.EXPIRED and len(locks(r)) == 1  # its lock ended with its deadline
     assert client.push({"class": uniquejobs.Unique, "args": ["exp"], "unique_for": 60})
+
+
+def test_a_job_crash_recovery_kills_releases_its_lock(r, client):
+    """A poison pill (its worker died under it max_interruptions times) goes to the dead set in crash recovery,
+    where no on_death hook runs: it dies like any other dead job, so its lock goes (docs/features/unique.md: dead
+    -> released) and a duplicate can be pushed again; a lock another job took since is left alone."""
+    from sidepunch.server.recovery import RecoveryPolicy, recover_lists
+    jid = client.push({"class": uniquejobs.Unique, "args": ["poison"]})
+    other = client.push({"class": uniquejobs.Unique, "args": ["other"]})
+    assert jid and other and len(locks(r)) == 2
+    raws = [r.rpop("queue:default"), r.rpop("queue:default")]
+    other_lock = next(k for k, v in locks(r).items() if other.encode() in v)
+    r.set(other_lock, b'["someone-else","uniquejobs.Unique"]')  # its lock lapsed and a duplicate took it
+    working = b"working:queue:default:host:1:abc.0"
+    r.lpush(working, *raws)
+    policy = RecoveryPolicy(max_interruptions=1, dead_max_jobs=1000, dead_timeout=1e9)
+    found = recover_lists(r, [(b"queue:default", working)], policy, True, "SIGKILL")
+    assert found.killed == 2 and r.zcard("dead") == 2
+    assert list(locks(r).values()) == [b'["someone-else","uniquejobs.Unique"]']
+    assert client.push({"class": uniquejobs.Unique, "args": ["poison"]})

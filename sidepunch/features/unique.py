@@ -8,6 +8,7 @@ compare-and-delete of the job's own value (core/lua/release_unique.lua), so a jo
 - when the job succeeds (`unique_until = "success"`, the default), after perform returned;
 - when it starts (`unique_until = "start"`), before perform runs;
 - when it dies or is discarded (`on_death`), or is cancelled (`sidepunch.api.cancel`);
+- when crash recovery kills it to the dead set (`release_dead`: no on_death runs there);
 - by its TTL otherwise: a process that vanished, or a job still waiting when its window ends.
 
 It stays held while the job waits anywhere: queued, scheduled, in the retry set after a failure, back in the
@@ -28,6 +29,7 @@ import redis
 
 from ..core import scripts
 from ..core.middleware import Feature, MiddlewareContext, Reschedule
+from ..core.payload import PayloadError, decode
 from ..core.unique import OPTION, RELEASE_SCRIPT, UNTIL, held_lock
 
 log = logging.getLogger("sidepunch.unique")
@@ -94,3 +96,20 @@ class UniqueFeature(Feature):
         log.debug("unique lock %s of jid=%.100s: %s, %s", key, job.get("jid"), why,
                   "released" if released else "not held by it")
         return bool(released)
+
+
+def release_dead(client: Any, payloads: list[bytes]) -> None:
+    """Release the locks of unique jobs that crash recovery moved to the dead set (no worker's on_death runs
+    there). Payloads are hostile: only those mentioning the option are decoded, and a lock is only deleted if it
+    still holds the job's own value. A Redis error is logged; the locks then lapse by their TTL."""
+    feature = UniqueFeature(MiddlewareContext(client))
+    for raw in payloads:
+        if OPTION.encode() not in raw:
+            continue
+        try:
+            job = decode(raw)
+            lock = held_lock(job)
+        except (PayloadError, TypeError, ValueError):
+            continue
+        if lock is not None:
+            feature.release(lock, job, "killed by crash recovery")

@@ -214,11 +214,14 @@ def _recover_list(client: redis.Redis, move: Any, queue_key: bytes, working: byt
 
 
 def _report_deaths(client: redis.Redis, payloads: list[bytes]) -> None:
-    """Jobs of a batch that recovery killed: their batches hear of the death (imported only then, so the
-    master does not load the batch code for nothing)."""
+    """Jobs that recovery killed: their batches hear of the death and their unique locks are released (each
+    imported only then, so the master does not load the feature code for nothing)."""
     if any(b'"bid"' in raw for raw in payloads):
         from ..features.batch import report_deaths
         report_deaths(client, payloads)
+    if any(b'"unique_for"' in raw for raw in payloads):  # their unique locks go, as a death in a worker's do
+        from ..features.unique import release_dead
+        release_dead(client, payloads)
 
 
 def _key(name: str) -> bytes:

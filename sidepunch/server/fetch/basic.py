@@ -3,6 +3,7 @@ acknowledged by running or requeued, so a worker that dies leaves nothing for th
 Must not import the worker's process code (launcher, pool)."""
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -12,6 +13,8 @@ from ...core import keys
 from .base import FETCH_TIMEOUT, QueueOrder, ThreadSlot, UnitOfWork, blocking
 from .paused import PausedQueues
 from ..config import QueueSpec
+
+log = logging.getLogger("sidepunch.fetch")
 
 
 class BasicFetch:
@@ -39,7 +42,11 @@ class BasicFetch:
             return None
         unit = UnitOfWork(keys.queue_name(reply[0]), reply[1])
         if unit.queue in self.paused.current():  # paused while this fetch blocked: back to the head, not run
-            self.requeue([unit])
+            try:
+                self.requeue([unit])
+            except redis.RedisError as exc:  # the job lives only here now: run it rather than lose it
+                log.warning("could not put back a job of the paused queue %s (%s): it runs", unit.queue, exc)
+                return unit
             return None
         return unit
 

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +30,7 @@ from .redisinfo import RedisPoller
 log = logging.getLogger("sidepunch.metrics")
 
 REQUEST_TIMEOUT = 10.0
+MAX_CONNECTIONS = 32     # connections served at once; a new one beyond them ends the oldest
 MAX_LINE = 4 * 2 ** 20   # a feed line longer than this is dropped (the master writes lines of a few KB)
 
 
@@ -93,6 +95,63 @@ class _Server(ThreadingHTTPServer):
         self.server_name, self.server_port = str(listener.getsockname()[0]), listener.getsockname()[1]
         self.state = state
         self.config = config
+        self._failed = False
+        self._open: dict[socket.socket, float] = {}  # connection -> when it must be done (monotonic)
+        self._open_lock = threading.Lock()
+        threading.Thread(target=self._reap, name="http-deadlines", daemon=True).start()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve a connection on its own thread, within REQUEST_TIMEOUT from accept to answer, and at most
+        MAX_CONNECTIONS at once (the oldest is ended for a new one). The socket timeout alone bounds each read, not
+        the request: a client trickling a byte at a time would hold its thread for ever, and threads without
+        bound count against the process limit the master needs to fork workers."""
+        with self._open_lock:
+            if len(self._open) >= MAX_CONNECTIONS:
+                oldest = min(self._open, key=self._open.__getitem__)
+                _hang_up(oldest)
+                del self._open[oldest]
+            self._open[request] = time.monotonic() + REQUEST_TIMEOUT
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """socketserver's thread body; the connection leaves the open set however it ends."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._open_lock:
+                self._open.pop(request, None)
+
+    def _reap(self) -> None:
+        """Once a second, end the connections past their deadline (their blocked read then returns)."""
+        while True:
+            time.sleep(1.0)
+            now = time.monotonic()
+            with self._open_lock:
+                for request, deadline in list(self._open.items()):
+                    if deadline <= now:
+                        _hang_up(request)
+                        del self._open[request]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A request that raised. socketserver prints a traceback to stderr for each: a client that resets its
+        connection (its doing, not a fault here) would flood the daemon's log. Connection errors are dropped;
+        anything else is logged with its traceback once, then in one line at debug."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            return
+        if not self._failed:
+            self._failed = True
+            log.exception("a metrics request from %s failed (later failures are logged at debug)", client_address)
+        else:
+            log.debug("a metrics request from %s failed: %r", client_address, exc)
+
+
+def _hang_up(request: socket.socket) -> None:
+    """Shut a connection down under its handler thread (its read returns end of file); it may be closed already."""
+    try:
+        request.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 class _Handler(BaseHTTPRequestHandler):
