@@ -32,7 +32,6 @@ import redis as redis_lib
 from ..core.connection import OUTAGE_ERRORS, make_client, resolve_url
 from ..core.middleware import Middleware, MiddlewareContext
 from . import modes
-from .hot import HotConnection
 from .prepare import Entry, Preparer, commands
 from .reliable import DEFAULT_LIMIT, ReliablePush, check_limit
 from .unique import Locked
@@ -62,8 +61,6 @@ class Client:
         self._redis = redis
         self._own_redis = redis is None  # then made from the URL on first use
         self._lock = threading.Lock()
-        # Only in a pool of its own: a redis client the app passed in keeps all of its connections for itself.
-        self._hot = HotConnection(enabled=redis is None)
         #: The pure half of a push (validation, middleware, encoding), shared with this client's async twin.
         self.preparer = Preparer(middleware, MiddlewareContext(lambda: self.redis))
         self.twin: Any = None  # the AsyncClient that aio.twin_of makes for this client, on first use
@@ -167,23 +164,23 @@ class Client:
         Connection errors are retried as the client's Retry says, on a fresh connection.
         """
         pool = self.redis.connection_pool
-        conn = self._hot.take(pool)
+        conn = pool.get_connection()
         try:
             return conn.retry.call_with_retry(lambda: self._round_trip(conn, cmds),
                                               lambda error: conn.disconnect())
         finally:
-            self._hot.give(pool, conn)
+            pool.release(conn)
 
     def _send_once(self, cmds: Sequence[tuple]) -> list[Any]:
         """Reliable push's round trip: each command's reply, or the ResponseError Redis answered it with; raises
         only for an outage (OUTAGE_ERRORS, a refusal such as READONLY included), and tries once: the buffer
         retries."""
         pool = self.redis.connection_pool
-        conn = self._hot.take(pool)
+        conn = pool.get_connection()
         try:
             return conn.retry.call_with_retry(lambda: self._replies(conn, cmds), lambda error: conn.disconnect())
         finally:
-            self._hot.give(pool, conn)
+            pool.release(conn)
 
     @staticmethod
     def _replies(conn: Any, cmds: Sequence[tuple]) -> list[Any]:
