@@ -30,6 +30,9 @@ _EXPORTS = {
 }
 
 # Not Manager: `from sidepunch import *` in a web app must not load the daemon's code.
+#: Subpackages reachable as attributes after a plain `import sidepunch` (imported on first use).
+_SUBMODULES = frozenset({"api", "limits", "testing"})
+
 __all__ = ["AsyncClient", "Batch", "Client", "Job", "JobSetter", "JobTimeout", "Middleware",
            "MiddlewareContext", "Outcome", "PayloadError", "ReliablePushFull", "Reschedule", "ResultError",
            "ResultTimeout", "configure", "default_async_client", "default_client", "job", "periodic", "__version__"]
@@ -50,6 +53,8 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     """Import an exported name on first use and keep it here (the next lookup does not come back).
     `Manager` is left out of __all__, so `import *` loads the client but not the server."""
+    if name in _SUBMODULES:  # `import sidepunch` then `sidepunch.api.Queue(...)`, as the README writes it
+        return importlib.import_module(f".{name}", __name__)
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -72,7 +72,7 @@ def test_cli_lists_batches_and_shows_one(cli, r):
     status, out, _ = cli("batches")
     assert status == 0 and batch.bid in out and "cli batch" in out and "running" in out
     status, out, _ = cli("batch", batch.bid)
-    assert status == 0 and "0 of 3 succeeded" in out and "pending:" in out and "callbacks: success" in out
+    assert status == 0 and "0 of 3 succeeded" in out and "pending:" in out and "callbacks registered: success" in out
     status, out, _ = cli("batch", batch.bid, "--json")
     data = json.loads(out)
     assert data["total"] == 3 and len(data["pending_jids"]) == 3

@@ -44,7 +44,7 @@ def cmd_batch(r: redis.Redis, args: argparse.Namespace, out: Output) -> Status:
                  f"{s.failures} failing", f"description: {s.description or '-'}", f"parent: {s.parent or '-'}",
                  f"created: {when(s.created_at)}  completed: {when(s.completed_at)}  succeeded: "
                  f"{when(s.succeeded_at)}  first death: {when(s.died_at)}",
-                 f"callbacks: {', '.join(s.callbacks) or '-'}"]
+                 f"callbacks registered: {', '.join(s.callbacks) or '-'}"]
         for name, jids in (("pending", pending), ("failed", failed), ("nested batches", data["children"])):
             if jids:
                 more = f" (and {len(jids) - SHOWN_JIDS} more)" if len(jids) > SHOWN_JIDS else ""

@@ -21,7 +21,7 @@ def cmd_pause(r: redis.Redis, args: argparse.Namespace, out: Output) -> Status:
         raise BadRequest(str(exc)) from None
     out.emit({"queue": args.queue, "paused": True, "changed": changed},
              lambda: f"paused queue {args.queue}" + ("" if changed else " (it was paused already)")
-             + ": daemons stop fetching it within about 3 s; pushes are still accepted")
+             + ": daemons stop fetching it within about a second; pushes are still accepted")
     return Status.OK
 
 

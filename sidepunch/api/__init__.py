@@ -251,7 +251,7 @@ class Queue:
             initial = self.size
 
     def pause(self) -> bool:
-        """Stop every daemon fetching this queue (within about 3 s); pushes are still accepted and running
+        """Stop every daemon fetching this queue (within about a second); pushes are still accepted and running
         jobs finish. True if it was not paused. ValueError for a name no daemon could fetch."""
         return pausing.pause(self.redis, self.name)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from ..client.push import default_client
 from ..core import keys
 
 KINDS = ("concurrent", "window", "bucket")
@@ -75,8 +76,9 @@ def parse_definition(raw: bytes) -> tuple[str, dict[str, Any], str]:
 class LimitSet:
     """The registered limiters, read live."""
 
-    def __init__(self, redis: redis.Redis) -> None:
-        self.redis = redis
+    def __init__(self, redis: redis.Redis | None = None) -> None:
+        """`redis`: the client to read; None: the configured client's (sidepunch.configure, else $REDIS_URL)."""
+        self.redis = redis if redis is not None else default_client().redis
 
     def names(self) -> list[str]:
         """Names of the registered limiters, sorted."""
