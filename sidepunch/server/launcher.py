@@ -31,7 +31,6 @@ import setproctitle
 
 from ..core import identity as identities
 from ..core.exitcodes import ExitCode
-from ..core.middleware import close_all
 from .children import unblock_after_fork
 from .hooks import failure_hook, load_error_handlers, load_middleware
 from .logs import enable_faulthandler
@@ -182,6 +181,7 @@ class Launcher:
                             (middleware, death_handlers, async_middleware), retire=self.retire,
                             on_signal=self._remote_signal, info=process_info(self.config, identity), logger=log,
                             on_beat=self._set_title, on_tick=self._report_alive)
+        self.parts = parts
         self.ctx, self.pool, self.cancels = parts.ctx, parts.pool, parts.cancels
         self.heartbeat, self.poller = parts.heartbeat, parts.poller
 
@@ -298,13 +298,8 @@ class Launcher:
         self.signals.put(MASTER_GONE)
 
     def _shutdown(self) -> None:
-        self.poller.stop()
-        self.cancels.stop()
         # The one deadline: set by the first stop signal (the earliest if several came), passed down to the pool.
-        self.pool.stop(self.state.hard_deadline or time.monotonic())
-        self.heartbeat.stop()
-        ctx = self.ctx
-        close_all((ctx.server_middleware, self.pool.runner.chain, ctx.retry.death_handlers), log)
+        self.parts.stop(self.state.hard_deadline or time.monotonic(), log)
         log.info("worker %d stopped", self.number)
 
     def _set_title(self, busy: int | None = None) -> None:

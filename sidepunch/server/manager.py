@@ -29,7 +29,6 @@ import time
 from typing import Any, Mapping, Sequence
 
 from ..client.push import default_client
-from ..core.middleware import close_all
 from ..core import identity as identities
 from ..core import keys
 from ..core.connection import OUTAGE_ERRORS, check_url, make_client, resolve_url
@@ -270,12 +269,7 @@ class Manager:
             self._halt.set()
             sweeper.stop()
             _join(self._supervisor, SUPERVISOR_JOIN)  # it may be inside a beat, booting; it starts nothing now
-            parts.poller.stop()
-            parts.cancels.stop()
-            parts.pool.stop(self.state.hard_deadline or time.monotonic())
-            parts.heartbeat.stop()
-            ctx = parts.ctx
-            close_all((ctx.server_middleware, parts.pool.runner.chain, ctx.retry.death_handlers), log)
+            parts.stop(self.state.hard_deadline or time.monotonic(), log)
             for thread in (_thread_of(parts.poller), _thread_of(parts.cancels), sweeper.thread):
                 _join(thread, THREAD_JOIN)
             parts.ctx.redis.close()

@@ -142,12 +142,9 @@ class Outcomes:
     def rate_limited(self, unit: UnitOfWork, job: dict, exc: RateLimited, instance: Any) -> Outcome:
         """Over a rate limit (a feature raised RateLimited before it ran): back in the schedule as fetched, counted
         in stat:rate_limited, not as a run or a failure."""
-        try:
-            seconds = check_delay(exc.seconds)
-        except BaseException as bad:
-            return self.fail(unit, job, bad, time.monotonic(), instance)
-        outcome = self.ctx.retry.reschedule(unit, seconds, exc,
-                                            persist=lambda write: self.persist(write, "schedule write"))
+        outcome, seconds = self._put_back(unit, job, exc, time.monotonic(), instance)
+        if seconds is None:
+            return outcome
         if outcome is Outcome.RESCHEDULED:
             self.ctx.counters.event("rate_limited")
             outcome = Outcome.RATE_LIMITED
@@ -158,12 +155,9 @@ class Outcomes:
 
     def reschedule(self, unit: UnitOfWork, job: dict, exc: Reschedule, started: float, instance: Any) -> Outcome:
         """Back to the schedule, not a failure; a Reschedule whose delay was tampered with is a failure."""
-        try:
-            seconds = check_delay(exc.seconds)
-        except BaseException as bad:
-            return self.fail(unit, job, bad, started, instance)
-        outcome = self.ctx.retry.reschedule(unit, seconds, exc,
-                                            persist=lambda write: self.persist(write, "schedule write"))
+        outcome, seconds = self._put_back(unit, job, exc, started, instance)
+        if seconds is None:
+            return outcome
         elapsed = time.monotonic() - started
         self.ctx.counters.record(outcome is not Outcome.RESCHEDULED, False, job.get("wrapped") or job["class"],
                                  elapsed, unit.queue)
@@ -171,6 +165,17 @@ class Outcomes:
         job_log.info("reschedule %.200s jid=%.100s queue=%s %.3fs in %gs -> %s", job["class"], job.get("jid"),
                      unit.queue, elapsed, seconds, outcome)
         return outcome
+
+    def _put_back(self, unit: UnitOfWork, job: dict, exc: Reschedule, started: float,
+                  instance: Any) -> tuple[Outcome, float | None]:
+        """The schedule write of a Reschedule or RateLimited: (its outcome, the delay); a delay that was tampered
+        with fails the job instead: (that failure's outcome, None)."""
+        try:
+            seconds = check_delay(exc.seconds)
+        except BaseException as bad:
+            return self.fail(unit, job, bad, started, instance), None
+        return self.ctx.retry.reschedule(unit, seconds, exc,
+                                         persist=lambda write: self.persist(write, "schedule write")), seconds
 
     def fail(self, unit: UnitOfWork, job: dict, exc: BaseException, started: float, instance: Any) -> Outcome:
         elapsed = time.monotonic() - started

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from ..core import identity as identities
 from ..core.connection import Outage, make_client
-from ..core.middleware import MiddlewareContext
+from ..core.middleware import MiddlewareContext, close_all
 from ..features import build_features
 from .cancels import CancelWatcher
 from .config import Config
@@ -45,6 +45,16 @@ class Parts:
     cancels: CancelWatcher
     heartbeat: Heartbeat
     poller: Poller
+
+    def stop(self, deadline: float, logger: logging.Logger) -> None:
+        """Stop running jobs, in order: no more due jobs or cancels, the pool by `deadline` (running jobs finish
+        or go back), the last beat and counts, then each middleware closed once (it may flush what it buffers)."""
+        self.poller.stop()
+        self.cancels.stop()
+        self.pool.stop(deadline)
+        self.heartbeat.stop()
+        ctx = self.ctx
+        close_all((ctx.server_middleware, self.pool.runner.chain, ctx.retry.death_handlers), logger)
 
 
 def build_parts(config: Config, identity: str, state: LifecycleState, number: int, hooks: tuple[Any, Any, Any],
