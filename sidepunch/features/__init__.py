@@ -28,10 +28,11 @@ class FeatureSet:
         self.features = tuple(features)
         self._keys = frozenset().union(*(f.payload_keys for f in self.features))
         self._attrs = tuple(sorted({name for f in self.features for name in f.class_attrs}))
-        self._hooks = {hook: [(f, hooks([f], hook)) for f in self.features if hooks([f], hook)]
-                       for hook in ("around_push", "around_perform", "around_perform_async", "on_death")}
+        # hook name -> (feature, its bound hook), for the features that define that hook
+        self._hooks = {name: [(f, getattr(f, name)) for f in self.features if hooks([f], name)]
+                       for name in ("around_push", "around_perform", "around_perform_async", "on_death")}
         # features that decide pushes by more than payload keys (a batch open in this context): always asked
-        self._push_always = [(f, chain[0]) for f, chain in self._hooks["around_push"]
+        self._push_always = [(f, hook) for f, hook in self._hooks["around_push"]
                              if type(f).applies_to_push is not Feature.applies_to_push]
         # the features that want a push's outcome (which jids were written, which refused)
         self._after = tuple(f for f in self.features if type(f).after_push is not Feature.after_push)
@@ -43,7 +44,7 @@ class FeatureSet:
         if self._keys.isdisjoint(job):  # the common case: only the features that are always asked
             own = tuple(hook for f, hook in self._push_always if f.applies_to_push(job))
         else:
-            own = tuple(chain[0] for f, chain in self._hooks["around_push"] if f.applies_to_push(job))
+            own = tuple(hook for f, hook in self._hooks["around_push"] if f.applies_to_push(job))
         return own + base if own else base
 
     def reports(self, job: dict) -> bool:
@@ -70,7 +71,7 @@ class FeatureSet:
         """The chain of `hook` ("around_perform" or "around_perform_async") for this job."""
         if not self.concerns(instance, job):
             return base
-        own = tuple(chain[0] for f, chain in self._hooks[hook] if f.applies(instance, job))
+        own = tuple(bound for f, bound in self._hooks[hook] if f.applies(instance, job))
         return (*own, *base) if own else base
 
     def for_death(self, job: dict, base: Sequence[Callable[..., Any]]) -> Sequence[Callable[..., Any]]:
@@ -78,7 +79,7 @@ class FeatureSet:
         may die without its class)."""
         if self._keys.isdisjoint(job):
             return base
-        own = tuple(chain[0] for f, chain in self._hooks["on_death"] if not f.payload_keys.isdisjoint(job))
+        own = tuple(hook for f, hook in self._hooks["on_death"] if not f.payload_keys.isdisjoint(job))
         return (*own, *base) if own else base
 
 
