@@ -69,6 +69,14 @@ def restartable_redis(tmp_path):
         s.stop(cleanup=False)
 
 
+def _loaded(r):
+    """Whether a just restarted Redis answers (it refuses commands with LOADING while it reads its AOF)."""
+    try:
+        return r.ping()
+    except redis.BusyLoadingError:
+        return False
+
+
 def test_a_redis_restart_in_an_async_drain_loses_nothing_and_logs_no_flood(daemon, restartable_redis, tmp_path):
     server = restartable_redis[0]
     r = redis.Redis.from_url(server.url)
@@ -81,6 +89,7 @@ def test_a_redis_restart_in_an_async_drain_loses_nothing_and_logs_no_flood(daemo
     time.sleep(3)
     restartable_redis.append(RedisServer(port=server.port, directory=str(tmp_path), appendonly=True).start())
     r = redis.Redis.from_url(server.url)
+    wait_for(lambda: _loaded(r), 30, message="the restarted Redis to load its append-only file")
     wait_for(lambda: len(set(r.lrange("done", 0, -1))) == len(values) and not r.keys("working:*"), 90,
              message="every job")
     done = collections.Counter(r.lrange("done", 0, -1))
