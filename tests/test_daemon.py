@@ -288,3 +288,17 @@ def test_embedded_redis_command_runs_until_interrupted(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_switch_interval_is_set_in_every_worker_and_nowhere_else(daemon, r, client):
+    """--switch-interval (milliseconds) becomes each worker's sys.setswitchinterval; the default is 5 ms."""
+    before = sys.getswitchinterval()
+    for args, expected in ((("--switch-interval", "40"), 0.04), ((), 0.005)):
+        r.delete("switch")
+        client.push({"class": testjobs.SwitchInterval, "args": []})
+        d = daemon("--workers", "1", "--threads", "2", "-r", "testjobs", *args)
+        wait_for(lambda: r.llen("switch") >= 1, 30, message="the job to run")
+        assert float(r.lpop("switch")) == pytest.approx(expected)
+        d.signal(signal.SIGTERM)
+        assert d.wait(60) == 0
+    assert sys.getswitchinterval() == before  # parsing settings does not touch the calling process

@@ -38,6 +38,8 @@ __all__ = ["Config", "ConfigError", "QueueSpec", "MAX_WEIGHT", "SETTINGS", "Sett
 MAX_FILE_SIZE = 1_000_000
 #: Async jobs in flight per worker process by default; measured in bench/ (see README, "Async jobs").
 ASYNC_CONCURRENCY = 1000
+#: A worker's GIL switch interval in milliseconds (Python's own default is 5). docs/performance.md, section 10.
+SWITCH_INTERVAL = 5
 MAX_KEY_PARTS = 32
 
 
@@ -124,6 +126,10 @@ class Config:
         "--interrupt-grace", env="SIDEPUNCH_INTERRUPT_GRACE", limits=(1, DAY),
         help="seconds a timed-out or cancelled job gets to stop (a sync job blocked in a C call cannot stop "
              "sooner) before its worker process is retired and the job recorded as it exits"))
+    switch_interval: int = field(default=SWITCH_INTERVAL, metadata=option(
+        "--switch-interval", env="SIDEPUNCH_SWITCH_INTERVAL", limits=(1, 1000),
+        help="milliseconds a worker's thread may keep the GIL while another waits (sys.setswitchinterval); longer "
+             "suits CPU-bound jobs, shorter the latency of I/O-bound jobs sharing a process with them"))
     log_level: Literal["debug", "info", "warning", "error"] = field(default="info", metadata=option(
         "--log-level", env="SIDEPUNCH_LOG_LEVEL",
         help="debug, info (a line per job start and finish), warning or error"))

@@ -170,6 +170,7 @@ class Launcher:
         for fd in (self.lifeline[1], *self.inherited):
             os.close(fd)
         self.status = StatusPipe(self.status_fd, on_lost=lambda: self.signals.put(STATUS_PIPE_LOST))
+        sys.setswitchinterval(self.config.switch_interval / 1000)  # before the app, which may set its own
         enable_faulthandler()  # SIGABRT from the master (no heartbeat) dumps every thread's stack first
         self._set_title(busy=0)
 

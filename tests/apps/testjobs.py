@@ -1,6 +1,7 @@
 """Jobs the process tests run. They report to Redis (REDIS_URL) so tests can see what ran."""
 import os
 import signal
+import sys
 import time
 
 import sidepunch
@@ -53,6 +54,13 @@ class Pid(sidepunch.Job):
         _redis().rpush("pids", f"{value}:{os.getpid()}")
         time.sleep(seconds)
         _redis().rpush("done", value)
+
+
+class SwitchInterval(sidepunch.Job):
+    """Records the worker's GIL switch interval (--switch-interval) in the list `switch`."""
+
+    def perform(self):
+        _redis().rpush("switch", repr(sys.getswitchinterval()))
 
 
 class RubyName(sidepunch.Job):
