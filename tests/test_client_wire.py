@@ -30,13 +30,9 @@ def test_the_thread_s_next_command_runs_on_the_connection_the_push_wrote_on(redi
     client = sidepunch.Client(redis_server.url + "?client_name=next-command")  # to tell its connections apart
     pool = client.redis.connection_pool
     assert wire.quick_pool(pool)
-    barrier = threading.Barrier(4)
-    threads = [threading.Thread(target=lambda: (barrier.wait(), client.redis.ping(), barrier.wait()))
-               for _ in range(4)]  # four connections held at once, so the pool has several idle ones after
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    held = [pool.get_connection() for _ in range(4)]  # as four threads at once would: four idle ones after
+    for conn in held:
+        pool.release(conn)
     assert len(idle_and_busy(pool)[0]) == 4
     for i in range(20):
         client.push({"class": "A", "args": [i]})
@@ -140,3 +136,23 @@ def test_an_error_reply_raises_after_every_reply_was_read(redis_server, r):
         client.push({"class": "A", "args": [1], "queue": "odd"})
     assert client.redis.ping() is True and client.redis.get("queue:odd") == b"a string"  # still in step
     assert r.sismember("queues", "odd")  # the SADD before it was written
+
+
+@pytest.mark.parametrize("failures, retries", [(0, 2), (1, 2), (2, 2), (3, 2), (5, 0)])
+def test_the_first_attempt_outside_the_retry_retries_exactly_as_the_retry_alone(failures, retries):
+    def run(call):
+        attempts, failed = [], []
+
+        def do():
+            attempts.append(1)
+            if len(attempts) <= failures:
+                raise redis.ConnectionError(f"attempt {len(attempts)}")
+            return "ok"
+
+        try:
+            outcome = call(Retry(NoBackoff(), retries), do, failed.append)
+        except redis.ConnectionError as exc:
+            outcome = str(exc)
+        return outcome, len(attempts), [str(e) for e in failed]
+
+    assert run(wire._retried) == run(lambda retry, do, fail: retry.call_with_retry(do, fail))

@@ -92,13 +92,28 @@ class Wire:
             if quick and conn._sock is None:
                 conn.connect()  # outside the Retry below, as get_connection connects (it retries by itself)
             packed, count, trade = pack(conn, cmds), len(cmds), _exchange if quick else _exchange_public
-            return conn.retry.call_with_retry(lambda: finish(trade(conn, packed, count)),
-                                              lambda error: conn.disconnect())
+            return _retried(conn.retry, lambda: finish(trade(conn, packed, count)), lambda error: conn.disconnect())
         finally:
             if quick:
                 _give(pool, conn)
             else:
                 pool.release(conn)
+
+
+def _retried(retry: Any, do: Callable[[], T], fail: Callable[[Exception], Any]) -> T:
+    """`retry.call_with_retry(do, fail)`, but the first attempt is made before entering it: a Retry's set-up costs
+    about as much as the write itself, and most pushes succeed at once. A first attempt that failed is replayed
+    into the Retry as its first attempt (the same exception, raised again), so what follows is exactly what the
+    Retry does: the failure handler, the count of attempts, the backoff, the errors it converts or lets through."""
+    try:
+        return do()
+    except Exception as exc:
+        failed = [exc]  # kept out of the except block, so later errors are not chained to this one
+    def replay() -> T:
+        if failed:
+            raise failed.pop()
+        return do()
+    return retry.call_with_retry(replay, fail)
 
 
 def _take(pool: Any) -> Any:
