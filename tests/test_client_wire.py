@@ -2,6 +2,7 @@
 the next one its thread gets from `client.redis` (an app's WAIT after a push), pushes from many threads and from
 both sides of a fork all land once, a dropped or timed-out connection never leaves a reply to be read as another
 command's, and pools Wire does not know keep redis-py's own checkout."""
+import json
 import os
 import threading
 
@@ -13,6 +14,7 @@ from redis.retry import Retry
 
 import sidepunch
 from sidepunch.client import wire
+from sidepunch.embedded import RedisServer
 
 
 def idle_and_busy(pool):
@@ -156,3 +158,15 @@ def test_the_first_attempt_outside_the_retry_retries_exactly_as_the_retry_alone(
         return outcome, len(attempts), [str(e) for e in failed]
 
     assert run(wire._retried) == run(lambda retry, do, fail: retry.call_with_retry(do, fail))
+
+
+def test_a_unix_socket_client_pushes_through_the_quick_path(tmp_path):
+    path = tmp_path / "redis.sock"
+    server = RedisServer(extra=["--unixsocket", str(path), "--unixsocketperm", "700"]).start()
+    try:
+        client = sidepunch.Client(f"unix://{path}?db=0")
+        assert wire.quick_pool(client.redis.connection_pool)
+        jids = [client.push({"class": "A", "args": [i]}) for i in range(3)]
+        assert [json.loads(p)["jid"] for p in reversed(client.redis.lrange("queue:default", 0, -1))] == jids
+    finally:
+        server.stop()
