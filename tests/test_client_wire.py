@@ -170,3 +170,26 @@ def test_a_unix_socket_client_pushes_through_the_quick_path(tmp_path):
         assert [json.loads(p)["jid"] for p in reversed(client.redis.lrange("queue:default", 0, -1))] == jids
     finally:
         server.stop()
+
+
+def test_without_hiredis_the_pure_python_packer_and_parser_give_the_same_writes(redis_server, r):
+    from redis._parsers import _RESP2Parser
+    from redis.connection import PythonRespSerializer
+    cmds = [("SADD", "queues", "dé"), ("LPUSH", "queue:dé", b'{"a":1}', b"x" * 100_000), ("ZADD", "schedule", 1.5, b"y")]
+    hiredis_conn = redis.Connection()
+    plain = redis.Connection(parser_class=_RESP2Parser)
+    plain._command_packer = PythonRespSerializer(plain._buffer_cutoff, plain.encoder.encode)  # as without hiredis
+    assert wire.pack(plain, cmds) == wire.pack(hiredis_conn, cmds) == b"".join(hiredis_conn.pack_commands(cmds))
+    app = redis.Redis.from_url(redis_server.url, parser_class=_RESP2Parser)
+    for conn in [app.connection_pool.get_connection() for _ in range(2)]:  # the pushes use these two
+        conn._command_packer = PythonRespSerializer(conn._buffer_cutoff, conn.encoder.encode)
+        app.connection_pool.release(conn)
+    client = sidepunch.Client(redis=app)
+    assert wire.quick_pool(app.connection_pool)
+    jids = [client.push({"class": "A", "args": ["dé", i]}) for i in range(3)]
+    assert [json.loads(p)["jid"] for p in reversed(r.lrange("queue:default", 0, -1))] == jids
+    r.set("queue:odd", "a string")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        client.push({"class": "A", "args": [1], "queue": "odd"})
+    assert app.ping() is True and app.get("queue:odd") == b"a string"
+    assert all(type(c._command_packer) is PythonRespSerializer for c in app.connection_pool._available_connections)

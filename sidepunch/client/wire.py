@@ -33,11 +33,14 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import redis as redis_lib
 
+_pack_command: Any = None  # hiredis.pack_command, if redis-py packs with it
+_HiredisPacker: Any = None  # the class of redis-py's packer that uses it
 try:  # redis-py packs with hiredis when it is installed; the same function gives the same bytes with less work
-    from hiredis import pack_command as _hiredis_pack
-    from redis.connection import HiredisRespSerializer as _HiredisPacker
-except ImportError:  # no hiredis, or a redis-py that packs another way
-    _hiredis_pack = _HiredisPacker = None
+    import hiredis
+    from redis import connection as _connection
+    _pack_command, _HiredisPacker = hiredis.pack_command, _connection.HiredisRespSerializer
+except (ImportError, AttributeError):  # no hiredis, or a redis-py that packs another way
+    pass
 
 T = TypeVar("T")
 
@@ -144,7 +147,7 @@ def _give(pool: Any, conn: Any) -> None:
 def pack(conn: Any, cmds: Sequence[tuple]) -> bytes:
     """`cmds` in the Redis protocol, as `conn` would pack them, in one bytes."""
     if _HiredisPacker is not None and type(getattr(conn, "_command_packer", None)) is _HiredisPacker:
-        return b"".join([_hiredis_pack(cmd) for cmd in cmds])
+        return b"".join([_pack_command(cmd) for cmd in cmds])
     return b"".join(conn.pack_commands(cmds))
 
 
