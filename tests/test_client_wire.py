@@ -193,3 +193,10 @@ def test_without_hiredis_the_pure_python_packer_and_parser_give_the_same_writes(
         client.push({"class": "A", "args": [1], "queue": "odd"})
     assert app.ping() is True and app.get("queue:odd") == b"a string"
     assert all(type(c._command_packer) is PythonRespSerializer for c in app.connection_pool._available_connections)
+
+
+@pytest.mark.parametrize("queue", ["default", "dé", "日本", "q" * 500, "a%sb%dc", "tab\tin"])
+def test_one_job_due_now_is_packed_as_hiredis_packs_its_commands(queue):
+    from sidepunch.client.prepare import commands
+    payload = '{"args":["é",1.5]}'.encode() + bytes(range(256))
+    assert wire.pack_one(queue, payload) == wire.pack(redis.Connection(), commands([(queue, None, payload)]))

@@ -153,6 +153,9 @@ class Client:
         lock, and records the refused ones on `entries` (not known for a push kept by reliable push: it returns
         its jid, and a duplicate refused when it is sent later is not written).
         """
+        if self.reliable is None and type(entries) is list and len(entries) == 1 and entries[0][1] is None:
+            queue, _, payload = entries[0]  # one job due now, the commonest push: packed in one step
+            return self._wire.send_one(self.redis.connection_pool, queue, payload, _first_error)
         cmds = commands(entries)
         replies = self._send(cmds) if self.reliable is None else self.reliable.write(cmds, entries)
         if type(entries) is Locked and replies is not None:

@@ -33,6 +33,8 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import redis as redis_lib
 
+from ..core import keys
+
 _pack_command: Any = None  # hiredis.pack_command, if redis-py packs with it
 _HiredisPacker: Any = None  # the class of redis-py's packer that uses it
 try:  # redis-py packs with hiredis when it is installed; the same function gives the same bytes with less work
@@ -44,7 +46,7 @@ except (ImportError, AttributeError):  # no hiredis, or a redis-py that packs an
 
 T = TypeVar("T")
 
-__all__ = ["Wire", "pack", "quick_pool"]
+__all__ = ["Wire", "pack", "pack_one", "quick_pool"]
 
 #: The connection classes whose reading Wire does itself (a subclass may read differently: Sentinel's turns a
 #: READONLY reply into a reconnect).
@@ -86,6 +88,18 @@ class Wire:
         is a ResponseError in its place. Both run inside the connection's Retry (a push's retry through an
         outage: what `finish` raises is retried as if Redis had raised it), each attempt on a fresh connection.
         The connection goes back to the pool afterwards, whatever happened."""
+        return self._send(pool, lambda conn: pack(conn, cmds), len(cmds), finish)
+
+    def send_one(self, pool: Any, queue: str, payload: bytes, finish: Callable[[list[Any]], T]) -> T:
+        """`send` of the commands that enqueue one job now (SADD queues + LPUSH, as prepare.commands gives them),
+        packed in one step when the connection packs with hiredis (the same bytes, with a third of the work)."""
+        def packed(conn: Any) -> bytes:
+            if _HiredisPacker is not None and type(getattr(conn, "_command_packer", None)) is _HiredisPacker:
+                return pack_one(queue, payload)
+            return pack(conn, [("SADD", keys.QUEUES, queue), ("LPUSH", keys.queue(queue), payload)])
+        return self._send(pool, packed, 2, finish)
+
+    def _send(self, pool: Any, packer: Callable[[Any], bytes], count: int, finish: Callable[[list[Any]], T]) -> T:
         judged = self._judged
         if judged[0] is not pool:
             judged = self._judged = (pool, quick_pool(pool))
@@ -94,7 +108,7 @@ class Wire:
         try:
             if quick and conn._sock is None:
                 conn.connect()  # outside the Retry below, as get_connection connects (it retries by itself)
-            packed, count, trade = pack(conn, cmds), len(cmds), _exchange if quick else _exchange_public
+            packed, trade = packer(conn), _exchange if quick else _exchange_public
             return _retried(conn.retry, lambda: finish(trade(conn, packed, count)), lambda error: conn.disconnect())
         finally:
             if quick:
@@ -149,6 +163,18 @@ def pack(conn: Any, cmds: Sequence[tuple]) -> bytes:
     if _HiredisPacker is not None and type(getattr(conn, "_command_packer", None)) is _HiredisPacker:
         return b"".join([_pack_command(cmd) for cmd in cmds])
     return b"".join(conn.pack_commands(cmds))
+
+
+#: SADD queues <queue>, LPUSH queue:<queue> <payload>, in the Redis protocol (see pack_one).
+_ONE = (f"*3\r\n$4\r\nSADD\r\n${len(keys.QUEUES)}\r\n{keys.QUEUES}\r\n$%d\r\n%b\r\n"
+        "*3\r\n$5\r\nLPUSH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n").encode()
+
+
+def pack_one(queue: str, payload: bytes) -> bytes:
+    """SADD queues <queue> + LPUSH queue:<queue> <payload> as hiredis.pack_command packs them (str as UTF-8)."""
+    name = queue.encode()
+    key = keys.queue(name)  # bytes in, bytes out
+    return _ONE % (len(name), name, len(key), key, len(payload), payload)
 
 
 def _exchange(conn: Any, packed: bytes, count: int) -> list[Any]:
