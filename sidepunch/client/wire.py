@@ -3,7 +3,7 @@
 redis-py 8 spends more client CPU around a pooled command than on the command: a checkout and a release each
 record observability counters and dispatch an event, `connect()` runs through a Retry even when connected, a
 `poll` checks the socket, and every reply passes two wrappers. One push is one round trip, so that is most of
-its cost (docs/performance.md, section 10). `Wire` does the same work with less:
+its cost (docs/performance.md, section 3). `Wire` does the same work with less:
 
 - Checkout and release take the pool's own lock and lists, as ConnectionPool.get_connection / release do: the
   connection a push wrote on goes back on top of the pool, so the next command of that thread on
