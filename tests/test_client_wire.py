@@ -200,3 +200,17 @@ def test_one_job_due_now_is_packed_as_hiredis_packs_its_commands(queue):
     from sidepunch.client.prepare import commands
     payload = '{"args":["é",1.5]}'.encode() + bytes(range(256))
     assert wire.pack_one(queue, payload) == wire.pack(redis.Connection(), commands([(queue, None, payload)]))
+
+
+def test_a_connection_idle_past_the_health_check_interval_is_pinged_before_the_push(redis_server, r):
+    client = sidepunch.Client(redis_server.url)
+    client.push({"class": "A", "args": [0]})
+    conn = client.redis.connection_pool._available_connections[-1]
+    assert conn.health_check_interval > 0
+    pings = r.info("commandstats").get("cmdstat_ping", {}).get("calls", 0)
+    client.push({"class": "A", "args": [1]})  # just used: no PING
+    assert r.info("commandstats").get("cmdstat_ping", {}).get("calls", 0) == pings
+    conn.next_health_check = 0  # as after health_check_interval seconds of idleness
+    client.push({"class": "A", "args": [2]})
+    assert r.info("commandstats")["cmdstat_ping"]["calls"] == pings + 1
+    assert conn.next_health_check > 0 and r.llen("queue:default") == 3
