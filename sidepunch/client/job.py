@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import inspect
+import sys
 import time
 from typing import (TYPE_CHECKING, Any, Callable, ClassVar, Generic, Iterable, Mapping, ParamSpec, Protocol,
                     TypedDict, TypeVar, Unpack, overload)
@@ -119,7 +120,8 @@ class Job:
 
     @classmethod
     def perform_async(cls: type[_Performs[P]], /, *args: P.args, **kwargs: P.kwargs) -> str | None:
-        return JobSetter(cls, {}).perform_async(*args, **kwargs)
+        # JobSetter(cls, {}).perform_async(...) without building the setter: the most common push, made often
+        return _default_client().push({"class": cls, "args": positional_args(cls, args, kwargs)})
 
     @classmethod
     def perform_in(cls: type[_Performs[P]], interval: float | _dt.timedelta, /,
@@ -155,6 +157,19 @@ class Job:
         return await JobSetter(cls, {}).aperform_bulk(args_list, batch_size)
 
 
+#: The module of the default client, imported on first use (importing job classes must not load redis-py).
+_PUSH_MODULE = f"{__package__}.push"
+
+
+def _default_client() -> Any:
+    """push.default_client(). The module is looked up in sys.modules: an import statement in a function costs
+    a push more than the look-up of the client itself."""
+    push = sys.modules.get(_PUSH_MODULE)
+    if push is None:
+        from . import push
+    return push.default_client()
+
+
 class JobSetter(Generic[P]):
     """Options for one push: `MyJob.set(queue="low", retry=3).perform_async(...)`; P is perform's parameters.
 
@@ -180,8 +195,7 @@ class JobSetter(Generic[P]):
 
     def _sync_client(self) -> Any:
         if self._client is None:
-            from .push import default_client
-            return default_client()
+            return _default_client()
         if self._async:
             raise TypeError(f"{type(self._client).__name__} pushes from coroutines: await aperform_async, "
                             "aperform_in, aperform_at or aperform_bulk, or give set(client=...) a sidepunch.Client")

@@ -35,6 +35,7 @@ from . import modes
 from .prepare import Entry, Preparer, commands
 from .reliable import DEFAULT_LIMIT, ReliablePush, check_limit
 from .unique import Locked
+from .wire import Wire
 
 #: Seconds a push keeps retrying through a Redis restart or failover before it raises. A retried push whose
 #: first attempt did land gives a duplicate job, never a lost one.
@@ -61,6 +62,7 @@ class Client:
         self._redis = redis
         self._own_redis = redis is None  # then made from the URL on first use
         self._lock = threading.Lock()
+        self._wire = Wire()  # the round trips of this client's pushes
         #: The pure half of a push (validation, middleware, encoding), shared with this client's async twin.
         self.preparer = Preparer(middleware, MiddlewareContext(lambda: self.redis))
         self.twin: Any = None  # the AsyncClient that aio.twin_of makes for this client, on first use
@@ -151,6 +153,9 @@ class Client:
         lock, and records the refused ones on `entries` (not known for a push kept by reliable push: it returns
         its jid, and a duplicate refused when it is sent later is not written).
         """
+        if self.reliable is None and type(entries) is list and len(entries) == 1 and entries[0][1] is None:
+            queue, _, payload = entries[0]  # one job due now, the commonest push: packed in one step
+            return self._wire.send_one(self.redis.connection_pool, queue, payload, _first_error)
         cmds = commands(entries)
         replies = self._send(cmds) if self.reliable is None else self.reliable.write(cmds, entries)
         if type(entries) is Locked and replies is not None:
@@ -158,56 +163,30 @@ class Client:
         return replies
 
     def _send(self, cmds: Sequence[tuple]) -> list[Any]:
-        """Send commands pipelined on one pooled connection and read every reply.
-
-        What redis-py's Pipeline does, without its per-call bookkeeping (a third of a single push's cost).
-        Connection errors are retried as the client's Retry says, on a fresh connection.
-        """
-        pool = self.redis.connection_pool
-        conn = pool.get_connection()
-        try:
-            return conn.retry.call_with_retry(lambda: self._round_trip(conn, cmds),
-                                              lambda error: conn.disconnect())
-        finally:
-            pool.release(conn)
+        """Send commands pipelined on one pooled connection and read every reply (wire.py: what redis-py's
+        Pipeline does, without its per-call layers, most of a single push's cost). Connection errors are
+        retried as the client's Retry says, on a fresh connection; an error reply raises the first one."""
+        return self._wire.send(self.redis.connection_pool, cmds, _first_error)
 
     def _send_once(self, cmds: Sequence[tuple]) -> list[Any]:
         """Reliable push's round trip: each command's reply, or the ResponseError Redis answered it with; raises
         only for an outage (OUTAGE_ERRORS, a refusal such as READONLY included), and tries once: the buffer
         retries."""
-        pool = self.redis.connection_pool
-        conn = pool.get_connection()
-        try:
-            return conn.retry.call_with_retry(lambda: self._replies(conn, cmds), lambda error: conn.disconnect())
-        finally:
-            pool.release(conn)
+        return self._wire.send(self.redis.connection_pool, cmds, _outage)
 
-    @staticmethod
-    def _replies(conn: Any, cmds: Sequence[tuple]) -> list[Any]:
-        conn.send_packed_command(conn.pack_commands(cmds))
-        replies: list[Any] = []
-        for _ in cmds:  # read every reply even after an error, so the connection stays in step
-            try:
-                replies.append(conn.read_response())
-            except redis_lib.ResponseError as exc:
-                replies.append(exc)
-        outage = next((r for r in replies if isinstance(r, OUTAGE_ERRORS)), None)
-        if outage is not None:
-            raise outage
-        return replies
 
-    @staticmethod
-    def _round_trip(conn: Any, cmds: Sequence[tuple]) -> list[Any]:
-        conn.send_packed_command(conn.pack_commands(cmds))
-        replies, error = [], None
-        for _ in cmds:  # read every reply even after an error, so the connection stays in step
-            try:
-                replies.append(conn.read_response())
-            except redis_lib.ResponseError as exc:
-                error = error or exc
-        if error is not None:
-            raise error
-        return replies
+def _first_error(replies: list[Any]) -> list[Any]:
+    for reply in replies:
+        if isinstance(reply, redis_lib.ResponseError):
+            raise reply
+    return replies
+
+
+def _outage(replies: list[Any]) -> list[Any]:
+    for reply in replies:
+        if isinstance(reply, OUTAGE_ERRORS):
+            raise reply
+    return replies
 
 
 def written(preparer: Preparer, entries: Sequence[Entry], jids: list[str | None],
