@@ -18,7 +18,7 @@ import queue
 import sys
 import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 #: The logger of the per-job lines (`--log-jobs off` or a level above INFO silences them).
 JOB_LOGGER = "sidepunch.job"
@@ -29,7 +29,7 @@ WRITE_EVERY = 0.01
 FLUSH_WAIT = 5.0
 #: Argument types a record may keep unformatted until the writer thread formats it: immutable, so the line
 #: reads as it would have when logged. Anything else is formatted on the logging thread.
-_DEFERRABLE = (str, int, float, bool, bytes, type(None))
+_DEFERRABLE = frozenset((str, int, float, bool, bytes, type(None)))
 
 
 def _deferrable(record: logging.LogRecord) -> bool:
@@ -39,16 +39,27 @@ def _deferrable(record: logging.LogRecord) -> bool:
 
 
 def _immutable(args: tuple) -> bool:
-    return all(type(a) in _DEFERRABLE for a in args)
+    return _DEFERRABLE.issuperset(map(type, args))
+
+
+#: What json.dumps(entry, ensure_ascii=False) builds on every call, built once.
+_JSON_LINE = json.JSONEncoder(ensure_ascii=False)
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, pid, logger, msg and, with a traceback, exc."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": round(record.created, 6), "level": record.levelname, "pid": record.process,
                  "logger": record.name, "msg": record.getMessage()}
         if record.exc_text or record.exc_info:
             entry["exc"] = record.exc_text or self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return _JSON_LINE.encode(entry)
+
+    def job_text(self, created: float, pid: int, level: int, name: str, message: str) -> str:
+        """What `format` makes of a record with these fields and no traceback (see `_job_texts`)."""
+        return _JSON_LINE.encode({"ts": round(created, 6), "level": logging.getLevelName(level), "pid": pid,
+                                  "logger": name, "msg": message})
 
 
 class TextFormatter(logging.Formatter):
@@ -61,11 +72,19 @@ class TextFormatter(logging.Formatter):
         self._cached = (-1, "")  # (second, its text), replaced as one object so threads never mix two
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
+        return self._stamp(record.created, int(record.msecs))
+
+    def _stamp(self, created: float, msecs: int) -> str:
+        second = int(created)
         cached = self._cached
         if cached[0] != second:
             cached = self._cached = (second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second)))
-        return f"{cached[1]},{int(record.msecs):03d}"
+        return f"{cached[1]},{msecs:03d}"
+
+    def job_text(self, created: float, pid: int, level: int, name: str, message: str) -> str:
+        """What `format` makes of a record with these fields and no traceback (see `_job_texts`)."""
+        stamp = self._stamp(created, int((created - int(created)) * 1000))
+        return f"{stamp} {pid} {logging.getLevelName(level)} {name}: {message}"
 
 
 class JournalFormatter(logging.Formatter):
@@ -78,9 +97,16 @@ class JournalFormatter(logging.Formatter):
         super().__init__("%(process)d %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        priority = self.PRIORITIES.get(record.levelno, 6)
+        return self._prefixed(record.levelno, super().format(record))
+
+    def _prefixed(self, level: int, text: str) -> str:
+        priority = self.PRIORITIES.get(level, 6)
         # journald takes each line as its own entry; repeat the priority so a stack dump keeps its level.
-        return "\n".join(f"<{priority}>{line}" for line in super().format(record).split("\n"))
+        return "\n".join(f"<{priority}>{line}" for line in text.split("\n"))
+
+    def job_text(self, created: float, pid: int, level: int, name: str, message: str) -> str:
+        """What `format` makes of a record with these fields and no traceback (see `_job_texts`)."""
+        return self._prefixed(level, f"{pid} {logging.getLevelName(level)} {name}: {message}")
 
 
 class BackgroundHandler(logging.Handler):
@@ -169,30 +195,43 @@ class BackgroundHandler(logging.Handler):
             self._write(batch)
 
     def _write(self, batch: list[Any]) -> None:
-        """Records up to each flush marker in one write; then the marker's waiter is woken."""
-        records: list[logging.LogRecord] = []
+        """Lines up to each flush marker in one write; then the marker's waiter is woken."""
+        items: list[Any] = []
         for item in batch:
             if isinstance(item, threading.Event):
-                self._write_records(records)
-                records = []
+                self._write_items(items)
+                items = []
                 item.set()
-            elif type(item) is tuple:
-                records.append(_record(*item))
             else:
-                records.append(item)
-        self._write_records(records)
+                items.append(item)
+        self._write_items(items)
 
-    def _write_records(self, records: list[logging.LogRecord]) -> None:
+    def _write_items(self, items: list[Any]) -> None:
+        """Records and per-job line tuples, formatted and written with one write and one flush."""
         target = self.target
         try:
-            text = "".join(target.format(r) + target.terminator for r in records if target.filter(r))
+            text = self._text(items)
             if text:
                 with target.lock:
                     target.stream.write(text)
                     target.flush()
         except Exception:  # one bad record (or a failed write): per record, so each gets its usual report
-            for record in records:
-                target.handle(record)
+            for item in items:
+                target.handle(_record(*item) if type(item) is tuple else item)
+
+    def _text(self, items: list[Any]) -> str:
+        target = self.target
+        job_text = _job_texts(target)
+        parts = []
+        for item in items:
+            if type(item) is tuple:
+                if job_text is not None:
+                    parts.append(job_text(*item))
+                    continue
+                item = _record(*item)
+            if target.filter(item):
+                parts.append(target.format(item) + target.terminator)
+        return "".join(parts)
 
     def flush(self) -> None:
         """Wait until every record queued so far in this process is written."""
@@ -214,6 +253,28 @@ def _record(created: float, name: str, level: int, msg: str, args: tuple) -> log
     record.created, record.msecs = created, (created - int(created)) * 1000
     record.relativeCreated = (created - logging._startTime) * 1000  # type: ignore[attr-defined]
     return record
+
+
+#: The daemon's own formatters: each has `job_text`, the text its `format` gives a per-job line's record.
+_JOB_TEXT_FORMATTERS = (TextFormatter, JsonFormatter, JournalFormatter)
+
+
+def _job_texts(target: logging.Handler) -> Callable[[float, str, int, str, tuple], str] | None:
+    """The text (terminator included) of a per-job line tuple, made without its LogRecord, when nothing but
+    the daemon's own formatter would look at that record: the target is a plain stream or file handler with
+    no filters and one of our formatters. None otherwise (the record is built and formatted as usual)."""
+    formatter = target.formatter
+    if type(formatter) not in _JOB_TEXT_FORMATTERS or target.filters or not logging.logProcesses \
+            or type(target) not in (logging.StreamHandler, logging.FileHandler):
+        return None
+    pid, terminator, text = os.getpid(), target.terminator, formatter.job_text  # type: ignore[union-attr]
+
+    def job_text(created: float, name: str, level: int, msg: str, args: tuple) -> str:
+        message = str(msg)
+        if args:  # as LogRecord.getMessage formats it
+            message = message % args
+        return text(created, pid, level, name, message) + terminator
+    return job_text
 
 
 def job_line(logger: logging.Logger, level: int, msg: str, *args: Any) -> None:
