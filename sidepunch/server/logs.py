@@ -166,12 +166,13 @@ class BackgroundHandler(logging.Handler):
 
     def line(self, name: str, level: int, msg: str, args: tuple) -> None:
         """A per-job line as a plain tuple, its record built by the writer thread (see `job_line`)."""
-        pending = self._writer_queue()
+        # The writer's queue, looked up inline in a process whose writer runs (two lines per job come here).
+        pending = self._queue if os.getpid() == self._pid else self._writer_queue()
         if pending is None:
             self.target.handle(_record(time.time(), name, level, msg, args))
             return
-        if not _immutable(args):  # formatted now: the writer must see the values as they are at this moment
-            msg, args = msg % args, ()
+        if not _DEFERRABLE.issuperset(map(type, args)):  # formatted now: the writer must see the values as
+            msg, args = msg % args, ()                      # they are at this moment
         pending.put((time.time(), name, level, msg, args))
 
     def _start_writer(self, pid: int) -> None:
