@@ -18,6 +18,7 @@ import queue
 import sys
 import threading
 import time
+import weakref
 from typing import Any, Callable, Mapping
 
 #: The logger of the per-job lines (`--log-jobs off` or a level above INFO silences them).
@@ -44,6 +45,8 @@ def _immutable(args: tuple) -> bool:
 
 #: What json.dumps(entry, ensure_ascii=False) builds on every call, built once.
 _JSON_LINE = json.JSONEncoder(ensure_ascii=False)
+#: The string escaper that encoder uses (ensure_ascii=False).
+_json_text = json.encoder.encode_basestring
 
 
 class JsonFormatter(logging.Formatter):
@@ -57,9 +60,14 @@ class JsonFormatter(logging.Formatter):
         return _JSON_LINE.encode(entry)
 
     def job_text(self, created: float, pid: int, level: int, name: str, message: str) -> str:
-        """What `format` makes of a record with these fields and no traceback (see `_job_texts`)."""
-        return _JSON_LINE.encode({"ts": round(created, 6), "level": logging.getLevelName(level), "pid": pid,
-                                  "logger": name, "msg": message})
+        """What `format` makes of a record with these fields and no traceback (see `_job_texts`): the object
+        spelled as the encoder spells it (its string escaper, repr for numbers), without building an encoder
+        per line as `JSONEncoder.encode` does."""
+        ts, levelname = round(created, 6), logging.getLevelName(level)
+        if ts - ts or type(levelname) is not str or type(pid) is not int:  # not finite, or odd: the encoder
+            return _JSON_LINE.encode({"ts": ts, "level": levelname, "pid": pid, "logger": name, "msg": message})
+        return f'{{"ts": {ts!r}, "level": {_json_text(levelname)}, "pid": {pid!r}, "logger": {_json_text(name)}, ' \
+               f'"msg": {_json_text(message)}}}'
 
 
 class TextFormatter(logging.Formatter):
@@ -118,6 +126,10 @@ class BackgroundHandler(logging.Handler):
         self.target = target
         self._home = os.getpid()
         self._pid = 0                                   # the process whose queue and writer exist
+        # That queue while its writer runs in this process, else None: read without a getpid call (a syscall)
+        # on every line; a forked child starts with None (the writer thread did not come along).
+        self._live: queue.SimpleQueue[Any] | None = None
+        os.register_at_fork(after_in_child=_forget_writer(weakref.ref(self)))
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     @property
@@ -145,6 +157,9 @@ class BackgroundHandler(logging.Handler):
     def _writer_queue(self) -> queue.SimpleQueue[Any] | None:
         """This process's queue to its writer thread (started on first use); None in the process that set
         logging up (the master), which never starts a thread and writes inline."""
+        live = self._live
+        if live is not None:
+            return live
         pid = os.getpid()
         if pid == self._home:
             return None
@@ -166,8 +181,9 @@ class BackgroundHandler(logging.Handler):
 
     def line(self, name: str, level: int, msg: str, args: tuple) -> None:
         """A per-job line as a plain tuple, its record built by the writer thread (see `job_line`)."""
-        # The writer's queue, looked up inline in a process whose writer runs (two lines per job come here).
-        pending = self._queue if os.getpid() == self._pid else self._writer_queue()
+        pending = self._live
+        if pending is None:  # no writer started in this process yet, or this is the master
+            pending = self._writer_queue()
         if pending is None:
             self.target.handle(_record(time.time(), name, level, msg, args))
             return
@@ -182,6 +198,7 @@ class BackgroundHandler(logging.Handler):
                 threading.Thread(target=self._write_forever, args=(self._queue,), name="log-writer",
                                  daemon=True).start()
                 self._pid = pid
+                self._live = self._queue
 
     def _write_forever(self, pending: queue.SimpleQueue[Any]) -> None:
         while True:
@@ -246,6 +263,15 @@ class BackgroundHandler(logging.Handler):
         self.flush()
         self.target.close()
         super().close()
+
+
+def _forget_writer(handler: weakref.ref[BackgroundHandler]) -> Callable[[], None]:
+    """Run in a forked child: its handler's writer thread stayed in the parent, so the child starts its own."""
+    def forget() -> None:
+        live = handler()
+        if live is not None:
+            live._live = None
+    return forget
 
 
 def _record(created: float, name: str, level: int, msg: str, args: tuple) -> logging.LogRecord:
