@@ -189,12 +189,12 @@ def test_a_per_job_line_made_without_its_record_reads_byte_for_byte_as_through_t
     """The writer thread formats a per-job line tuple straight to text when the target has one of the daemon's
     formatters and no filters; the text is the one the LogRecord path gives, for odd characters, lone
     surrogates, newlines, long class names, any level and any moment of a second."""
-    from sidepunch.server import logs
+    from sidepunch.server import logformats, logs
 
     target = logging.StreamHandler()
     target.setFormatter({"text": logs.TextFormatter, "json": logs.JsonFormatter,
                          "journal": logs.JournalFormatter}[formatter]())
-    fast = logs._job_texts(target)
+    fast = logformats.job_texts(target)
     assert fast is not None
     compared = 0
     for created in JOB_LINE_TIMES:
@@ -210,7 +210,7 @@ def test_a_per_job_line_made_without_its_record_reads_byte_for_byte_as_through_t
 def test_the_record_is_still_built_where_something_else_looks_at_it():
     """A filter on the target, a formatter that is not one of ours (even a subclass), a handler class of its
     own, or records without the process id: no text without the record."""
-    from sidepunch.server import logs
+    from sidepunch.server import logformats, logs
 
     class Mine(logs.TextFormatter):
         def format(self, record):
@@ -229,14 +229,14 @@ def test_the_record_is_still_built_where_something_else_looks_at_it():
     own = OwnHandler()
     own.setFormatter(logs.JsonFormatter())
     for target in (filtered, subclassed, plain, own, logging.StreamHandler()):
-        assert logs._job_texts(target) is None
+        assert logformats.job_texts(target) is None
     journal = logging.StreamHandler()
     journal.setFormatter(logs.JournalFormatter())
-    assert logs._job_texts(journal) is not None
+    assert logformats.job_texts(journal) is not None
     saved = logging.logProcesses
     try:
         logging.logProcesses = False
-        assert logs._job_texts(journal) is None
+        assert logformats.job_texts(journal) is None
     finally:
         logging.logProcesses = saved
 
@@ -248,7 +248,7 @@ def test_a_worker_writes_the_same_bytes_with_and_without_records(tmp_path, log_f
     everything through, and makes the writer build each record), give the same file, but for the pid."""
     from types import SimpleNamespace
 
-    from sidepunch.server import logs
+    from sidepunch.server import logformats, logs
 
     saved = logging.root.handlers[:], logging.root.level
     switches = logging._srcfile, logging.logThreads, logging.logMultiprocessing

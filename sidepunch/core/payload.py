@@ -98,7 +98,7 @@ def _finite(text: str) -> float:
 #: Refuses what Python's json accepts but cannot write back strictly (NaN, Infinity, 1e999), so a decoded job
 #: can always be encoded again. parse_float runs only for float tokens; plain jobs pay nothing for it.
 _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
-_SCAN = _DECODER.scan_once
+_SCAN = _DECODER.scan_once  # type: ignore[attr-defined]  # set by JSONDecoder.__init__
 _SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
 

@@ -11,7 +11,6 @@ Must not import: sidepunch.api or sidepunch.admin (core and client only).
 from __future__ import annotations
 
 import faulthandler
-import json
 import logging
 import os
 import queue
@@ -20,6 +19,8 @@ import threading
 import time
 import weakref
 from typing import Any, Callable, Mapping
+
+from .logformats import JournalFormatter, JsonFormatter, TextFormatter, job_texts
 
 #: The logger of the per-job lines (`--log-jobs off` or a level above INFO silences them).
 JOB_LOGGER = "sidepunch.job"
@@ -41,80 +42,6 @@ def _deferrable(record: logging.LogRecord) -> bool:
 
 def _immutable(args: tuple) -> bool:
     return _DEFERRABLE.issuperset(map(type, args))
-
-
-#: What json.dumps(entry, ensure_ascii=False) builds on every call, built once.
-_JSON_LINE = json.JSONEncoder(ensure_ascii=False)
-#: The string escaper that encoder uses (ensure_ascii=False).
-_json_text = json.encoder.encode_basestring
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, pid, logger, msg and, with a traceback, exc."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": round(record.created, 6), "level": record.levelname, "pid": record.process,
-                 "logger": record.name, "msg": record.getMessage()}
-        if record.exc_text or record.exc_info:
-            entry["exc"] = record.exc_text or self.formatException(record.exc_info)
-        return _JSON_LINE.encode(entry)
-
-    def job_text(self, created: float, pid: int, level: int, name: str, message: str) -> str:
-        """What `format` makes of a record with these fields and no traceback (see `_job_texts`): the object
-        spelled as the encoder spells it (its string escaper, repr for numbers), without building an encoder
-        per line as `JSONEncoder.encode` does."""
-        ts, levelname = round(created, 6), logging.getLevelName(level)
-        if ts - ts or type(levelname) is not str or type(pid) is not int:  # not finite, or odd: the encoder
-            return _JSON_LINE.encode({"ts": ts, "level": levelname, "pid": pid, "logger": name, "msg": message})
-        return f'{{"ts": {ts!r}, "level": {_json_text(levelname)}, "pid": {pid!r}, "logger": {_json_text(name)}, ' \
-               f'"msg": {_json_text(message)}}}'
-
-
-class TextFormatter(logging.Formatter):
-    """The text format, `asctime pid level logger: message`. The date and time part is formatted once per
-    second, not per line: at INFO a busy worker writes two lines per job, and strftime was a tenth of the cost
-    of a line."""
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
-        self._cached = (-1, "")  # (second, its text), replaced as one object so threads never mix two
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return self._stamp(record.created, int(record.msecs))
-
-    def _stamp(self, created: float, msecs: int) -> str:
-        second = int(created)
-        cached = self._cached
-        if cached[0] != second:
-            cached = self._cached = (second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second)))
-        return f"{cached[1]},{msecs:03d}"
-
-    def job_text(self, created: float, pid: int, level: int, name: str, message: str) -> str:
-        """What `format` makes of a record with these fields and no traceback (see `_job_texts`)."""
-        stamp = self._stamp(created, int((created - int(created)) * 1000))
-        return f"{stamp} {pid} {logging.getLevelName(level)} {name}: {message}"
-
-
-class JournalFormatter(logging.Formatter):
-    """Under journald: no timestamp (the journal adds one) and a <priority> prefix so that
-    `journalctl -p warning` finds warnings and errors."""
-
-    PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-
-    def __init__(self) -> None:
-        super().__init__("%(process)d %(levelname)s %(name)s: %(message)s")
-
-    def format(self, record: logging.LogRecord) -> str:
-        return self._prefixed(record.levelno, super().format(record))
-
-    def _prefixed(self, level: int, text: str) -> str:
-        priority = self.PRIORITIES.get(level, 6)
-        # journald takes each line as its own entry; repeat the priority so a stack dump keeps its level.
-        return "\n".join(f"<{priority}>{line}" for line in text.split("\n"))
-
-    def job_text(self, created: float, pid: int, level: int, name: str, message: str) -> str:
-        """What `format` makes of a record with these fields and no traceback (see `_job_texts`)."""
-        return self._prefixed(level, f"{pid} {logging.getLevelName(level)} {name}: {message}")
 
 
 class BackgroundHandler(logging.Handler):
@@ -239,7 +166,7 @@ class BackgroundHandler(logging.Handler):
 
     def _text(self, items: list[Any]) -> str:
         target = self.target
-        job_text = _job_texts(target)
+        job_text = job_texts(target)
         parts = []
         for item in items:
             if type(item) is tuple:
@@ -280,28 +207,6 @@ def _record(created: float, name: str, level: int, msg: str, args: tuple) -> log
     record.created, record.msecs = created, (created - int(created)) * 1000
     record.relativeCreated = (created - logging._startTime) * 1000  # type: ignore[attr-defined]
     return record
-
-
-#: The daemon's own formatters: each has `job_text`, the text its `format` gives a per-job line's record.
-_JOB_TEXT_FORMATTERS = (TextFormatter, JsonFormatter, JournalFormatter)
-
-
-def _job_texts(target: logging.Handler) -> Callable[[float, str, int, str, tuple], str] | None:
-    """The text (terminator included) of a per-job line tuple, made without its LogRecord, when nothing but
-    the daemon's own formatter would look at that record: the target is a plain stream or file handler with
-    no filters and one of our formatters. None otherwise (the record is built and formatted as usual)."""
-    formatter = target.formatter
-    if type(formatter) not in _JOB_TEXT_FORMATTERS or target.filters or not logging.logProcesses \
-            or type(target) not in (logging.StreamHandler, logging.FileHandler):
-        return None
-    pid, terminator, text = os.getpid(), target.terminator, formatter.job_text  # type: ignore[union-attr]
-
-    def job_text(created: float, name: str, level: int, msg: str, args: tuple) -> str:
-        message = str(msg)
-        if args:  # as LogRecord.getMessage formats it
-            message = message % args
-        return text(created, pid, level, name, message) + terminator
-    return job_text
 
 
 def job_line(logger: logging.Logger, level: int, msg: str, *args: Any) -> None:
