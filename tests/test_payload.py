@@ -314,3 +314,46 @@ def test_unfit_paths_keep_their_ends():
     message = str(unfit({"args": [value]}, "", 1))
     assert message.startswith("args[0][0][0][0][0][0]…(") and "levels deep" in message
     assert str(unfit({"we ird": [b""]}, "", 1)).startswith("['we ird'][0] is a builtins.bytes")
+
+
+def _reference_parse(text):
+    """What parse answered before its fast path: the strict decoder's decode, value or error message."""
+    from sidepunch.core import payload
+    try:
+        return "ok", payload._DECODER.decode(text)
+    except RecursionError:
+        return "error", f"job is nested deeper than {MAX_DEPTH} levels"
+    except ValueError as exc:
+        return "error", f"job is not valid JSON ({exc})"
+
+
+def test_decode_answers_as_the_strict_decoder_does_for_any_text():
+    """parse skips the decoder's whitespace scans for text that has no whitespace around its value; for
+    every kind of text (padded, trailing data, truncated, constants, overflowing floats, deep, not an object)
+    the value, or the error and its message, is what the strict decoder alone gives."""
+    import random
+    from sidepunch.core.payload import parse
+    good = '{"class":"C","args":[1,2.5,"x",{"k":[null,true]}],"jid":"abc","created_at":1796163579.5204866}'
+    texts = [good, " " + good, good + " ", "\n" + good + "\t", good + "x", good + "{}", good[:-1], good[1:], "",
+             " ", "[]", "1", '"s"', "null", '{"class":"C","a":NaN}', '{"class":"C","a":-Infinity}',
+             '{"class":"C","a":1e999}', '{"class":"C","a":1e308}', '{"class":"C","a":-1' + "0" * 400 + '.5}',
+             "[" * 5000 + "]" * 5000, '{"a":' * 101 + "1" + "}" * 101, '{"class":"C"} {"class":"D"}',
+             '{"class":"C","a":"\\ud800"}', '{"class":"C","a":"\\ud83d\\ude00"}', '{"class":"C",}', "\ufeff" + good]
+    rng = random.Random(12)
+    for _ in range(300):  # damaged copies of a good payload: cut, a byte changed, whitespace put in
+        cut = list(good)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(cut) + 1)
+            cut.insert(at, rng.choice(' \n\t{}[],:"e1-.aN'))
+            if rng.random() < 0.5 and cut:
+                del cut[rng.randrange(len(cut))]
+        texts.append("".join(cut))
+    for text in texts:
+        try:
+            got = "ok", parse(text, "job")
+        except PayloadError as exc:
+            got = "error", str(exc)
+        want = _reference_parse(text)
+        if want[0] == "ok" and got[0] == "error":  # refused after decoding (depth, surrogates): both paths do
+            continue
+        assert got == want, text

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import re
 import secrets
 from decimal import Decimal
@@ -91,7 +90,7 @@ def _no_constant(name: str) -> Any:
 
 def _finite(text: str) -> float:
     value = float(text)
-    if not math.isfinite(value):
+    if value - value:  # inf - inf and nan - nan are nan (true), x - x is 0.0 for any finite x: no call per float
         raise ValueError(f"{text[:40]} overflows a float")
     return value
 
@@ -99,6 +98,7 @@ def _finite(text: str) -> float:
 #: Refuses what Python's json accepts but cannot write back strictly (NaN, Infinity, 1e999), so a decoded job
 #: can always be encoded again. parse_float runs only for float tokens; plain jobs pay nothing for it.
 _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+_SCAN = _DECODER.scan_once  # type: ignore[attr-defined]  # set by JSONDecoder.__init__
 _SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
@@ -111,7 +111,7 @@ def parse(raw: bytes | str, what: str = "JSON") -> Any:
     """
     try:
         text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
-        value = _DECODER.decode(text)
+        value = _strict_loads(text)
     except RecursionError:
         raise PayloadError(f"{what} is nested deeper than {MAX_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -121,6 +121,18 @@ def parse(raw: bytes | str, what: str = "JSON") -> Any:
     if "\\u" in text and _SURROGATE.search(text) and not _encodable(value):
         raise PayloadError(f"{what} holds a lone UTF-16 surrogate (\\ud800-\\udfff), which UTF-8 cannot carry")
     return value
+
+
+def _strict_loads(text: str) -> Any:
+    """`_DECODER.decode(text)`, without its wrapper's two whitespace scans for the usual text that has no
+    whitespace around its value; anything else (and every error) goes through `decode` itself."""
+    try:
+        value, end = _SCAN(text, 0)
+        if end == len(text):
+            return value
+    except Exception:  # the same text again through decode, for its own exception and message
+        pass
+    return _DECODER.decode(text)
 
 
 def decode(raw: bytes | str) -> dict[str, Any]:

@@ -68,9 +68,14 @@ class FeatureSet:
 
     def for_run(self, hook: str, instance: Any, job: dict,
                 base: Sequence[Callable[..., Any]]) -> Sequence[Callable[..., Any]]:
-        """The chain of `hook` ("around_perform" or "around_perform_async") for this job."""
-        if not self.concerns(instance, job):
-            return base
+        """The chain of `hook` ("around_perform" or "around_perform_async") for this job: `base` itself for a job
+        no feature concerns (`concerns`, inlined: a plain job pays this check once per run)."""
+        if self._keys.isdisjoint(job):
+            for name in self._attrs:
+                if getattr(instance, name, None):
+                    break
+            else:
+                return base
         own = tuple(bound for f, bound in self._hooks[hook] if f.applies(instance, job))
         return (*own, *base) if own else base
 

@@ -11,14 +11,16 @@ Must not import: sidepunch.api or sidepunch.admin (core and client only).
 from __future__ import annotations
 
 import faulthandler
-import json
 import logging
 import os
 import queue
 import sys
 import threading
 import time
-from typing import Any, Mapping
+import weakref
+from typing import Any, Callable, Mapping
+
+from .logformats import JournalFormatter, JsonFormatter, TextFormatter, job_texts
 
 #: The logger of the per-job lines (`--log-jobs off` or a level above INFO silences them).
 JOB_LOGGER = "sidepunch.job"
@@ -29,7 +31,7 @@ WRITE_EVERY = 0.01
 FLUSH_WAIT = 5.0
 #: Argument types a record may keep unformatted until the writer thread formats it: immutable, so the line
 #: reads as it would have when logged. Anything else is formatted on the logging thread.
-_DEFERRABLE = (str, int, float, bool, bytes, type(None))
+_DEFERRABLE = frozenset((str, int, float, bool, bytes, type(None)))
 
 
 def _deferrable(record: logging.LogRecord) -> bool:
@@ -39,48 +41,7 @@ def _deferrable(record: logging.LogRecord) -> bool:
 
 
 def _immutable(args: tuple) -> bool:
-    return all(type(a) in _DEFERRABLE for a in args)
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": round(record.created, 6), "level": record.levelname, "pid": record.process,
-                 "logger": record.name, "msg": record.getMessage()}
-        if record.exc_text or record.exc_info:
-            entry["exc"] = record.exc_text or self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
-class TextFormatter(logging.Formatter):
-    """The text format, `asctime pid level logger: message`. The date and time part is formatted once per
-    second, not per line: at INFO a busy worker writes two lines per job, and strftime was a tenth of the cost
-    of a line."""
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
-        self._cached = (-1, "")  # (second, its text), replaced as one object so threads never mix two
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
-        cached = self._cached
-        if cached[0] != second:
-            cached = self._cached = (second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second)))
-        return f"{cached[1]},{int(record.msecs):03d}"
-
-
-class JournalFormatter(logging.Formatter):
-    """Under journald: no timestamp (the journal adds one) and a <priority> prefix so that
-    `journalctl -p warning` finds warnings and errors."""
-
-    PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-
-    def __init__(self) -> None:
-        super().__init__("%(process)d %(levelname)s %(name)s: %(message)s")
-
-    def format(self, record: logging.LogRecord) -> str:
-        priority = self.PRIORITIES.get(record.levelno, 6)
-        # journald takes each line as its own entry; repeat the priority so a stack dump keeps its level.
-        return "\n".join(f"<{priority}>{line}" for line in super().format(record).split("\n"))
+    return _DEFERRABLE.issuperset(map(type, args))
 
 
 class BackgroundHandler(logging.Handler):
@@ -92,6 +53,10 @@ class BackgroundHandler(logging.Handler):
         self.target = target
         self._home = os.getpid()
         self._pid = 0                                   # the process whose queue and writer exist
+        # That queue while its writer runs in this process, else None: read without a getpid call (a syscall)
+        # on every line; a forked child starts with None (the writer thread did not come along).
+        self._live: queue.SimpleQueue[Any] | None = None
+        os.register_at_fork(after_in_child=_forget_writer(weakref.ref(self)))
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     @property
@@ -119,6 +84,9 @@ class BackgroundHandler(logging.Handler):
     def _writer_queue(self) -> queue.SimpleQueue[Any] | None:
         """This process's queue to its writer thread (started on first use); None in the process that set
         logging up (the master), which never starts a thread and writes inline."""
+        live = self._live
+        if live is not None:
+            return live
         pid = os.getpid()
         if pid == self._home:
             return None
@@ -140,12 +108,14 @@ class BackgroundHandler(logging.Handler):
 
     def line(self, name: str, level: int, msg: str, args: tuple) -> None:
         """A per-job line as a plain tuple, its record built by the writer thread (see `job_line`)."""
-        pending = self._writer_queue()
+        pending = self._live
+        if pending is None:  # no writer started in this process yet, or this is the master
+            pending = self._writer_queue()
         if pending is None:
             self.target.handle(_record(time.time(), name, level, msg, args))
             return
-        if not _immutable(args):  # formatted now: the writer must see the values as they are at this moment
-            msg, args = msg % args, ()
+        if not _DEFERRABLE.issuperset(map(type, args)):  # formatted now: the writer must see the values as
+            msg, args = msg % args, ()                      # they are at this moment
         pending.put((time.time(), name, level, msg, args))
 
     def _start_writer(self, pid: int) -> None:
@@ -155,6 +125,7 @@ class BackgroundHandler(logging.Handler):
                 threading.Thread(target=self._write_forever, args=(self._queue,), name="log-writer",
                                  daemon=True).start()
                 self._pid = pid
+                self._live = self._queue
 
     def _write_forever(self, pending: queue.SimpleQueue[Any]) -> None:
         while True:
@@ -169,30 +140,43 @@ class BackgroundHandler(logging.Handler):
             self._write(batch)
 
     def _write(self, batch: list[Any]) -> None:
-        """Records up to each flush marker in one write; then the marker's waiter is woken."""
-        records: list[logging.LogRecord] = []
+        """Lines up to each flush marker in one write; then the marker's waiter is woken."""
+        items: list[Any] = []
         for item in batch:
             if isinstance(item, threading.Event):
-                self._write_records(records)
-                records = []
+                self._write_items(items)
+                items = []
                 item.set()
-            elif type(item) is tuple:
-                records.append(_record(*item))
             else:
-                records.append(item)
-        self._write_records(records)
+                items.append(item)
+        self._write_items(items)
 
-    def _write_records(self, records: list[logging.LogRecord]) -> None:
+    def _write_items(self, items: list[Any]) -> None:
+        """Records and per-job line tuples, formatted and written with one write and one flush."""
         target = self.target
         try:
-            text = "".join(target.format(r) + target.terminator for r in records if target.filter(r))
+            text = self._text(items)
             if text:
                 with target.lock:
                     target.stream.write(text)
                     target.flush()
         except Exception:  # one bad record (or a failed write): per record, so each gets its usual report
-            for record in records:
-                target.handle(record)
+            for item in items:
+                target.handle(_record(*item) if type(item) is tuple else item)
+
+    def _text(self, items: list[Any]) -> str:
+        target = self.target
+        job_text = job_texts(target)
+        parts = []
+        for item in items:
+            if type(item) is tuple:
+                if job_text is not None:
+                    parts.append(job_text(*item))
+                    continue
+                item = _record(*item)
+            if target.filter(item):
+                parts.append(target.format(item) + target.terminator)
+        return "".join(parts)
 
     def flush(self) -> None:
         """Wait until every record queued so far in this process is written."""
@@ -206,6 +190,15 @@ class BackgroundHandler(logging.Handler):
         self.flush()
         self.target.close()
         super().close()
+
+
+def _forget_writer(handler: weakref.ref[BackgroundHandler]) -> Callable[[], None]:
+    """Run in a forked child: its handler's writer thread stayed in the parent, so the child starts its own."""
+    def forget() -> None:
+        live = handler()
+        if live is not None:
+            live._live = None
+    return forget
 
 
 def _record(created: float, name: str, level: int, msg: str, args: tuple) -> logging.LogRecord:

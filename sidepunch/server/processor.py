@@ -180,13 +180,14 @@ class Processor:
             if self.runner is not None and self.runner.is_async(self.instance):
                 return self._submit(unit, job)
             self._arm_timeout(job, started)
-            result, failure, reason = self._guarded(lambda: self._perform(self.instance, job, unit.queue))
+            result, failure, reason = self._guarded(self._perform, self.instance, job, unit.queue)
             return self._ended(unit, job, result, failure, reason)
         finally:
             ctx.work.finish(self.tid)
 
-    def _guarded(self, call: Any) -> tuple[Any, BaseException | None, str | None]:
-        """Run the job where an interrupt may stop it: (its result, what it raised, why it was interrupted).
+    def _guarded(self, call: Any, *args: Any) -> tuple[Any, BaseException | None, str | None]:
+        """Run `call(*args)` (the job) where an interrupt may stop it: (its result, what it raised, why it was
+        interrupted).
 
         At most one Interrupted is ever sent per job, so after one was caught here none can follow; one that
         arrives just after the job ended is caught by the outer try, and the job's own ending stands."""
@@ -199,7 +200,7 @@ class Processor:
                     ran = True
                     try:
                         self._in_job = True
-                        result = call()
+                        result = call(*args)
                         finished = True
                     except BaseException as exc:
                         failure = exc
@@ -243,9 +244,7 @@ class Processor:
         args = job.get("args")
         if type(args) is not list:
             raise BadJob(f"job args must be a JSON array, got {type(args).__name__}")
-        chain = self.ctx.server_middleware
-        if self.ctx.features:
-            chain = self.ctx.features.for_run("around_perform", instance, job, chain)
+        chain = self.ctx.features.for_run("around_perform", instance, job, self.ctx.server_middleware)
         if chain:
             result = run_server_chain(chain, instance, job, queue,
                                       lambda: _ran(instance.perform(*args)))
@@ -271,6 +270,8 @@ def job_timeout(job: dict, default: float) -> float:
 def _ran(result: Any) -> Any:
     """perform's return value (kept only for classes with keep_result); a coroutine, generator or other awaitable
     from a plain `def perform` means its body never ran: a clear failure, never a silent "done"."""
+    if result is None:  # most jobs: nothing to look at
+        return None
     if inspect.iscoroutine(result) or inspect.isgenerator(result):
         result.close()  # never started: closing it runs nothing and avoids "never awaited" warnings
     elif not (inspect.isasyncgen(result) or inspect.isawaitable(result)):

@@ -139,19 +139,20 @@ class Work:
 
 class WorkTable:
     """tid -> the job running under that name: a processor thread's `p<n>`, or an async job's `a<n>`. Dict
-    operations are atomic under the GIL."""
+    operations are atomic under the GIL. A start stores a plain tuple (queue, payload, time); the `Work`
+    records are built only when the heartbeat or a dump asks, not once per job."""
 
     def __init__(self) -> None:
-        self._running: dict[str, Work] = {}
+        self._running: dict[str, tuple[str, bytes, float]] = {}
 
     def start(self, tid: str, queue: str, payload: bytes) -> None:
-        self._running[tid] = Work(queue, payload, int(time.time()))
+        self._running[tid] = (queue, payload, time.time())
 
     def finish(self, tid: str) -> None:
         self._running.pop(tid, None)
 
     def snapshot(self) -> dict[str, Work]:
-        return dict(self._running)
+        return {tid: Work(queue, payload, int(at)) for tid, (queue, payload, at) in dict(self._running).items()}
 
     def __len__(self) -> int:
         return len(self._running)
