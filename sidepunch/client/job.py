@@ -164,7 +164,7 @@ _PUSH_MODULE = f"{__package__}.push"
 def _default_client() -> Any:
     """push.default_client(). The module is looked up in sys.modules: an import statement in a function costs
     a push more than the look-up of the client itself."""
-    push = sys.modules.get(_PUSH_MODULE)
+    push: Any = sys.modules.get(_PUSH_MODULE)
     if push is None:
         from . import push
     return push.default_client()
