@@ -1,0 +1,366 @@
+"""The spawner: a process forked by the master at start that holds redis-py and the worker and recoverer code, runs
+the master's start-up Redis checks and forks, on the master's request, the processes that need Redis (workers,
+the recoverer). The master itself then never imports redis-py (its RSS stays small), while every worker still
+shares the spawner's pages copy-on-write, as it shared the master's before.
+
+Each process is forked twice (spawner -> a middle process that exits at once -> the process), and the master is
+a child subreaper (PR_SET_CHILD_SUBREAPER), so the process becomes the master's child: the master reaps it, reads
+its exit status and signals it by pid exactly as if it had forked it. The spawner sends the pid (and the read
+end of a worker's status pipe, by SCM_RIGHTS) to the master over a SOCK_SEQPACKET socketpair, and only then lets
+the process go on ("go" pipe): a process whose pid the master never learnt (the spawner died first) exits
+before doing anything, and a running process's getppid() is the master's pid.
+
+Master side: `SpawnerLink` (never blocks; no Redis and no worker code is imported by it). Spawner side:
+`Spawner`, in the forked process only. Where the subreaper is unavailable (not Linux), `SpawnerLink(direct=True)`
+runs the same Spawner inside the master, which then forks each process itself, as it did before.
+The spawner's signals stay blocked as the master's fork() left them (it is told what to do over its socket, and
+ends at end of file there); each process it forks installs its own handlers, then unblocks them.
+
+Must not import at module level: redis, the worker's code (launcher) or the recoverer; nor sidepunch.api/admin.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any, Callable, NoReturn
+
+import setproctitle
+
+from ..core.exitcodes import ExitCode
+
+log = logging.getLogger("sidepunch.master")
+
+PR_SET_CHILD_SUBREAPER = 36
+MESSAGE_MAX = 65536
+EARLY_KEPT = 60.0        # seconds an exit of a pid not yet heard of is kept for the spawner's late answer
+MAX_BACKOFF = 10.0
+STOP_WAIT = 5.0
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants the master's children (Linux >= 3.4); False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _send(sock: socket.socket, message: dict[str, Any], fds: tuple[int, ...] = ()) -> bool:
+    try:
+        socket.send_fds(sock, [json.dumps(message).encode()], list(fds))
+        return True
+    except OSError:
+        return False
+
+
+class SpawnerLink:
+    """The master's end: starts the spawner (again, with backoff, if it dies), sends requests, reads answers."""
+
+    def __init__(self, config: Any, lifeline: tuple[int, int], recoverer_fds: tuple[int, int],
+                 direct: bool = False) -> None:
+        self.config = config
+        self.direct = direct
+        self._lifeline = lifeline
+        self._recoverer_fds = recoverer_fds
+        self.pid: int | None = None
+        self.sock: socket.socket | None = None
+        self._local: Spawner | None = None
+        self.pending: dict[str, tuple[int, int]] = {}    # nonce -> (number, generation) of asked workers
+        self.early: dict[int, tuple[int, float]] = {}    # pid -> (status, when) of exits not yet heard of
+        self._failures = 0
+        self._not_before = 0.0
+
+    @property
+    def fds(self) -> tuple[int, ...]:
+        """What any other child of the master must close."""
+        return (self.sock.fileno(),) if self.sock is not None else ()
+
+    @property
+    def up(self) -> bool:
+        return self.sock is not None
+
+    def owns(self, pid: int) -> bool:
+        return pid == self.pid
+
+    def keep(self, fork: Callable[[], int], inherited: Callable[[], tuple[int, ...]], stopping: bool) -> None:
+        """Start the spawner if it is not running and its backoff is over (it closes `inherited()`)."""
+        if self.pid is not None or self.sock is not None or stopping or time.monotonic() < self._not_before:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if self.direct:
+            self.sock, self._local, self.pid = ours, Spawner(self.config, theirs, self._lifeline,
+                                                               self._recoverer_fds, direct=True), None
+            self._local.inherited = inherited
+            return
+        pid = fork()
+        if pid == 0:
+            code = ExitCode.CRASH
+            try:
+                signal.set_wakeup_fd(-1)
+                ours.close()
+                for fd in {self._lifeline[1], self._recoverer_fds[1], *inherited()} - {self._recoverer_fds[0]}:
+                    os.close(fd)
+                code = Spawner(self.config, theirs, self._lifeline, self._recoverer_fds).run()
+            except BaseException:
+                log.exception("the spawner crashed")
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        theirs.close()
+        ours.setblocking(False)
+        self.pid, self.sock = pid, ours
+
+    def ask(self, **request: Any) -> bool:
+        """Send one request; False if the spawner is not there to take it (ask again later)."""
+        if self.sock is None:
+            return False
+        if request["do"] == "worker":
+            self.pending[request["nonce"]] = (request["number"], request["generation"])
+        sent = _send(self.sock, request)
+        if not sent:
+            self.pending.pop(request.get("nonce", ""), None)
+        elif self._local is not None:
+            self._local.serve_one()
+        return sent
+
+    def answers(self) -> list[tuple[dict[str, Any], list[int]]]:
+        """What the spawner sent, without blocking; at end of file its socket is closed (it is reaped later)."""
+        found = []
+        while self.sock is not None:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(self.sock, MESSAGE_MAX, 4)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                data, fds = b"", []
+            if not data:
+                self.sock.close()
+                self.sock = None
+                break
+            found.append((json.loads(data), fds))
+        for message, _fds in found:
+            if message.get("spawned") == "worker":
+                self.pending.pop(message["nonce"], None)
+        return found
+
+    def exited(self, status: int, stopping: bool) -> None:
+        """The spawner was reaped: what it had not answered will not be (its processes exit unstarted)."""
+        self.pid = None
+        self.pending.clear()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if stopping:
+            return
+        self._failures += 1
+        delay = min(0.1 * 2 ** (self._failures - 1), MAX_BACKOFF)
+        self._not_before = time.monotonic() + delay
+        code = os.waitstatus_to_exitcode(status)
+        how = f"status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
+        log.error("the spawner process exited (%s); starting another in %.1fs", how, delay)
+
+    def settled(self) -> None:
+        """The spawner answered: its next death starts the backoff afresh."""
+        self._failures = 0
+
+    def remember_exit(self, pid: int, status: int) -> None:
+        """An exit of a pid not yet heard of: a process whose pid is still on its way, or one that never started."""
+        now = time.monotonic()
+        self.early = {p: (s, t) for p, (s, t) in self.early.items() if now - t < EARLY_KEPT}
+        self.early[pid] = (status, now)
+
+    def stop(self) -> None:
+        """At the master's exit: close the socket (the spawner ends at end of file) and reap it."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.pid is None:
+            return
+        deadline = time.monotonic() + STOP_WAIT
+        while time.monotonic() < deadline:
+            if os.waitpid(self.pid, os.WNOHANG)[0]:
+                return
+            time.sleep(0.02)
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+
+
+class Spawner:
+    """The spawner process: answers requests one at a time, until end of file on its socket."""
+
+    def __init__(self, config: Any, sock: socket.socket, lifeline: tuple[int, int], recoverer_fds: tuple[int, int],
+                 direct: bool = False) -> None:
+        self.config = config
+        self.sock = sock
+        self.lifeline_r = lifeline[0]
+        self.lifeline_w = lifeline[1] if direct else -1   # a worker closes it when forked by the master itself
+        self.recoverer_r = recoverer_fds[0]
+        self.direct = direct
+        #: direct: the master's descriptors a child must close (its status pipes, ...), as of the fork
+        self.inherited: Callable[[], tuple[int, ...]] = tuple
+        self._client: Any = None
+        self._outage: Any = None
+
+    def run(self) -> int:
+        setproctitle.setproctitle("sidepunchd spawner")
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        from . import launcher, recoverer  # noqa: F401  imported once here, shared by every process forked
+        while self.serve_one():
+            pass
+        return ExitCode.OK
+
+    def serve_one(self) -> bool:
+        """Answer one request; False at end of file."""
+        while True:
+            try:
+                data = self.sock.recv(MESSAGE_MAX)
+                break
+            except InterruptedError:
+                continue
+            except OSError:
+                return False
+        if not data:
+            return False
+        request = json.loads(data)
+        getattr(self, f"_do_{request['do']}")(request)
+        return True
+
+    def _do_check(self, request: dict[str, Any]) -> None:
+        """One attempt at the master's start-up check; the master asks again after an outage's pause."""
+        import redis
+        from ..core.connection import OUTAGE_ERRORS, Outage, make_client
+        from .fetch import fetcher_class
+        from .unlistened import warn_unlistened_queues
+        if self._client is None:
+            self._client = make_client(self.config.redis_url, max_connections=1)
+            self._outage = self._outage or Outage(self.config.redis_url, log)
+        try:
+            self._client.ping()
+            self._outage.ok()
+        except redis.AuthenticationError as exc:  # a bad setting: the master exits with status 2
+            log.error("%s; stopping", self._outage.describe(exc))
+            _send(self.sock, {"check": "refused"})
+            return
+        except OUTAGE_ERRORS as exc:
+            _send(self.sock, {"check": "down", "pause": self._outage.failed(exc)})
+            return
+        _send(self.sock, {"check": "ok", "recovers": fetcher_class(self.config).recovers_on_death})
+        warn_unlistened_queues(self._client, [q.name for q in self.config.queues])
+        self._client.close()  # no connection of the spawner's is inherited by what it forks
+        self._client = None
+
+    def _do_worker(self, request: dict[str, Any]) -> None:
+        from .launcher import Launcher
+        status_r, status_w = os.pipe()
+
+        def worker() -> NoReturn:
+            Launcher(self.config, request["number"], request["nonce"], (self.lifeline_r, self.lifeline_w),
+                     status_w, (), quiet=request["quiet"]).run()
+            raise AssertionError("unreachable")  # Launcher.run ends with os._exit
+        pid, go = self._fork(worker, close=(status_r,))
+        os.close(status_w)
+        answer = {"spawned": "worker", "pid": pid, **{k: request[k] for k in ("number", "nonce", "generation",
+                                                                           "quiet")}}
+        self._release(go, pid is not None and _send(self.sock, answer, (status_r,)))
+        os.close(status_r)
+
+    def _do_recoverer(self, request: dict[str, Any]) -> None:
+        def recoverer() -> NoReturn:
+            from .recoverer import run_recoverer
+            run_recoverer(self.config, self.recoverer_r)
+        pid, go = self._fork(recoverer, close=(), keep_recoverer=True)
+        self._release(go, pid is not None and _send(self.sock, {"spawned": "recoverer", "pid": pid}))
+
+    def _fork(self, main: Callable[[], NoReturn], close: tuple[int, ...],
+              keep_recoverer: bool = False) -> tuple[int | None, int]:
+        """Fork `main` as the master's child (directly, or twice so that it is reparented to the master); it
+        waits for the "go" byte on the pipe whose write end is returned, and exits at once without it."""
+        from .children import fork
+        go_r, go_w = os.pipe()
+        pid_r, pid_w = os.pipe()
+        shed = {go_w, pid_r, pid_w, self.sock.fileno(), *close, *self.inherited(), self.recoverer_r}
+        shed -= {self.recoverer_r} if keep_recoverer else set()
+        middle = fork()
+        if middle == 0:
+            try:
+                child = os.fork() if not self.direct else 0
+                if child == 0:
+                    _become(main, shed, go_r)
+                os.write(pid_w, str(child).encode())
+            finally:
+                os._exit(0)
+        os.close(pid_w)
+        os.close(go_r)
+        if self.direct:
+            os.close(pid_r)
+            return middle, go_w
+        data = _read_all(pid_r)
+        os.waitpid(middle, 0)  # the process is the master's child from here on
+        return (int(data) if data else None), go_w
+
+    @staticmethod
+    def _release(go_w: int, go: bool) -> None:
+        """Let the forked process start (the master knows its pid), or exit unstarted."""
+        try:
+            if go:
+                os.write(go_w, b"g")
+        finally:
+            os.close(go_w)
+
+
+def _become(main: Callable[[], NoReturn], shed: set[int], go_r: int) -> NoReturn:
+    """In the forked process: close the spawner's descriptors, wait for "go", run `main`."""
+    try:
+        for fd in shed:
+            os.close(fd)
+        go = _read_all(go_r, 1)
+        os.close(go_r)
+        if go == b"g":
+            main()
+    finally:
+        os._exit(ExitCode.CRASH)
+
+
+def _read_all(fd: int, limit: int = 64) -> bytes:
+    data = b""
+    while len(data) < limit:
+        try:
+            chunk = os.read(fd, limit - len(data))
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+    if limit > 1:
+        os.close(fd)
+    return data
+
+
+def check_url_apart(url: str) -> None:
+    """core.connection.check_url (ValueError with a one-line message for a URL no client can be built for), run
+    in a short-lived child: it needs redis-py, which the master must not import."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            from ..core.connection import check_url
+            check_url(url)
+        except ValueError as exc:
+            os.write(w, str(exc).encode("utf-8", "replace")[:MESSAGE_MAX] or b"bad Redis URL")
+        finally:
+            os._exit(0)
+    os.close(w)
+    message = _read_all(r, MESSAGE_MAX)
+    os.waitpid(pid, 0)
+    if message:
+        raise ValueError(message.decode("utf-8", "replace"))
