@@ -175,9 +175,10 @@ def cli(redis_server, r, capsys, monkeypatch):
 
 
 def _is_recoverer(process):
-    """The master's recoverer process (it runs no jobs); tests count worker processes."""
+    """The master's recoverer or spawner process (they run no jobs); tests count worker processes."""
     try:
-        return "recoverer" in " ".join(process.cmdline())
+        title = " ".join(process.cmdline())
+        return "recoverer" in title or "sidepunchd spawner" in title
     except psutil.Error:
         return False
 

@@ -266,7 +266,7 @@ class Spawner:
             Launcher(self.config, request["number"], request["nonce"], (self.lifeline_r, self.lifeline_w),
                      status_w, (), quiet=request["quiet"]).run()
             raise AssertionError("unreachable")  # Launcher.run ends with os._exit
-        pid, go = self._fork(worker, close=(status_r,))
+        pid, go = self._fork(worker, f"sidepunch worker {request['number']} [starting]", close=(status_r,))
         os.close(status_w)
         answer = {"spawned": "worker", "pid": pid, **{k: request[k] for k in ("number", "nonce", "generation",
                                                                            "quiet")}}
@@ -277,10 +277,10 @@ class Spawner:
         def recoverer() -> NoReturn:
             from .recoverer import run_recoverer
             run_recoverer(self.config, self.recoverer_r)
-        pid, go = self._fork(recoverer, close=(), keep_recoverer=True)
+        pid, go = self._fork(recoverer, "sidepunchd recoverer", close=(), keep_recoverer=True)
         self._release(go, pid is not None and _send(self.sock, {"spawned": "recoverer", "pid": pid}))
 
-    def _fork(self, main: Callable[[], NoReturn], close: tuple[int, ...],
+    def _fork(self, main: Callable[[], NoReturn], title: str, close: tuple[int, ...],
               keep_recoverer: bool = False) -> tuple[int | None, int]:
         """Fork `main` as the master's child (directly, or twice so that it is reparented to the master); it
         waits for the "go" byte on the pipe whose write end is returned, and exits at once without it."""
@@ -294,7 +294,7 @@ class Spawner:
             try:
                 child = os.fork() if not self.direct else 0
                 if child == 0:
-                    _become(main, shed, go_r)
+                    _become(main, title, shed, go_r)
                 os.write(pid_w, str(child).encode())
             finally:
                 os._exit(0)
@@ -317,9 +317,10 @@ class Spawner:
             os.close(go_w)
 
 
-def _become(main: Callable[[], NoReturn], shed: set[int], go_r: int) -> NoReturn:
+def _become(main: Callable[[], NoReturn], title: str, shed: set[int], go_r: int) -> NoReturn:
     """In the forked process: close the spawner's descriptors, wait for "go", run `main`."""
     try:
+        setproctitle.setproctitle(title)
         for fd in shed:
             os.close(fd)
         go = _read_all(go_r, 1)
