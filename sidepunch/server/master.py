@@ -1,15 +1,14 @@
 """Master: forks worker processes and keeps the right number of them alive. It never runs jobs.
 
 Signal handlers only queue the signal (and wake the loop through set_wakeup_fd); the loop dispatches to
-handle_<name>, reads what workers report on their status pipes, then runs reap -> murder -> manage on every
-tick. Restarting is reconciliation: manage spawns the shortfall of the current generation (with backoff for
+handle_<name>, reads what workers report on their status pipes, then runs reap -> murder (children.py) -> manage
+on every tick. Restarting is reconciliation: manage spawns the shortfall of the current generation (with backoff for
 slots that keep crashing) and retires workers that are over their limits or of an older generation (HUP).
 When it reaps a worker it hands that worker's unfinished jobs to its recoverer process (no Redis I/O here).
 
-The master imports no redis-py and none of the worker's code: its spawner process (spawner.py) holds them, runs
-the start-up Redis check for it, and forks the workers and the recoverer as the master's children (the master is
-their subreaper), sending back each pid and status pipe. Workers are then reaped, signalled and watched here
-exactly as if the master had forked them.
+It imports no redis-py and no worker code: its spawner process (spawner.py, spawnlink.py) holds them, runs the
+start-up Redis check and forks workers and the recoverer as the master's children (it is their subreaper), sending
+back each pid and status pipe: they are reaped, signalled and watched as if the master had forked them.
 
 Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
@@ -29,17 +28,17 @@ import setproctitle
 
 from ..core import identity as identities
 from ..core.exitcodes import ExitCode
-from .children import MASTER_SIGNALS, ChildRecord, drain, exits_soon, fork, kill, over_memory, silence
+from .children import (MASTER_SIGNALS, ChildRecord, drain, exits_soon, fork, healthy, kill, murder, over_memory,
+                       silence, status_line)
 from .logs import enable_faulthandler
 from .recoverer_keeper import Reaped, RecovererKeeper, RecovererProcess
-from .spawner import SpawnerLink, become_subreaper
+from .spawnlink import SpawnerLink, become_subreaper
 from .systemd import Notifier
 
 log = logging.getLogger("sidepunch.master")
 
 TICK = 0.5
 QUIT_GRACE = 5.0
-ABORT_GRACE = 5.0        # after SIGABRT (stack dump), SIGKILL
 STABLE_AFTER = 10.0      # a child that lived this long resets its slot's crash count
 MAX_BACKOFF = 10.0
 STATUS_EVERY = 5.0       # seconds between STATUS= updates to systemd
@@ -95,7 +94,7 @@ class Master:
         while not (self.stopping and not self.children and not self.spawner.pending):
             self._wait(min(TICK, self.notifier.seconds_to_next_ping() + 0.001))
             self.reap()
-            self.murder()
+            murder(self.children, self.config.worker_timeout, time.monotonic())
             if not self.stopping:
                 self.spawner.keep(fork, self._fds_to_close, self.stopping)
                 self.manage()
@@ -201,7 +200,7 @@ class Master:
         self.quiet = True
         self._signal_all(signal.SIGTSTP)
         self._set_title()
-        self.notifier.notify(self._status())
+        self.notifier.notify(status_line(self.children, self.config.threads, self.quiet))
 
     handle_tstp = handle_usr1
 
@@ -212,7 +211,7 @@ class Master:
         self.quiet = False
         self._signal_all(signal.SIGCONT)
         self._set_title()
-        self.notifier.notify(self._status())
+        self.notifier.notify(status_line(self.children, self.config.threads, self.quiet))
 
     def handle_hup(self) -> None:
         if self.stopping:
@@ -332,21 +331,6 @@ class Master:
         self.recoverer.recover(Reaped(record.number, pid, record.identity, interrupted, reason))
         return "putting its jobs back"
 
-    def murder(self) -> None:
-        """SIGKILL workers past their stop deadline; SIGABRT (then SIGKILL) workers that stopped beating."""
-        now = time.monotonic()
-        for pid, record in list(self.children.items()):
-            if record.kill_at is not None and now >= record.kill_at:
-                log.warning("worker %d (pid %d) did not stop in time; sending SIGKILL", record.number, pid)
-                kill(pid, signal.SIGKILL)
-                record.kill_at = now + 3600  # reap will collect it
-            elif record.kill_at is None and now - max(record.last_beat, record.started) > self.config.worker_timeout:
-                log.error("worker %d (pid %d) sent no heartbeat for %.0fs (stuck, e.g. in C code); sending "
-                          "SIGABRT for a stack dump, then SIGKILL", record.number, pid, self.config.worker_timeout)
-                record.reason = "stuck: no heartbeat"
-                record.kill_at = now + ABORT_GRACE
-                kill(pid, signal.SIGABRT)
-
     def manage(self) -> None:
         now = time.monotonic()
         current = [r for r in self.children.values() if r.generation == self.generation and r.kill_at is None]
@@ -362,12 +346,12 @@ class Master:
         if generation_ready and not self.announced:
             self.announced = True
             log.info("%d worker(s) of generation %d are fetching", len(current), self.generation)
-            self.notifier.notify("READY=1", self._status())
-        if self.notifier.watchdog_due(now) and self._healthy(now):
+            self.notifier.notify("READY=1", status_line(self.children, self.config.threads, self.quiet))
+        if self.notifier.watchdog_due(now) and healthy(self.children, now, self.config.worker_timeout):
             self.notifier.ping(now)
         if self.notifier.enabled and now >= self.next_status:
             self.next_status = now + STATUS_EVERY
-            self.notifier.notify(self._status())
+            self.notifier.notify(status_line(self.children, self.config.threads, self.quiet))
         self._set_title()
 
     def _check_memory(self) -> None:
@@ -375,26 +359,11 @@ class Master:
             self._retire(pid, record, self.config.timeout + self.config.grace,
                          f"RSS {rss:.0f} MB over --max-memory {self.config.max_memory} MB", signal.SIGTERM)
 
-    def _healthy(self, now: float) -> bool:
-        """The watchdog is fed only while every worker that should be beating does."""
-        return all(now - max(r.last_beat, r.started) <= self.config.worker_timeout
-                   for r in self.children.values() if r.kill_at is None)
-
-    def _status(self) -> str:
-        live = [r for r in self.children.values() if r.kill_at is None]
-        busy = sum(r.busy for r in live)
-        processed = sum(r.processed for r in live)
-        state = " quiet" if self.quiet else ""
-        return (f"STATUS={len(live)} workers{state}, {busy} of {len(live) * self.config.threads} threads busy, "
-                f"{processed} jobs processed by the current workers")
-
-    def _status_fds(self) -> tuple[int, ...]:
-        return tuple(r.status_fd for r in self.children.values())
-
     def _fds_to_close(self) -> tuple[int, ...]:
         """The master's pipe ends a forked worker must not hold (it closes the lifeline's write end itself):
         a copy of the recoverer's task pipe would keep the recoverer from seeing end of file at stop."""
-        return (self._wake_r, *self.recoverer_pipe.fds, *self.spawner.fds, *self._metrics_fds(), *self._status_fds())
+        return (self._wake_r, *self.recoverer_pipe.fds, *self.spawner.fds, *self._metrics_fds(),
+                *(r.status_fd for r in self.children.values()))
 
     def _metrics_fds(self) -> tuple[int, ...]:
         """The metrics socket and the exporter's feed (--metrics-port): no other child may hold them."""
@@ -407,14 +376,10 @@ class Master:
                          quiet=self.quiet)
 
     def _adopt(self, pid: int, answer: dict[str, Any], status_r: int) -> None:
-        """A worker the spawner forked, now the master's child: recorded as if the master had forked it, and told
-        what the daemon was told since it was asked for (quiet, resume, stop)."""
-        os.set_blocking(status_r, False)
-        number, nonce = int(answer["number"]), str(answer["nonce"])
-        identity = identities.make(identities.hostname(), pid, nonce)
-        record = self.children[pid] = ChildRecord(
-            number, nonce, int(answer["generation"]), time.monotonic(), status_r, identity,
-            on_tally=self.observer.heard if self.observer is not None else None)
+        """A worker the spawner forked, now the master's child: recorded, and told what the daemon was told since
+        it was asked for (quiet, resume, stop)."""
+        record = self.children[pid] = self.spawner.record(
+            pid, answer, status_r, self.observer.heard if self.observer is not None else None)
         if self.stopping and self.stop_how is not None:
             grace, signum, what = self.stop_how
             self._retire(pid, record, grace, what, signum)

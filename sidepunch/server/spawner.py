@@ -25,8 +25,6 @@ import logging
 import os
 import signal
 import socket
-import sys
-import time
 from typing import Any, Callable, NoReturn
 
 import setproctitle
@@ -35,23 +33,7 @@ from ..core.exitcodes import ExitCode
 
 log = logging.getLogger("sidepunch.master")
 
-PR_SET_CHILD_SUBREAPER = 36
 MESSAGE_MAX = 65536
-EARLY_KEPT = 60.0        # seconds an exit of a pid not yet heard of is kept for the spawner's late answer
-MAX_BACKOFF = 10.0
-STOP_WAIT = 5.0
-
-
-def become_subreaper() -> bool:
-    """Make orphaned descendants the master's children (Linux >= 3.4); False where that is not available."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
 
 
 def _send(sock: socket.socket, message: dict[str, Any], fds: tuple[int, ...] = ()) -> bool:
@@ -62,138 +44,6 @@ def _send(sock: socket.socket, message: dict[str, Any], fds: tuple[int, ...] = (
         return False
 
 
-class SpawnerLink:
-    """The master's end: starts the spawner (again, with backoff, if it dies), sends requests, reads answers."""
-
-    def __init__(self, config: Any, lifeline: tuple[int, int], recoverer_fds: tuple[int, int],
-                 direct: bool = False) -> None:
-        self.config = config
-        self.direct = direct
-        self._lifeline = lifeline
-        self._recoverer_fds = recoverer_fds
-        self.pid: int | None = None
-        self.sock: socket.socket | None = None
-        self._local: Spawner | None = None
-        self.pending: dict[str, tuple[int, int]] = {}    # nonce -> (number, generation) of asked workers
-        self.early: dict[int, tuple[int, float]] = {}    # pid -> (status, when) of exits not yet heard of
-        self._failures = 0
-        self._not_before = 0.0
-
-    @property
-    def fds(self) -> tuple[int, ...]:
-        """What any other child of the master must close."""
-        return (self.sock.fileno(),) if self.sock is not None else ()
-
-    @property
-    def up(self) -> bool:
-        return self.sock is not None
-
-    def owns(self, pid: int) -> bool:
-        return pid == self.pid
-
-    def keep(self, fork: Callable[[], int], inherited: Callable[[], tuple[int, ...]], stopping: bool) -> None:
-        """Start the spawner if it is not running and its backoff is over (it closes `inherited()`)."""
-        if self.pid is not None or self.sock is not None or stopping or time.monotonic() < self._not_before:
-            return
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        if self.direct:
-            self.sock, self._local, self.pid = ours, Spawner(self.config, theirs, self._lifeline,
-                                                               self._recoverer_fds, direct=True), None
-            self._local.inherited = inherited
-            return
-        pid = fork()
-        if pid == 0:
-            code = ExitCode.CRASH
-            try:
-                signal.set_wakeup_fd(-1)
-                ours.close()
-                for fd in {self._lifeline[1], self._recoverer_fds[1], *inherited()} - {self._recoverer_fds[0]}:
-                    os.close(fd)
-                code = Spawner(self.config, theirs, self._lifeline, self._recoverer_fds).run()
-            except BaseException:
-                log.exception("the spawner crashed")
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        theirs.close()
-        ours.setblocking(False)
-        self.pid, self.sock = pid, ours
-
-    def ask(self, **request: Any) -> bool:
-        """Send one request; False if the spawner is not there to take it (ask again later)."""
-        if self.sock is None:
-            return False
-        if request["do"] == "worker":
-            self.pending[request["nonce"]] = (request["number"], request["generation"])
-        sent = _send(self.sock, request)
-        if not sent:
-            self.pending.pop(request.get("nonce", ""), None)
-        elif self._local is not None:
-            self._local.serve_one()
-        return sent
-
-    def answers(self) -> list[tuple[dict[str, Any], list[int]]]:
-        """What the spawner sent, without blocking; at end of file its socket is closed (it is reaped later)."""
-        found = []
-        while self.sock is not None:
-            try:
-                data, fds, _flags, _addr = socket.recv_fds(self.sock, MESSAGE_MAX, 4)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                data, fds = b"", []
-            if not data:
-                self.sock.close()
-                self.sock = None
-                break
-            found.append((json.loads(data), fds))
-        for message, _fds in found:
-            if message.get("spawned") == "worker":
-                self.pending.pop(message["nonce"], None)
-        return found
-
-    def exited(self, status: int, stopping: bool) -> None:
-        """The spawner was reaped: what it had not answered will not be (its processes exit unstarted)."""
-        self.pid = None
-        self.pending.clear()
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        if stopping:
-            return
-        self._failures += 1
-        delay = min(0.1 * 2 ** (self._failures - 1), MAX_BACKOFF)
-        self._not_before = time.monotonic() + delay
-        code = os.waitstatus_to_exitcode(status)
-        how = f"status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
-        log.error("the spawner process exited (%s); starting another in %.1fs", how, delay)
-
-    def settled(self) -> None:
-        """The spawner answered: its next death starts the backoff afresh."""
-        self._failures = 0
-
-    def remember_exit(self, pid: int, status: int) -> None:
-        """An exit of a pid not yet heard of: a process whose pid is still on its way, or one that never started."""
-        now = time.monotonic()
-        self.early = {p: (s, t) for p, (s, t) in self.early.items() if now - t < EARLY_KEPT}
-        self.early[pid] = (status, now)
-
-    def stop(self) -> None:
-        """At the master's exit: close the socket (the spawner ends at end of file) and reap it."""
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        if self.pid is None:
-            return
-        deadline = time.monotonic() + STOP_WAIT
-        while time.monotonic() < deadline:
-            if os.waitpid(self.pid, os.WNOHANG)[0]:
-                return
-            time.sleep(0.02)
-        os.kill(self.pid, signal.SIGKILL)
-        os.waitpid(self.pid, 0)
-
-
 class Spawner:
     """The spawner process: answers requests one at a time, until end of file on its socket."""
 
@@ -202,7 +52,7 @@ class Spawner:
         self.config = config
         self.sock = sock
         self.lifeline_r = lifeline[0]
-        self.lifeline_w = lifeline[1] if direct else -1   # a worker closes it when forked by the master itself
+        self.lifeline_w = lifeline[1] if direct else -1   # in the master (direct): closed in what it forks
         self.recoverer_r = recoverer_fds[0]
         self.direct = direct
         #: direct: the master's descriptors a child must close (its status pipes, ...), as of the fork
@@ -255,7 +105,7 @@ class Spawner:
             return
         _send(self.sock, {"check": "ok", "recovers": fetcher_class(self.config).recovers_on_death})
         warn_unlistened_queues(self._client, [q.name for q in self.config.queues])
-        self._client.close()  # no connection of the spawner's is inherited by what it forks
+        self._client.connection_pool.disconnect()  # no connection of the spawner's is inherited by its children
         self._client = None
 
     def _do_worker(self, request: dict[str, Any]) -> None:
@@ -263,7 +113,7 @@ class Spawner:
         status_r, status_w = os.pipe()
 
         def worker() -> NoReturn:
-            Launcher(self.config, request["number"], request["nonce"], (self.lifeline_r, self.lifeline_w),
+            Launcher(self.config, request["number"], request["nonce"], (self.lifeline_r, -1),
                      status_w, (), quiet=request["quiet"]).run()
             raise AssertionError("unreachable")  # Launcher.run ends with os._exit
         pid, go = self._fork(worker, f"sidepunch worker {request['number']} [starting]", close=(status_r,))
@@ -287,8 +137,8 @@ class Spawner:
         from .children import fork
         go_r, go_w = os.pipe()
         pid_r, pid_w = os.pipe()
-        shed = {go_w, pid_r, pid_w, self.sock.fileno(), *close, *self.inherited(), self.recoverer_r}
-        shed -= {self.recoverer_r} if keep_recoverer else set()
+        shed = {go_w, pid_r, pid_w, self.sock.fileno(), *close, *self.inherited(), self.recoverer_r, self.lifeline_w}
+        shed -= {-1, self.recoverer_r} if keep_recoverer else {-1}
         middle = fork()
         if middle == 0:
             try:
