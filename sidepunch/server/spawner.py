@@ -20,6 +20,7 @@ Must not import at module level: redis, the worker's code (launcher) or the reco
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -64,6 +65,8 @@ class Spawner:
         setproctitle.setproctitle("sidepunchd spawner")
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         from . import launcher, recoverer  # noqa: F401  imported once here, shared by every process forked
+        gc.collect()  # and kept from the cyclic GC, which would unshare their pages (spawnlink._freeze)
+        gc.freeze()
         while self.serve_one():
             pass
         return ExitCode.OK

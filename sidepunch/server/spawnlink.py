@@ -6,6 +6,7 @@ Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -26,6 +27,13 @@ PR_SET_CHILD_SUBREAPER = 36
 EARLY_KEPT = 60.0        # seconds an exit of a pid not yet heard of is kept for the spawner's late answer
 MAX_BACKOFF = 10.0
 STOP_WAIT = 5.0
+
+
+def _freeze() -> None:
+    """Keep the cyclic GC off the objects that exist now: it would otherwise write to (and so unshare) every
+    page that holds them, in the master and in each process forked from it."""
+    gc.collect()
+    gc.freeze()
 
 
 def become_subreaper() -> bool:
@@ -80,6 +88,7 @@ class SpawnerLink:
                                                                self._recoverer_fds, direct=True), None
             self._local.inherited = inherited
             return
+        _freeze()
         pid = fork()
         if pid == 0:
             code = ExitCode.CRASH
