@@ -61,9 +61,9 @@ class Master:
         self.not_before: dict[int, float] = {}
         self.stop_how: tuple[float, int, str] | None = None   # the stop under way: for workers heard of later
         self.checked: dict[str, Any] | None = None          # the spawner's answer to the start-up check
+        self.recoverer: RecovererKeeper | None = None
         self.queue_names = [q.name for q in config.queues]
 
-    # -- setup ---------------------------------------------------------------------------------------------
     def run(self) -> int:
         enable_faulthandler()  # a SIGABRT from systemd's watchdog leaves the master's stack in the log
         direct = not become_subreaper()  # first: every process the spawner forks must come back to the master
@@ -73,7 +73,6 @@ class Master:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for signum in MASTER_SIGNALS:
             signal.signal(signum, lambda signum, frame: self.signals.put(signal.Signals(signum).name))
-        self.recoverer: RecovererKeeper | None = None
         self.recoverer_pipe = RecovererProcess()  # before the spawner is forked: it inherits the read end
         self.observer = self._make_observer()
         self._set_title()
@@ -120,12 +119,9 @@ class Master:
         while not self.stopping:
             self.spawner.keep(fork, self._fds_to_close, self.stopping)
             answer, self.checked = self.checked, None
-            if answer is not None and answer["check"] == "ok":
-                self.checked = answer
-                return True
-            if answer is not None and answer["check"] == "refused":
-                self.exit_code = ExitCode.USAGE
-                return False
+            if answer is not None and answer["check"] != "down":  # "ok", or "refused": exit status 2
+                self.checked, self.exit_code = answer, ExitCode.OK if answer["check"] == "ok" else ExitCode.USAGE
+                return answer["check"] == "ok"
             if answer is not None:  # Redis is down: ask again after the outage's pause
                 self._wait(min(float(answer["pause"]) * 4, 5.0))
                 self._asked = False
@@ -288,6 +284,11 @@ class Master:
             if "check" in answer:
                 self.checked = answer
                 continue
+            if "failed" in answer:  # logged by the spawner; asked again after a pause
+                if answer["failed"] == "recoverer" and self.recoverer is not None:
+                    self.recoverer.lost()
+                self.not_before[int(answer["number"])] = time.monotonic() + 1.0
+                continue
             pid = int(answer["pid"])
             if answer["spawned"] == "worker":
                 self._adopt(pid, answer, fds[0])
@@ -354,14 +355,14 @@ class Master:
             self.notifier.notify(status_line(self.children, self.config.threads, self.quiet))
         self._set_title()
 
-    def _check_memory(self) -> None:
+    def _check_memory(self) -> None:  # --max-memory
         for pid, record, rss in over_memory(self.children, self.config.max_memory):
             self._retire(pid, record, self.config.timeout + self.config.grace,
                          f"RSS {rss:.0f} MB over --max-memory {self.config.max_memory} MB", signal.SIGTERM)
 
     def _fds_to_close(self) -> tuple[int, ...]:
-        """The master's pipe ends a forked worker must not hold (it closes the lifeline's write end itself):
-        a copy of the recoverer's task pipe would keep the recoverer from seeing end of file at stop."""
+        """The master's descriptors no other child may hold (a copy of the recoverer's task pipe's write end
+        would keep the recoverer from seeing end of file at stop); the spawner's children close its own."""
         return (self._wake_r, *self.recoverer_pipe.fds, *self.spawner.fds, *self._metrics_fds(),
                 *(r.status_fd for r in self.children.values()))
 
@@ -369,7 +370,6 @@ class Master:
         """The metrics socket and the exporter's feed (--metrics-port): no other child may hold them."""
         return self.observer.fds if self.observer is not None else ()
 
-    # -- process operations --------------------------------------------------------------------------------
     def spawn(self, number: int) -> None:
         """Ask the spawner for worker `number` (it comes to `_adopt`); if the spawner is down, manage asks again."""
         self.spawner.ask(do="worker", number=number, nonce=identities.new_nonce(), generation=self.generation,

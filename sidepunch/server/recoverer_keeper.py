@@ -114,8 +114,9 @@ class RecovererKeeper:
         self._asked = False
 
     def lost(self) -> None:
-        """The spawner died before it answered: ask again."""
+        """The spawner died before it answered, or could not fork: ask again in a second."""
         self._asked = False
+        self._not_before = time.monotonic() + RESPAWN_AFTER
 
     def tick(self, live: set[str]) -> None:
         """Hand over queued tasks; have a dead recoverer restarted; sweep when due, sparing the working lists of

@@ -84,7 +84,13 @@ class Spawner:
         if not data:
             return False
         request = json.loads(data)
-        getattr(self, f"_do_{request['do']}")(request)
+        try:
+            getattr(self, f"_do_{request['do']}")(request)
+        except Exception as exc:  # e.g. fork() refused (EAGAIN): the master asks again later
+            log.error("the spawner could not do %r: %s: %s", request["do"], type(exc).__name__, exc)
+            _send(self.sock, {"failed": request["do"], "nonce": request.get("nonce", ""),
+                              "number": request.get("number", 0),
+                              **({"check": "down", "pause": 1.0} if request["do"] == "check" else {})})
         return True
 
     def _do_check(self, request: dict[str, Any]) -> None:
@@ -119,12 +125,19 @@ class Spawner:
             Launcher(self.config, request["number"], request["nonce"], (self.lifeline_r, -1),
                      status_w, (), quiet=request["quiet"]).run()
             raise AssertionError("unreachable")  # Launcher.run ends with os._exit
-        pid, go = self._fork(worker, f"sidepunch worker {request['number']} [starting]", close=(status_r,))
-        os.close(status_w)
+        try:
+            pid, go = self._fork(worker, f"sidepunch worker {request['number']} [starting]", close=(status_r,))
+        except BaseException:
+            os.close(status_r)
+            raise
+        finally:
+            os.close(status_w)
         answer = {"spawned": "worker", "pid": pid, **{k: request[k] for k in ("number", "nonce", "generation",
                                                                            "quiet")}}
         self._release(go, pid is not None and _send(self.sock, answer, (status_r,)))
         os.close(status_r)
+        if pid is None:
+            raise OSError("the process could not be forked")
 
     def _do_recoverer(self, request: dict[str, Any]) -> None:
         def recoverer() -> NoReturn:
@@ -132,6 +145,8 @@ class Spawner:
             run_recoverer(self.config, self.recoverer_r)
         pid, go = self._fork(recoverer, "sidepunchd recoverer", close=(), keep_recoverer=True)
         self._release(go, pid is not None and _send(self.sock, {"spawned": "recoverer", "pid": pid}))
+        if pid is None:
+            raise OSError("the process could not be forked")
 
     def _fork(self, main: Callable[[], NoReturn], title: str, close: tuple[int, ...],
               keep_recoverer: bool = False) -> tuple[int | None, int]:
@@ -142,7 +157,12 @@ class Spawner:
         pid_r, pid_w = os.pipe()
         shed = {go_w, pid_r, pid_w, self.sock.fileno(), *close, *self.inherited(), self.recoverer_r, self.lifeline_w}
         shed -= {-1, self.recoverer_r} if keep_recoverer else {-1}
-        middle = fork()
+        try:
+            middle = fork()
+        except OSError:
+            for fd in (go_r, go_w, pid_r, pid_w):
+                os.close(fd)
+            raise
         if middle == 0:
             try:
                 child = os.fork() if not self.direct else 0

@@ -135,7 +135,7 @@ class SpawnerLink:
                 break
             found.append((json.loads(data), fds))
         for message, _fds in found:
-            if message.get("spawned") == "worker":
+            if "worker" in (message.get("spawned"), message.get("failed")):
                 self.pending.pop(message["nonce"], None)
         return found
 
