@@ -121,3 +121,30 @@ def test_a_worker_that_exits_before_its_pid_arrives_is_reaped_as_that_worker(mon
     except OSError:
         pass
 
+
+
+def test_a_spawner_that_cannot_start_is_retried_with_one_line_each_time(daemon, r, client, tmp_path):
+    """The first two spawners crash before they answer (as a broken install would); the third one works. Redis
+    is checked, and the workers started, only through a spawner that lives."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\nfrom sidepunch.server import spawner\n_run = spawner.Spawner.run\n"
+        f"TRIES = {str(tmp_path / 'tries')!r}\n"
+        "def run(self):\n"
+        "    with open(TRIES, 'a') as fh:\n"
+        "        fh.write('x')\n"
+        "    if os.path.getsize(TRIES) <= 2:\n"
+        "        raise RuntimeError('cannot start on purpose')\n"
+        "    return _run(self)\n"
+        "spawner.Spawner.run = run\n")
+    d = daemon("--workers", "2", "--threads", "2", "-r", "testjobs",
+               env={"PYTHONPATH": ":".join([str(hook), str(APPS), str(ROOT)])})
+    d.wait_children(2, timeout=30)
+    client.push_bulk({"class": testjobs.Record, "args": [[f"s{i}"] for i in range(10)]})
+    wait_for(lambda: r.llen("done") == 10, 20, message="the jobs to run")
+    log = d.log()
+    assert log.count("the spawner process exited (status 1); starting another") == 2
+    assert log.count("RuntimeError: cannot start on purpose") == 2 and log.count("master") >= 1
+    d.signal(signal.SIGTERM)
+    assert d.wait(40) == 0
