@@ -10,9 +10,10 @@ end of a worker's status pipe, by SCM_RIGHTS) to the master over a SOCK_SEQPACKE
 the process go on ("go" pipe): a process whose pid the master never learnt (the spawner died first) exits
 before doing anything, and a running process's getppid() is the master's pid.
 
-Master side: `SpawnerLink` (never blocks; no Redis and no worker code is imported by it). Spawner side:
-`Spawner`, in the forked process only. Where the subreaper is unavailable (not Linux), `SpawnerLink(direct=True)`
-runs the same Spawner inside the master, which then forks each process itself, as it did before.
+This module is the spawner's side (`Spawner`, run in the forked process); the master's side is spawnlink.py
+(`SpawnerLink`). Where the subreaper is unavailable (not Linux), `SpawnerLink(direct=True)` runs the same Spawner
+inside the master, which then forks each process itself, as it did before (and imports redis-py).
+Also `check_url_apart`: the daemon's check of --redis-url, in a short-lived child.
 The spawner's signals stay blocked as the master's fork() left them (it is told what to do over its socket, and
 ends at end of file there); each process it forks installs its own handlers, then unblocks them.
 
@@ -223,7 +224,14 @@ def check_url_apart(url: str) -> None:
     """core.connection.check_url (ValueError with a one-line message for a URL no client can be built for), run
     in a short-lived child: it needs redis-py, which the master must not import."""
     r, w = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:  # no process to spare: check here, at the cost of redis-py in this process
+        os.close(r)
+        os.close(w)
+        from ..core.connection import check_url
+        check_url(url)
+        return
     if pid == 0:
         try:
             os.close(r)
