@@ -38,8 +38,15 @@ def test_the_master_code_path_imports_no_redis():
     assert not [m for m in loaded if m.split(".")[0] in HEAVY or m in HEAVY]
 
 
+def title(process):
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # gone (a killed spawner, once the master has reaped it)
+        return ""
+
+
 def spawner_of(d):
-    found = [p for p in psutil.Process(d.pid).children() if "sidepunchd spawner" in " ".join(p.cmdline())]
+    found = [p for p in psutil.Process(d.pid).children() if title(p).startswith("sidepunchd spawner")]
     return found[0] if len(found) == 1 else None
 
 
