@@ -175,9 +175,10 @@ def cli(redis_server, r, capsys, monkeypatch):
 
 
 def _is_recoverer(process):
-    """The master's recoverer process (it runs no jobs); tests count worker processes."""
+    """Any child of the master but a worker: the recoverer, the spawner, the master's short-lived URL check
+    (they run no jobs); tests count worker processes, which are titled from their fork (server/spawner.py)."""
     try:
-        return "recoverer" in " ".join(process.cmdline())
+        return not " ".join(process.cmdline()).startswith("sidepunch worker")
     except psutil.Error:
         return False
 

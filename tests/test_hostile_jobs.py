@@ -310,7 +310,7 @@ def test_daemon_job_that_forks_leaves_no_unsupervised_worker(daemon, r, client, 
     assert r.zcard("retry") == 0 and r.zcard("dead") == 0
     assert "came back into Sidepunch from a job" in d.log()
     members = _group(d.pid)
-    assert len(members) == 3  # the master, its one worker and its recoverer, nothing else
+    assert len(members) == 4  # the master, its spawner, its one worker and its recoverer, nothing else
     d.signal(signal.SIGTERM)
     assert d.wait(30) == 0
     wait_for(lambda: _group(d.pid) == [], 10, message="every process of the daemon's group to exit")

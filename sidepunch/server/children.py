@@ -1,5 +1,5 @@
 """The master's side of its children: what it records of each worker and hears on its status pipe, and fork()
-with the master's signals blocked.
+with the master's signals blocked; and the master's checks over its records (murder, healthy, status_line).
 
 Between fork() and the moment a new process has installed its own handlers, it still runs the master's: a TERM
 sent to a just-forked worker would be queued into the master's copied state, never read, and lost (the worker
@@ -17,6 +17,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import psutil
+
+log = logging.getLogger("sidepunch.master")
+
+ABORT_GRACE = 5.0        # after SIGABRT (stack dump), SIGKILL
 
 #: The signals the master handles, and so those blocked across fork().
 MASTER_SIGNALS = tuple(getattr(signal, name) for name in (
@@ -89,6 +93,35 @@ def over_memory(children: dict[int, ChildRecord], limit_mb: int) -> list[tuple[i
         if rss > limit_mb:
             over.append((pid, record, rss))
     return over
+
+
+def murder(children: dict[int, ChildRecord], worker_timeout: float, now: float) -> None:
+    """SIGKILL workers past their stop deadline; SIGABRT (then SIGKILL) workers that stopped beating."""
+    for pid, record in list(children.items()):
+        if record.kill_at is not None and now >= record.kill_at:
+            log.warning("worker %d (pid %d) did not stop in time; sending SIGKILL", record.number, pid)
+            kill(pid, signal.SIGKILL)
+            record.kill_at = now + 3600  # reap will collect it
+        elif record.kill_at is None and now - max(record.last_beat, record.started) > worker_timeout:
+            log.error("worker %d (pid %d) sent no heartbeat for %.0fs (stuck, e.g. in C code); sending "
+                      "SIGABRT for a stack dump, then SIGKILL", record.number, pid, worker_timeout)
+            record.reason = "stuck: no heartbeat"
+            record.kill_at = now + ABORT_GRACE
+            kill(pid, signal.SIGABRT)
+
+
+def healthy(children: dict[int, ChildRecord], now: float, worker_timeout: float) -> bool:
+    """The watchdog is fed only while every worker that should be beating does."""
+    return all(now - max(r.last_beat, r.started) <= worker_timeout for r in children.values() if r.kill_at is None)
+
+
+def status_line(children: dict[int, ChildRecord], threads: int, quiet: bool) -> str:
+    """The STATUS= line for systemd."""
+    live = [r for r in children.values() if r.kill_at is None]
+    busy = sum(r.busy for r in live)
+    processed = sum(r.processed for r in live)
+    return (f"STATUS={len(live)} workers{' quiet' if quiet else ''}, {busy} of {len(live) * threads} threads "
+            f"busy, {processed} jobs processed by the current workers")
 
 
 def kill(pid: int, signum: int) -> None:

@@ -13,15 +13,16 @@ import sys
 from typing import NoReturn, Sequence
 
 from .config import Config, ConfigError, build_config
-from ..core.connection import check_url, mask_url
+from ..core.urls import mask_url
 from ..core.exitcodes import ExitCode
 from .logs import setup_logging
+from .spawner import check_url_apart
 
 
 def daemon_main(argv: Sequence[str] | None = None) -> None:
     try:
         config = build_config(sys.argv[1:] if argv is None else argv, os.environ)
-        check_url(config.redis_url)  # parses the URL; connects to nothing
+        check_url_apart(config.redis_url)  # parses the URL; connects to nothing (in a child: redis-py stays out)
         setup_logging(config, os.environ)
         listener = None
         if config.metrics_port:  # bound now: a port in use is a bad setting (exit 2), not a crash later

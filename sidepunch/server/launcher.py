@@ -168,7 +168,8 @@ class Launcher:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         unblock_after_fork()
         for fd in (self.lifeline[1], *self.inherited):
-            os.close(fd)
+            if fd >= 0:  # -1: forked by the spawner, which holds no write end of the lifeline
+                os.close(fd)
         self.status = StatusPipe(self.status_fd, on_lost=lambda: self.signals.put(STATUS_PIPE_LOST))
         sys.setswitchinterval(self.config.switch_interval / 1000)  # before the app, which may set its own
         enable_faulthandler()  # SIGABRT from the master (no heartbeat) dumps every thread's stack first
@@ -286,6 +287,7 @@ class Launcher:
         if signum is None:
             log.warning("ignoring unknown remote signal %r", name)
             return
+        # The parent is the master: the spawner lets a worker start only once it is the master's child.
         target = os.getppid() if signum in (signal.SIGTERM, signal.SIGTSTP, signal.SIGUSR1, signal.SIGCONT,
                                             signal.SIGINT) else os.getpid()
         os.kill(target, signum)

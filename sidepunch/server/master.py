@@ -1,10 +1,14 @@
 """Master: forks worker processes and keeps the right number of them alive. It never runs jobs.
 
 Signal handlers only queue the signal (and wake the loop through set_wakeup_fd); the loop dispatches to
-handle_<name>, reads what workers report on their status pipes, then runs reap -> murder -> manage on every
-tick. Restarting is reconciliation: manage spawns the shortfall of the current generation (with backoff for
+handle_<name>, reads what workers report on their status pipes, then runs reap -> murder (children.py) -> manage
+on every tick. Restarting is reconciliation: manage spawns the shortfall of the current generation (with backoff for
 slots that keep crashing) and retires workers that are over their limits or of an older generation (HUP).
 When it reaps a worker it hands that worker's unfinished jobs to its recoverer process (no Redis I/O here).
+
+It imports no redis-py and no worker code: its spawner process (spawner.py, spawnlink.py) holds them, runs the
+start-up Redis check and forks workers and the recoverer as the master's children (it is their subreaper), sending
+back each pid and status pipe: they are reaped, signalled and watched as if the master had forked them.
 
 Must not import: sidepunch.api or sidepunch.admin (core and client only).
 """
@@ -20,27 +24,21 @@ import time
 import traceback
 from typing import Any
 
-import redis
 import setproctitle
 
 from ..core import identity as identities
-from ..core.connection import OUTAGE_ERRORS, Outage, make_client
 from ..core.exitcodes import ExitCode
-from .children import MASTER_SIGNALS, ChildRecord, drain, exits_soon, fork, kill, over_memory, silence
-from .fetch import fetcher_class
-from .launcher import Launcher
+from .children import (MASTER_SIGNALS, ChildRecord, drain, exits_soon, fork, healthy, kill, murder, over_memory,
+                       silence, status_line)
 from .logs import enable_faulthandler
-from .recoverer import Reaped, RecovererProcess
-from .recoverer_keeper import RecovererKeeper
-from .recovery import RecoveryPolicy
+from .recoverer_keeper import Reaped, RecovererKeeper, RecovererProcess
+from .spawnlink import SpawnerLink, become_subreaper
 from .systemd import Notifier
-from .unlistened import warn_unlistened_queues
 
 log = logging.getLogger("sidepunch.master")
 
 TICK = 0.5
 QUIT_GRACE = 5.0
-ABORT_GRACE = 5.0        # after SIGABRT (stack dump), SIGKILL
 STABLE_AFTER = 10.0      # a child that lived this long resets its slot's crash count
 MAX_BACKOFF = 10.0
 STATUS_EVERY = 5.0       # seconds between STATUS= updates to systemd
@@ -61,47 +59,51 @@ class Master:
         self.exit_code = ExitCode.OK
         self.crashes: dict[int, int] = {}
         self.not_before: dict[int, float] = {}
-        self.policy = RecoveryPolicy(config.max_interruptions, config.dead_max_jobs, config.dead_timeout)
+        self.stop_how: tuple[float, int, str] | None = None   # the stop under way: for workers heard of later
+        self.checked: dict[str, Any] | None = None          # the spawner's answer to the start-up check
+        self.recoverer: RecovererKeeper | None = None
         self.queue_names = [q.name for q in config.queues]
 
-    # -- setup ---------------------------------------------------------------------------------------------
     def run(self) -> int:
         enable_faulthandler()  # a SIGABRT from systemd's watchdog leaves the master's stack in the log
-        self._wake_r, wake_w = os.pipe()
+        direct = not become_subreaper()  # first: every process the spawner forks must come back to the master
+        self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
-        os.set_blocking(wake_w, False)
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        os.set_blocking(self._wake_w, False)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for signum in MASTER_SIGNALS:
             signal.signal(signum, lambda signum, frame: self.signals.put(signal.Signals(signum).name))
-        self.redis = make_client(self.config.redis_url, max_connections=4)
-        self.outage = Outage(self.config.redis_url, log)
-        self.recoverer: RecovererKeeper | None = None
+        self.recoverer_pipe = RecovererProcess()  # before the spawner is forked: it inherits the read end
         self.observer = self._make_observer()
         self._set_title()
         self.lifeline = os.pipe()
-        if not self._wait_for_redis():
-            return int(self.exit_code)
+        self.spawner = SpawnerLink(self.config, self.lifeline, self.recoverer_pipe.fds, direct=direct)
+        try:
+            if self._wait_for_redis():
+                self._serve()
+        finally:
+            self.spawner.stop()
+        return int(self.exit_code)
+
+    def _serve(self) -> None:
         log.info("master %d starting %d worker(s) x %d threads on queues %s (%s fetch)", os.getpid(),
                  self.config.workers, self.config.threads, ",".join(self.queue_names), self.config.fetch)
-        warn_unlistened_queues(self.redis, self.queue_names)
-        if fetcher_class(self.config).recovers_on_death:
-            self.recoverer = RecovererKeeper(RecovererProcess(self.config.redis_url, self.policy,
-                                                              tuple(self.queue_names), self.config.threads), fork)
-        while not (self.stopping and not self.children):
+        if self.checked and self.checked.get("recovers"):
+            self.recoverer = RecovererKeeper(self.recoverer_pipe, lambda: self.spawner.ask(do="recoverer"))
+        while not (self.stopping and not self.children and not self.spawner.pending):
             self._wait(min(TICK, self.notifier.seconds_to_next_ping() + 0.001))
             self.reap()
-            self.murder()
+            murder(self.children, self.config.worker_timeout, time.monotonic())
             if not self.stopping:
+                self.spawner.keep(fork, self._fds_to_close, self.stopping)
                 self.manage()
                 if self.recoverer is not None:
-                    self.recoverer.tick({r.identity for r in self.children.values()},
-                                        (self._wake_r, *self.lifeline, *self._status_fds(), *self._metrics_fds()))
+                    self.recoverer.tick({r.identity for r in self.children.values()})
         if self.recoverer is not None:
             self.recoverer.finish(self.config.grace)
         if self.observer is not None:
             self.observer.finish()
         log.info("master %d stopped", os.getpid())
-        return int(self.exit_code)
 
     def _make_observer(self) -> Any:
         """With --metrics-port, the master's side of the metrics (observe/feed.py, imported only then)."""
@@ -111,30 +113,34 @@ class Master:
         return Observer(self.config, self.listener, fork)
 
     def _wait_for_redis(self) -> bool:
-        """Wait until Redis answers; False if told to stop meanwhile, or if it refuses the password (a bad
-        setting: exit status 2, where waiting would never end)."""
-        while True:
-            try:
-                self.redis.ping()
-                self.outage.ok()
-                return True
-            except redis.AuthenticationError as exc:
-                log.error("%s; stopping", self.outage.describe(exc))
-                self.exit_code = ExitCode.USAGE
-                return False
-            except OUTAGE_ERRORS as exc:
-                pause = self.outage.failed(exc)
-            self._wait(min(pause * 4, 5.0))
-            if self.stopping:
-                return False
+        """Have the spawner check until Redis answers (it logs the outage); False if told to stop meanwhile, or
+        if Redis refuses the password (a bad setting: exit status 2, where waiting would never end)."""
+        self._asked = False   # set again to False when the spawner dies (`_exited`)
+        while not self.stopping:
+            self.spawner.keep(fork, self._fds_to_close, self.stopping)
+            answer, self.checked = self.checked, None
+            if answer is not None and answer["check"] != "down":  # "ok", or "refused": exit status 2
+                self.checked, self.exit_code = answer, ExitCode.OK if answer["check"] == "ok" else ExitCode.USAGE
+                return answer["check"] == "ok"
+            if answer is not None:  # Redis is down: ask again after the outage's pause
+                self._wait(min(float(answer["pause"]) * 4, 5.0))
+                self._asked = False
+                continue
+            if not self._asked:
+                self._asked = self.spawner.ask(do="check")
+            self._wait(TICK)
+            self.reap()
+        return False
 
     def _wait(self, timeout: float) -> None:
         """Sleep until a signal, a worker's message, or the timeout; then act on what arrived."""
-        fds = [self._wake_r] + [r.status_fd for r in self.children.values()]
+        fds = [self._wake_r, *self.spawner.fds] + [r.status_fd for r in self.children.values()]
         try:
             readable, _, _ = select.select(fds, [], [], timeout)
         except InterruptedError:
             readable = []
+        if set(self.spawner.fds) & set(readable):
+            self._hear_spawner()
         if self._wake_r in readable:
             try:
                 while os.read(self._wake_r, 512):
@@ -190,7 +196,7 @@ class Master:
         self.quiet = True
         self._signal_all(signal.SIGTSTP)
         self._set_title()
-        self.notifier.notify(self._status())
+        self.notifier.notify(status_line(self.children, self.config.threads, self.quiet))
 
     handle_tstp = handle_usr1
 
@@ -201,7 +207,7 @@ class Master:
         self.quiet = False
         self._signal_all(signal.SIGCONT)
         self._set_title()
-        self.notifier.notify(self._status())
+        self.notifier.notify(status_line(self.children, self.config.threads, self.quiet))
 
     def handle_hup(self) -> None:
         if self.stopping:
@@ -220,6 +226,7 @@ class Master:
         pass  # reap runs on every tick
 
     def stop(self, grace: float, signum: int, what: str) -> None:
+        self.stop_how = (grace, signum, what)
         if not self.stopping:
             log.info("%s: telling %d worker(s) to stop", what, len(self.children))
             self.notifier.notify("STOPPING=1", f"STATUS={what}")
@@ -242,18 +249,54 @@ class Master:
                 return
             if pid == 0:
                 return
-            if self.recoverer is not None and self.recoverer.owns(pid):
-                self.recoverer.exited(status, self.stopping)
+            self._exited(pid, status)
+
+    def _exited(self, pid: int, status: int) -> None:
+        """A child was reaped: the spawner, the recoverer, the metrics exporter, a worker, or a process the
+        spawner has not told about yet (kept until it does, or forgotten: one that never started)."""
+        if self.spawner.owns(pid):
+            self._hear_spawner()  # what it sent before it died, first: those pids are the master's children
+            self.spawner.exited(status, self.stopping)
+            self._asked = False
+            if self.recoverer is not None:
+                self.recoverer.lost()
+            return
+        if self.recoverer is not None and self.recoverer.owns(pid):
+            self.recoverer.exited(status, self.stopping)
+            return
+        if self.observer is not None and self.observer.owns(pid):
+            self.observer.exited(status, self.stopping)
+            return
+        record = self.children.pop(pid, None)
+        if record is None:
+            self.spawner.remember_exit(pid, status)
+            return
+        if self.observer is not None:  # what it wrote before it died: counts of jobs it acknowledged
+            drain(record)
+        os.close(record.status_fd)
+        self._reaped(pid, record, status)
+
+    def _hear_spawner(self) -> None:
+        """The spawner's answers: the start-up check, and the pid (and status pipe) of each process it forked.
+        A process that exited before its pid came here is reaped now."""
+        for answer, fds in self.spawner.answers():
+            self.spawner.settled()
+            if "check" in answer:
+                self.checked = answer
                 continue
-            if self.observer is not None and self.observer.owns(pid):
-                self.observer.exited(status, self.stopping)
+            if "failed" in answer:  # logged by the spawner; asked again after a pause
+                if answer["failed"] == "recoverer" and self.recoverer is not None:
+                    self.recoverer.lost()
+                self.not_before[int(answer["number"])] = time.monotonic() + 1.0
                 continue
-            record = self.children.pop(pid, None)
-            if record is not None:
-                if self.observer is not None:  # what it wrote before it died: counts of jobs it acknowledged
-                    drain(record)
-                os.close(record.status_fd)
-                self._reaped(pid, record, status)
+            pid = int(answer["pid"])
+            if answer["spawned"] == "worker":
+                self._adopt(pid, answer, fds[0])
+            elif self.recoverer is not None:
+                self.recoverer.started(pid)
+            early = self.spawner.early.pop(pid, None)
+            if early is not None:
+                self._exited(pid, early[0])
 
     def _reaped(self, pid: int, record: ChildRecord, status: int) -> None:
         if os.WIFSIGNALED(status):
@@ -289,25 +332,10 @@ class Master:
         self.recoverer.recover(Reaped(record.number, pid, record.identity, interrupted, reason))
         return "putting its jobs back"
 
-    def murder(self) -> None:
-        """SIGKILL workers past their stop deadline; SIGABRT (then SIGKILL) workers that stopped beating."""
-        now = time.monotonic()
-        for pid, record in list(self.children.items()):
-            if record.kill_at is not None and now >= record.kill_at:
-                log.warning("worker %d (pid %d) did not stop in time; sending SIGKILL", record.number, pid)
-                kill(pid, signal.SIGKILL)
-                record.kill_at = now + 3600  # reap will collect it
-            elif record.kill_at is None and now - max(record.last_beat, record.started) > self.config.worker_timeout:
-                log.error("worker %d (pid %d) sent no heartbeat for %.0fs (stuck, e.g. in C code); sending "
-                          "SIGABRT for a stack dump, then SIGKILL", record.number, pid, self.config.worker_timeout)
-                record.reason = "stuck: no heartbeat"
-                record.kill_at = now + ABORT_GRACE
-                kill(pid, signal.SIGABRT)
-
     def manage(self) -> None:
         now = time.monotonic()
         current = [r for r in self.children.values() if r.generation == self.generation and r.kill_at is None]
-        numbers = {r.number for r in current}
+        numbers = {r.number for r in current} | {n for n, g in self.spawner.pending.values() if g == self.generation}
         for number in range(1, self.config.workers + 1):
             if number not in numbers and now >= self.not_before.get(number, 0.0):
                 self.spawn(number)
@@ -319,62 +347,44 @@ class Master:
         if generation_ready and not self.announced:
             self.announced = True
             log.info("%d worker(s) of generation %d are fetching", len(current), self.generation)
-            self.notifier.notify("READY=1", self._status())
-        if self.notifier.watchdog_due(now) and self._healthy(now):
+            self.notifier.notify("READY=1", status_line(self.children, self.config.threads, self.quiet))
+        if self.notifier.watchdog_due(now) and healthy(self.children, now, self.config.worker_timeout):
             self.notifier.ping(now)
         if self.notifier.enabled and now >= self.next_status:
             self.next_status = now + STATUS_EVERY
-            self.notifier.notify(self._status())
+            self.notifier.notify(status_line(self.children, self.config.threads, self.quiet))
         self._set_title()
 
-    def _check_memory(self) -> None:
+    def _check_memory(self) -> None:  # --max-memory
         for pid, record, rss in over_memory(self.children, self.config.max_memory):
             self._retire(pid, record, self.config.timeout + self.config.grace,
                          f"RSS {rss:.0f} MB over --max-memory {self.config.max_memory} MB", signal.SIGTERM)
 
-    def _healthy(self, now: float) -> bool:
-        """The watchdog is fed only while every worker that should be beating does."""
-        return all(now - max(r.last_beat, r.started) <= self.config.worker_timeout
-                   for r in self.children.values() if r.kill_at is None)
-
-    def _status(self) -> str:
-        live = [r for r in self.children.values() if r.kill_at is None]
-        busy = sum(r.busy for r in live)
-        processed = sum(r.processed for r in live)
-        state = " quiet" if self.quiet else ""
-        return (f"STATUS={len(live)} workers{state}, {busy} of {len(live) * self.config.threads} threads busy, "
-                f"{processed} jobs processed by the current workers")
-
-    def _status_fds(self) -> tuple[int, ...]:
-        return tuple(r.status_fd for r in self.children.values())
-
     def _fds_to_close(self) -> tuple[int, ...]:
-        """The master's pipe ends a forked worker must not hold (it closes the lifeline's write end itself):
-        a copy of the recoverer's task pipe would keep the recoverer from seeing end of file at stop."""
-        own = self.recoverer.fds if self.recoverer is not None else ()
-        return (self._wake_r, *own, *self._metrics_fds(), *self._status_fds())
+        """The master's descriptors no other child may hold (a copy of the recoverer's task pipe's write end
+        would keep the recoverer from seeing end of file at stop); the spawner's children close its own."""
+        return (self._wake_r, *self.recoverer_pipe.fds, *self.spawner.fds, *self._metrics_fds(),
+                *(r.status_fd for r in self.children.values()))
 
     def _metrics_fds(self) -> tuple[int, ...]:
         """The metrics socket and the exporter's feed (--metrics-port): no other child may hold them."""
         return self.observer.fds if self.observer is not None else ()
 
-    # -- process operations --------------------------------------------------------------------------------
     def spawn(self, number: int) -> None:
-        nonce = identities.new_nonce()
-        status_r, status_w = os.pipe()
-        pid = fork()
-        if pid == 0:
-            try:
-                signal.set_wakeup_fd(-1)
-                inherited = (status_r, *self._fds_to_close())
-                Launcher(self.config, number, nonce, self.lifeline, status_w, inherited, quiet=self.quiet).run()
-            finally:
-                os._exit(ExitCode.CRASH)
-        os.close(status_w)
-        os.set_blocking(status_r, False)
-        identity = identities.make(identities.hostname(), pid, nonce)
-        self.children[pid] = ChildRecord(number, nonce, self.generation, time.monotonic(), status_r, identity,
-                                         on_tally=self.observer.heard if self.observer is not None else None)
+        """Ask the spawner for worker `number` (it comes to `_adopt`); if the spawner is down, manage asks again."""
+        self.spawner.ask(do="worker", number=number, nonce=identities.new_nonce(), generation=self.generation,
+                         quiet=self.quiet)
+
+    def _adopt(self, pid: int, answer: dict[str, Any], status_r: int) -> None:
+        """A worker the spawner forked, now the master's child: recorded, and told what the daemon was told since
+        it was asked for (quiet, resume, stop)."""
+        record = self.children[pid] = self.spawner.record(
+            pid, answer, status_r, self.observer.heard if self.observer is not None else None)
+        if self.stopping and self.stop_how is not None:
+            grace, signum, what = self.stop_how
+            self._retire(pid, record, grace, what, signum)
+        elif bool(answer["quiet"]) != self.quiet:
+            kill(pid, signal.SIGTSTP if self.quiet else signal.SIGCONT)
 
     def _retire(self, pid: int, record: ChildRecord, grace: float, reason: str, signum: int) -> None:
         if record.kill_at is None or signum == signal.SIGQUIT:

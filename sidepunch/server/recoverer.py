@@ -11,7 +11,9 @@ then hangs at boot. The master stays single-threaded; this process never forks.
 
 The master keeps both ends of the task pipe, so tasks a crashed recoverer had not read survive it for the
 next one. At stop the master closes its write end; the recoverer finishes what is queued and exits at end of
-file, within --grace, or is killed and leaves the rest to the next sweep. Imports nothing of the workers.
+file, within --grace, or is killed and leaves the rest to the next sweep. The spawner (spawner.py) forks it as
+the master's child; the master's side of it (Reaped, RecovererProcess) is in recoverer_keeper.py, which imports
+no redis-py. Imports nothing of the workers.
 """
 from __future__ import annotations
 
@@ -20,8 +22,7 @@ import logging
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NoReturn
 
 import setproctitle
 
@@ -29,83 +30,24 @@ from ..core import keys
 from ..core.connection import OUTAGE_ERRORS, Outage, make_client
 from ..core.exitcodes import ExitCode
 from .children import unblock_after_fork
+from .recoverer_keeper import Reaped
 from .recovery import OrphanSweeper, Recovered, RecoveryPolicy, recover_identity
+
+
+def run_recoverer(config: Any, read_fd: int) -> NoReturn:
+    """The recoverer process's whole life, once forked (by the spawner, spawner.py): it never returns."""
+    code = ExitCode.CRASH
+    try:
+        policy = RecoveryPolicy(config.max_interruptions, config.dead_max_jobs, config.dead_timeout)
+        code = Recoverer(config.redis_url, policy, tuple(q.name for q in config.queues), config.threads).run(read_fd)
+    except BaseException:
+        log.exception("the recoverer crashed")
+    finally:
+        logging.shutdown()
+        os._exit(code)
 
 log = logging.getLogger("sidepunch.recoverer")
 TITLE = "sidepunchd recoverer"
-
-
-@dataclass(frozen=True)
-class Reaped:
-    """A worker that exited: whose jobs to put back, and whether they count as interrupted."""
-    number: int
-    pid: int
-    identity: str
-    interrupted: bool
-    reason: str
-
-
-class RecovererProcess:
-    """Master side: the pipe, the pid, a backlog for when the pipe is full. No call here blocks."""
-
-    def __init__(self, url: str, policy: RecoveryPolicy, queue_names: tuple[str, ...], threads: int) -> None:
-        self._args = (url, policy, queue_names, threads)
-        self.pid: int | None = None
-        self._backlog = b""
-        self.read_fd, self.write_fd = os.pipe()
-        os.set_blocking(self.write_fd, False)
-
-    @property
-    def fds(self) -> tuple[int, int]:
-        """What a worker forked by the master must close."""
-        return self.read_fd, self.write_fd
-
-    def spawn(self, fork: Callable[[], int], inherited: tuple[int, ...]) -> None:
-        pid = fork()
-        if pid == 0:
-            code = ExitCode.CRASH
-            try:
-                signal.set_wakeup_fd(-1)
-                for fd in (self.write_fd, *inherited):
-                    os.close(fd)
-                code = Recoverer(*self._args).run(self.read_fd)
-            except BaseException:
-                log.exception("the recoverer crashed")
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        self.pid = pid
-
-    def recover(self, reaped: Reaped) -> None:
-        self._send({"recover": asdict(reaped)})
-
-    def sweep(self, exclude: set[str]) -> None:
-        """Ask for a sweep, unless the recoverer is behind (the pipe is full): it will sweep again later."""
-        if self._backlog:
-            return
-        self._send({"sweep": sorted(exclude)})
-
-    def _send(self, task: dict[str, Any]) -> None:
-        self._backlog += json.dumps(task).encode() + b"\n"
-        self.flush()
-
-    def flush(self) -> None:
-        """Write what the pipe takes now; the rest waits for the next tick."""
-        while self._backlog and self.write_fd >= 0:
-            try:
-                sent = os.write(self.write_fd, self._backlog)
-            except BlockingIOError:
-                return
-            self._backlog = self._backlog[sent:]
-
-    def finish(self) -> None:
-        """No more tasks: the recoverer exits once it has done the queued ones."""
-        self.flush()
-        if self._backlog:
-            log.error("%d recovery task(s) could not be handed over; the orphan sweep will do them",
-                      self._backlog.count(b"\n"))
-        os.close(self.write_fd)
-        self.write_fd = -1
 
 
 class Recoverer:
