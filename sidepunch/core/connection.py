@@ -249,7 +249,9 @@ def check_url(url: str) -> None:
             parts.port  # raises for a port that is not a number, and would echo it
         client = make_client(url)
         client.connection_pool.make_connection()
-    except (ValueError, TypeError) as exc:
+    # RedisError too: building a connection connects to nothing, so what it raises (a bad ssl_cert_reqs, a
+    # protocol other than 2 or 3) is a bad setting, never an outage.
+    except (ValueError, TypeError, redis.RedisError) as exc:
         detail = str(exc)
         if isinstance(exc, TypeError):
             detail = re.sub(r".*unexpected keyword argument ", "unknown option ", detail)

@@ -36,6 +36,7 @@ from ..core.exitcodes import ExitCode
 log = logging.getLogger("sidepunch.master")
 
 MESSAGE_MAX = 65536
+URL_OK = b"\0ok"   # check_url_apart's child: the URL is good (no error message starts with NUL)
 
 
 def _send(sock: socket.socket, message: dict[str, Any], fds: tuple[int, ...] = ()) -> bool:
@@ -222,7 +223,8 @@ def _read_all(fd: int, limit: int = 64) -> bytes:
 
 def check_url_apart(url: str) -> None:
     """core.connection.check_url (ValueError with a one-line message for a URL no client can be built for), run
-    in a short-lived child: it needs redis-py, which the master must not import."""
+    in a short-lived child: it needs redis-py, which the master must not import. Fails closed: a child that
+    ends without saying "ok" (it crashed, or was killed) makes the URL a bad setting, not a good one."""
     r, w = os.pipe()
     try:
         pid = os.fork()
@@ -237,6 +239,7 @@ def check_url_apart(url: str) -> None:
             os.close(r)
             from ..core.connection import check_url
             check_url(url)
+            os.write(w, URL_OK)
         except ValueError as exc:
             os.write(w, str(exc).encode("utf-8", "replace")[:MESSAGE_MAX] or b"bad Redis URL")
         finally:
@@ -244,5 +247,7 @@ def check_url_apart(url: str) -> None:
     os.close(w)
     message = _read_all(r, MESSAGE_MAX)
     os.waitpid(pid, 0)
-    if message:
-        raise ValueError(message.decode("utf-8", "replace"))
+    if message != URL_OK:
+        from ..core.urls import mask_url
+        raise ValueError(message.decode("utf-8", "replace") if message else
+                         f"bad Redis URL {mask_url(url)}: it could not be checked (the check's process failed)")

@@ -1,0 +1,57 @@
+"""Review of the spawner (issue: the master imports no redis-py): defects found by attacking it.
+
+Checked here: a --redis-url that redis-py rejects only when it builds a connection (a bad ssl_cert_reqs, a
+protocol other than 2 or 3) is a bad setting, exit status 2 with one line, as the daemon's check of the URL now
+runs in a child process; and that check fails closed: a child that dies without a verdict never lets a URL
+through (the daemon would otherwise wait for ever on a Redis it can never reach).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import APPS, ROOT
+from sidepunch.core import connection
+from sidepunch.server.spawner import check_url_apart
+
+BUILD_TIME_ERRORS = ["rediss://127.0.0.1:1/0?ssl_cert_reqs=bogus", "redis://127.0.0.1:1/0?protocol=9",
+                     "redis://:s3cretpw@127.0.0.1:1/0?protocol=0"]
+
+
+@pytest.mark.parametrize("url", BUILD_TIME_ERRORS)
+def test_a_url_redis_py_rejects_at_connection_build_exits_2_with_one_line(url):
+    env = {**os.environ, "PYTHONPATH": ":".join([str(APPS), str(ROOT)])}
+    done = subprocess.run([sys.executable, "-m", "sidepunch.server.cli", "--redis-url", url, "-r", "testjobs"],
+                          capture_output=True, text=True, timeout=30, env=env, cwd=str(ROOT))
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sidepunchd: error: bad Redis URL"), lines
+    assert "s3cretpw" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("url", BUILD_TIME_ERRORS)
+def test_check_url_says_bad_setting_for_build_time_errors(url):
+    with pytest.raises(ValueError, match="^bad Redis URL"):
+        connection.check_url(url)
+
+
+def test_check_url_apart_fails_closed_when_its_child_dies(monkeypatch):
+    """The child imports check_url from core.connection: a child that crashes (or is killed) in it says nothing."""
+    def die(url):
+        os._exit(3)
+    monkeypatch.setattr(connection, "check_url", die)
+    with pytest.raises(ValueError, match="could not be checked"):
+        check_url_apart("redis://:hunter22@127.0.0.1:6379/0")
+    try:
+        check_url_apart("redis://:hunter22@127.0.0.1:6379/0")
+    except ValueError as exc:
+        assert "hunter22" not in str(exc)
+
+
+def test_check_url_apart_still_passes_a_good_url_and_names_a_bad_one():
+    check_url_apart("redis://127.0.0.1:6379/0")
+    with pytest.raises(ValueError, match="^bad Redis URL"):
+        check_url_apart("redis://127.0.0.1:notaport/0")
