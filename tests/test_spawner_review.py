@@ -8,6 +8,10 @@ through (the daemon would otherwise wait for ever on a Redis it can never reach)
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import threading
+import time
 import subprocess
 import sys
 
@@ -55,3 +59,33 @@ def test_check_url_apart_still_passes_a_good_url_and_names_a_bad_one():
     check_url_apart("redis://127.0.0.1:6379/0")
     with pytest.raises(ValueError, match="^bad Redis URL"):
         check_url_apart("redis://127.0.0.1:notaport/0")
+
+
+def _not_redis(listener):
+    """Answers every connection as an HTTP server would, until the listener is closed."""
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            try:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            except OSError:
+                pass
+
+
+def test_something_not_redis_at_the_url_at_boot_logs_one_line_not_one_per_attempt(daemon, tmp_path):
+    listener = socket.create_server(("127.0.0.1", 0))
+    thread = threading.Thread(target=_not_redis, args=(listener,), daemon=True)
+    thread.start()
+    try:
+        d = daemon("--workers", "1", "-r", "testjobs", url=f"redis://127.0.0.1:{listener.getsockname()[1]}/0")
+        d.wait_log("InvalidResponse", timeout=20)
+        time.sleep(9)  # the master asks the spawner again every few seconds
+        assert d.proc.poll() is None and d.log().count("InvalidResponse") == 1, d.log()
+        d.signal(signal.SIGTERM)
+        assert d.wait(20) == 0
+    finally:
+        listener.close()

@@ -111,7 +111,8 @@ class Spawner:
             log.error("%s; stopping", self._outage.describe(exc))
             _send(self.sock, {"check": "refused"})
             return
-        except OUTAGE_ERRORS as exc:
+        except (*OUTAGE_ERRORS, redis.RedisError) as exc:  # RedisError: something that is not Redis (yet)
+            # answers there (a proxy, another service): one line per outage too, not one per attempt
             _send(self.sock, {"check": "down", "pause": self._outage.failed(exc)})
             return
         _send(self.sock, {"check": "ok", "recovers": fetcher_class(self.config).recovers_on_death})
