@@ -12,6 +12,7 @@ import signal
 import socket
 import threading
 import time
+from types import SimpleNamespace
 import subprocess
 import sys
 
@@ -19,7 +20,9 @@ import pytest
 
 from conftest import APPS, ROOT
 from sidepunch.core import connection
-from sidepunch.server.spawner import check_url_apart
+from sidepunch.server import spawnlink
+from sidepunch.server.master import Master
+from sidepunch.server.spawner import Spawner, check_url_apart
 
 BUILD_TIME_ERRORS = ["rediss://127.0.0.1:1/0?ssl_cert_reqs=bogus", "redis://127.0.0.1:1/0?protocol=9",
                      "redis://:s3cretpw@127.0.0.1:1/0?protocol=0"]
@@ -89,3 +92,52 @@ def test_something_not_redis_at_the_url_at_boot_logs_one_line_not_one_per_attemp
         assert d.wait(20) == 0
     finally:
         listener.close()
+
+
+def _bare_master():
+    config = SimpleNamespace(max_interruptions=3, dead_max_jobs=10, dead_timeout=60, queues=[], workers=1,
+                             threads=1, timeout=1, grace=1, fetch="reliable", worker_timeout=60, max_memory=0)
+    recovered = []
+    master = Master(config)
+    master.spawner = spawnlink.SpawnerLink(config, (-1, -1), (-1, -1))
+    master.observer, master.recoverer = None, SimpleNamespace(owns=lambda pid: False, recover=recovered.append)
+    return master, recovered
+
+
+def test_an_exit_reaped_before_the_fork_is_not_the_new_workers_even_with_the_same_pid(monkeypatch):
+    """The master is a subreaper: it reaps orphans (a job's subprocess) and, with pids wrapping, a pid it saw
+    exit can be the pid the spawner's next worker gets. That old exit must not retire the live worker (its
+    jobs would be "recovered" while it runs them, and its later death would recover nothing)."""
+    master, recovered = _bare_master()
+    pid = 4242425
+    master._exited(pid, 0)  # an orphan of a job, reaped
+    assert pid in master.spawner.early
+    status_r, status_w = os.pipe()
+    answer = {"spawned": "worker", "pid": pid, "number": 1, "nonce": "n1", "generation": 0, "quiet": False,
+              "forked_at": time.monotonic()}   # forked after that exit
+    monkeypatch.setattr(master.spawner, "answers", lambda: [(answer, [status_r])])
+    try:
+        master._hear_spawner()
+        assert pid in master.children and not recovered
+    finally:
+        os.close(status_w)
+        for record in master.children.values():
+            os.close(record.status_fd)
+
+
+def test_the_spawner_stamps_each_pid_with_its_fork_time():
+    """What the test above relies on: the answer carries the fork time (CLOCK_MONOTONIC is system-wide)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    read_fd, write_fd = os.pipe()
+    config = SimpleNamespace()
+    spawner = Spawner(config, theirs, (read_fd, -1), (read_fd, -1))
+    before = time.monotonic()
+    pid, go = spawner._fork(lambda: os._exit(0), "sidepunch test child", close=())
+    try:
+        assert spawner.forked_at >= before
+    finally:
+        Spawner._release(go, False)  # it exits unstarted
+        for fd in (read_fd, write_fd):
+            os.close(fd)
+        ours.close()
+        theirs.close()

@@ -27,6 +27,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from typing import Any, Callable, NoReturn
 
 import setproctitle
@@ -62,6 +63,7 @@ class Spawner:
         self.inherited: Callable[[], tuple[int, ...]] = tuple
         self._client: Any = None
         self._outage: Any = None
+        self.forked_at = 0.0     # CLOCK_MONOTONIC (system-wide), sent with each pid
 
     def run(self) -> int:
         setproctitle.setproctitle("sidepunchd spawner")
@@ -135,8 +137,8 @@ class Spawner:
             raise
         finally:
             os.close(status_w)
-        answer = {"spawned": "worker", "pid": pid, **{k: request[k] for k in ("number", "nonce", "generation",
-                                                                           "quiet")}}
+        answer = {"spawned": "worker", "pid": pid, "forked_at": self.forked_at,
+                  **{k: request[k] for k in ("number", "nonce", "generation", "quiet")}}
         self._release(go, pid is not None and _send(self.sock, answer, (status_r,)))
         os.close(status_r)
         if pid is None:
@@ -147,7 +149,8 @@ class Spawner:
             from .recoverer import run_recoverer
             run_recoverer(self.config, self.recoverer_r)
         pid, go = self._fork(recoverer, "sidepunchd recoverer", close=(), keep_recoverer=True)
-        self._release(go, pid is not None and _send(self.sock, {"spawned": "recoverer", "pid": pid}))
+        answer = {"spawned": "recoverer", "pid": pid, "forked_at": self.forked_at}
+        self._release(go, pid is not None and _send(self.sock, answer))
         if pid is None:
             raise OSError("the process could not be forked")
 
@@ -160,6 +163,7 @@ class Spawner:
         pid_r, pid_w = os.pipe()
         shed = {go_w, pid_r, pid_w, self.sock.fileno(), *close, *self.inherited(), self.recoverer_r, self.lifeline_w}
         shed -= {-1, self.recoverer_r} if keep_recoverer else {-1}
+        self.forked_at = time.monotonic()  # an exit the master reaped before this is not the new process's
         try:
             middle = fork()
         except OSError:
