@@ -294,11 +294,9 @@ class Master:
                 self._adopt(pid, answer, fds[0])
             elif self.recoverer is not None:
                 self.recoverer.started(pid)
-            early = self.spawner.early.pop(pid, None)
-            # An exit reaped before the fork was another process's of the same pid number (pids wrap; a job's
-            # orphaned subprocess also comes to the master, its subreaper): not this one's.
-            if early is not None and early[1] >= float(answer.get("forked_at", 0.0)):
-                self._exited(pid, early[0])
+            early = self.spawner.early_exit(pid, float(answer.get("forked_at", 0.0)))
+            if early is not None:
+                self._exited(pid, early)
 
     def _reaped(self, pid: int, record: ChildRecord, status: int) -> None:
         if os.WIFSIGNALED(status):

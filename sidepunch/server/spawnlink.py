@@ -173,6 +173,12 @@ class SpawnerLink:
         self.early = {p: (s, t) for p, (s, t) in self.early.items() if now - t < EARLY_KEPT}
         self.early[pid] = (status, now)
 
+    def early_exit(self, pid: int, forked_at: float) -> int | None:
+        """The status of `pid`'s exit if it was reaped before its pid came; an exit reaped before the fork was
+        another process's of that pid number (pids wrap; the subreaper master also reaps a job's orphans)."""
+        status, when = self.early.pop(pid, (None, 0.0))
+        return status if status is not None and when >= forked_at else None
+
     def stop(self) -> None:
         """At the master's exit: close the socket (the spawner ends at end of file) and reap it."""
         if self.sock is not None:
