@@ -16,13 +16,17 @@ from types import SimpleNamespace
 import subprocess
 import sys
 
+import psutil
 import pytest
 
-from conftest import APPS, ROOT
+from conftest import APPS, ROOT, wait_for
 from sidepunch.core import connection
 from sidepunch.server import spawnlink
 from sidepunch.server.master import Master
 from sidepunch.server.spawner import Spawner, check_url_apart
+
+sys.path.insert(0, str(APPS))
+import testjobs  # noqa: E402
 
 BUILD_TIME_ERRORS = ["rediss://127.0.0.1:1/0?ssl_cert_reqs=bogus", "redis://127.0.0.1:1/0?protocol=9",
                      "redis://:s3cretpw@127.0.0.1:1/0?protocol=0"]
@@ -141,3 +145,59 @@ def test_the_spawner_stamps_each_pid_with_its_fork_time():
             os.close(fd)
         ours.close()
         theirs.close()
+
+
+HOLD_BEFORE_ANSWER = (
+    "from sidepunch.server import spawner\n_send = spawner._send\n"
+    "def send(sock, message, fds=()):\n"
+    "    if message.get('spawned') == 'worker' and not os.path.exists(FLAG):\n"
+    "        open(FLAG, 'w').write(str(message['pid']))\n"
+    "        time.sleep(60)\n"
+    "    return _send(sock, message, fds)\n"
+    "spawner._send = send\n")
+HOLD_BEFORE_GO = (
+    "from sidepunch.server import spawner\n_release = spawner.Spawner._release\n"
+    "def release(go_w, go):\n"
+    "    if go and not os.path.exists(FLAG):\n"
+    "        open(FLAG, 'w').write('held')\n"
+    "        time.sleep(60)\n"
+    "    return _release(go_w, go)\n"
+    "spawner.Spawner._release = staticmethod(release)\n")
+
+
+def _workers(d):
+    try:
+        kids = psutil.Process(d.pid).children()
+    except psutil.Error:
+        return []
+    return [p for p in kids if _title(p).startswith("sidepunch worker") and "[starting]" not in _title(p)]
+
+
+def _title(p):
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
+@pytest.mark.parametrize("hook", [HOLD_BEFORE_ANSWER, HOLD_BEFORE_GO], ids=["before-answer", "before-go"])
+def test_spawner_killed_with_a_fork_in_flight_strands_no_process_and_loses_no_job(daemon, r, client, tmp_path, hook):
+    flag = tmp_path / "flag"
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(f"import os, time\nFLAG = {str(flag)!r}\n" + hook)
+    d = daemon("--workers", "2", "--threads", "2", "-r", "testjobs",
+               env={"PYTHONPATH": ":".join([str(tmp_path / "hook"), str(APPS), str(ROOT)])})
+    wait_for(flag.exists, 30, message="a fork held in flight")
+    time.sleep(0.2)
+    spawner = [p for p in psutil.Process(d.pid).children() if _title(p).startswith("sidepunchd spawner")]
+    held = [p for p in psutil.Process(d.pid).children() if "[starting]" in _title(p)]
+    assert len(spawner) == 1 and held, [_title(p) for p in psutil.Process(d.pid).children()]
+    spawner[0].kill()
+    wait_for(lambda: len(_workers(d)) == 2, 30, message="two running workers")
+    for p in held:  # the held process never ran: gone, and reaped (the master is its parent)
+        wait_for(lambda: not p.is_running(), 10, message=f"held process {p.pid} gone (exited and reaped)")
+    client.push_bulk({"class": testjobs.Record, "args": [[f"h{i}"] for i in range(20)]})
+    wait_for(lambda: r.llen("done") == 20, 30, message="every job to run")
+    d.signal(signal.SIGTERM)
+    assert d.wait(40) == 0
+    assert r.keys("working:*") == [] and r.llen("queue:default") == 0
