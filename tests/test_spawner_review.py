@@ -201,3 +201,26 @@ def test_spawner_killed_with_a_fork_in_flight_strands_no_process_and_loses_no_jo
     d.signal(signal.SIGTERM)
     assert d.wait(40) == 0
     assert r.keys("working:*") == [] and r.llen("queue:default") == 0
+
+
+def test_a_worker_spawned_during_quiet_is_quiet_and_cont_reaches_it(daemon, r, client):
+    d = daemon("--workers", "2", "--threads", "2", "-r", "testjobs")
+    first = {p.pid for p in d.wait_children(2, timeout=30)}
+    wait_for(lambda: r.scard("processes") == 2, 15, message="both workers registered")
+    d.signal(signal.SIGUSR1)
+    wait_for(lambda: d.log().count("quiet: no new jobs") >= 2, 10, message="both workers to go quiet")
+    victim = min(first)
+    os.kill(victim, signal.SIGKILL)  # its replacement comes from the spawner, after the quiet
+    wait_for(lambda: len(_workers(d)) == 2 and victim not in {p.pid for p in _workers(d)}, 20,
+             message="a replacement worker")
+    wait_for(lambda: r.scard("processes") == 2
+             and all(r.hget(i, "quiet") == b"true" for i in r.smembers("processes")), 15,
+             message="the replacement to report quiet")
+    client.push_bulk({"class": testjobs.Record, "args": [[f"q{i}"] for i in range(6)]})
+    time.sleep(3)
+    assert r.llen("queue:default") == 6 and r.llen("done") == 0
+    d.signal(signal.SIGCONT)
+    wait_for(lambda: r.llen("done") == 6, 15, message="jobs to run after CONT")
+    d.signal(signal.SIGTERM)
+    assert d.wait(40) == 0
+    assert r.keys("working:*") == []
