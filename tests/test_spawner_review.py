@@ -224,3 +224,13 @@ def test_a_worker_spawned_during_quiet_is_quiet_and_cont_reaches_it(daemon, r, c
     d.signal(signal.SIGTERM)
     assert d.wait(40) == 0
     assert r.keys("working:*") == []
+
+
+def test_a_process_killed_before_its_go_byte_is_no_spawner_failure():
+    """The OOM killer (or an operator) can kill a forked process while it waits for "go": the master has its pid
+    and reaps it; the spawner must not log a failure and send a spurious "failed" answer for it."""
+    go_r, go_w = os.pipe()
+    os.close(go_r)  # the waiting process is gone
+    Spawner._release(go_w, True)
+    with pytest.raises(OSError):
+        os.fstat(go_w)  # and the write end is closed all the same

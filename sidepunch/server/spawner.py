@@ -193,6 +193,8 @@ class Spawner:
         try:
             if go:
                 os.write(go_w, b"g")
+        except BrokenPipeError:  # it was killed while it waited: the master has its pid and reaps it
+            pass
         finally:
             os.close(go_w)
 
