@@ -1,9 +1,12 @@
-"""Review of the spawner (issue: the master imports no redis-py): defects found by attacking it.
+"""Review of the spawner (the master imports no redis-py; spawner.py, spawnlink.py): attacks on it.
 
-Checked here: a --redis-url that redis-py rejects only when it builds a connection (a bad ssl_cert_reqs, a
-protocol other than 2 or 3) is a bad setting, exit status 2 with one line, as the daemon's check of the URL now
-runs in a child process; and that check fails closed: a child that dies without a verdict never lets a URL
-through (the daemon would otherwise wait for ever on a Redis it can never reach).
+Defects found (each test failed on main 7b0e6d0): a --redis-url redis-py rejects only when it builds a
+connection (bad ssl_cert_reqs, protocol) is a bad setting (exit 2, one line), and the URL check in a child fails
+closed; something not Redis at the URL at boot is one outage line, not one line per attempt for ever; an exit
+the master (a subreaper) reaped before the spawner forked a process is not that process's (pid reuse); a
+process killed while it waits for its go byte is no spawner failure.
+Sound on main, kept as regression tests: the spawner SIGKILLed with a fork in flight (before its answer, before
+the go byte); a worker spawned during quiet; TERM while a worker is being spawned.
 """
 from __future__ import annotations
 
@@ -234,3 +237,24 @@ def test_a_process_killed_before_its_go_byte_is_no_spawner_failure():
     Spawner._release(go_w, True)
     with pytest.raises(OSError):
         os.fstat(go_w)  # and the write end is closed all the same
+
+
+def test_term_while_a_worker_is_being_spawned_stops_it_too(daemon, r, client, tmp_path):
+    """The spawner holds its answer (the worker's pid) for 3 s; TERM comes meanwhile: the master waits for the
+    pid, stops that worker as well, and exits 0 with nothing left running and no job stranded."""
+    flag = tmp_path / "flag"
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(
+        f"import os, time\nFLAG = {str(flag)!r}\n" + HOLD_BEFORE_ANSWER.replace("time.sleep(60)", "time.sleep(3)"))
+    client.push_bulk({"class": testjobs.Record, "args": [[f"t{i}"] for i in range(5)]})
+    d = daemon("--workers", "2", "--threads", "2", "-r", "testjobs",
+               env={"PYTHONPATH": ":".join([str(tmp_path / "hook"), str(APPS), str(ROOT)])})
+    wait_for(flag.exists, 30, message="a fork held in flight")
+    held = int(wait_for(lambda: flag.read_text(), 5, message="the held pid"))
+    everyone = psutil.Process(d.pid).children()
+    d.signal(signal.SIGTERM)
+    assert d.wait(40) == 0
+    wait_for(lambda: not psutil.pid_exists(held) or psutil.Process(held).status() == psutil.STATUS_ZOMBIE, 10,
+             message="the held worker to exit")
+    assert not [p.pid for p in everyone if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert r.keys("working:*") == [] and r.llen("queue:default") + r.llen("done") == 5
