@@ -258,3 +258,21 @@ def test_term_while_a_worker_is_being_spawned_stops_it_too(daemon, r, client, tm
              message="the held worker to exit")
     assert not [p.pid for p in everyone if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert r.keys("working:*") == [] and r.llen("queue:default") + r.llen("done") == 5
+
+
+def test_a_worker_answer_without_its_descriptor_gets_a_closed_status_pipe():
+    """The kernel may drop the SCM_RIGHTS descriptor (master out of descriptors): the worker is still adopted, on a
+    pipe at end of file, which the master treats as a lost status pipe (retire, recover its jobs at exit)."""
+    import os
+    from sidepunch.server.spawnlink import status_end
+    r, w = os.pipe()
+    try:
+        assert status_end([r]) == r
+    finally:
+        os.close(r)
+        os.close(w)
+    fd = status_end([])
+    try:
+        assert os.read(fd, 16) == b""
+    finally:
+        os.close(fd)

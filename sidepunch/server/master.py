@@ -32,7 +32,7 @@ from .children import (MASTER_SIGNALS, ChildRecord, drain, exits_soon, fork, hea
                        silence, status_line)
 from .logs import enable_faulthandler
 from .recoverer_keeper import Reaped, RecovererKeeper, RecovererProcess
-from .spawnlink import SpawnerLink, become_subreaper
+from .spawnlink import SpawnerLink, become_subreaper, status_end
 from .systemd import Notifier
 
 log = logging.getLogger("sidepunch.master")
@@ -291,7 +291,7 @@ class Master:
                 continue
             pid = int(answer["pid"])
             if answer["spawned"] == "worker":
-                self._adopt(pid, answer, fds[0])
+                self._adopt(pid, answer, status_end(fds))
             elif self.recoverer is not None:
                 self.recoverer.started(pid)
             early = self.spawner.early_exit(pid, float(answer.get("forked_at", 0.0)))

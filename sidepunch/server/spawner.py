@@ -115,6 +115,7 @@ class Spawner:
             return
         except (*OUTAGE_ERRORS, redis.RedisError) as exc:  # RedisError: something that is not Redis (yet)
             # answers there (a proxy, another service): one line per outage too, not one per attempt
+            self._client.connection_pool.disconnect()  # the next attempt starts from a fresh connection
             _send(self.sock, {"check": "down", "pause": self._outage.failed(exc)})
             return
         _send(self.sock, {"check": "ok", "recovers": fetcher_class(self.config).recovers_on_death})

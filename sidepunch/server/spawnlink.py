@@ -193,3 +193,15 @@ class SpawnerLink:
             time.sleep(0.02)
         os.kill(self.pid, signal.SIGKILL)
         os.waitpid(self.pid, 0)
+
+
+def status_end(fds: list[int]) -> int:
+    """The read end of a worker's status pipe, as the spawner's answer carried it. An answer whose descriptor the
+    kernel dropped (the master was out of descriptors) gets the read end of a pipe already closed at the other
+    end: the master then retires that worker as one that lost its status pipe, and recovers its jobs when it
+    exits, instead of failing on the missing descriptor."""
+    if fds:
+        return fds[0]
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    return read_end
