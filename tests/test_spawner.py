@@ -13,13 +13,11 @@ import os
 import signal
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import psutil
 
 from conftest import APPS, ROOT, wait_for
-from sidepunch.server import spawnlink
-from sidepunch.server.master import Master
+from test_spawner_review import _bare_master
 
 sys.path.insert(0, str(APPS))
 import testjobs  # noqa: E402
@@ -104,12 +102,7 @@ def test_the_direct_fallback_without_a_subreaper_runs_jobs(daemon, r, client, tm
 
 def test_a_worker_that_exits_before_its_pid_arrives_is_reaped_as_that_worker(monkeypatch, caplog):
     """The spawner's answer can come after the worker's exit was reaped: the exit waits for it."""
-    config = SimpleNamespace(max_interruptions=3, dead_max_jobs=10, dead_timeout=60, queues=[], workers=1,
-                             threads=1, timeout=1, grace=1, fetch="reliable", worker_timeout=60, max_memory=0)
-    recovered = []
-    master = Master(config)
-    master.spawner = spawnlink.SpawnerLink(config, (-1, -1), (-1, -1))
-    master.observer, master.recoverer = None, SimpleNamespace(owns=lambda pid: False, recover=recovered.append)
+    master, recovered = _bare_master()
     status_r, status_w = os.pipe()
     os.close(status_w)
     pid = 4242424
