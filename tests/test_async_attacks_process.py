@@ -35,7 +35,10 @@ def test_quit_in_a_heavy_async_drain_requeues_the_rest_and_nothing_runs_twice(da
     assert d.wait() == 0
     finished = r.scard("ran")
     assert finished < 800 and not r.keys("working:*") and r.zcard("retry") == 0
-    assert finished + r.llen("queue:default") == 800  # the rest is back in its queue, none twice
+    # The rest is back in its queue, none lost. A job the stop took while its body was between its two writes
+    # (`ran`, then `runs:<jid>`) is in both: it was still running, so it is requeued (at-least-once); that none
+    # ran its body to the end twice is checked below (every `runs:<jid>` is 1 after the rerun).
+    assert finished + r.llen("queue:default") >= 800
     again = daemon("--workers", "1", "--threads", "2", "-r", "asyncjobs")
     wait_for(lambda: r.scard("ran") == 800 and not r.keys("working:*"), 40, message="the rest")
     assert runs(r, jids) == [1] * 800
