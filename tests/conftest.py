@@ -179,8 +179,8 @@ def _is_recoverer(process):
     (they run no jobs); tests count worker processes, which are titled from their fork (server/spawner.py)."""
     try:
         return not " ".join(process.cmdline()).startswith("sidepunch worker")
-    except psutil.Error:
-        return False
+    except psutil.Error:  # gone, or a zombie not reaped yet (the URL check child that just exited): not a worker
+        return True
 
 
 def _pgid(pid):
