@@ -65,6 +65,16 @@ class ChildRecord:
         return retire
 
 
+#: Longest pause before restarting a process that keeps crashing (a worker slot, the spawner).
+MAX_BACKOFF = 10.0
+
+
+def restart_delay(crashes: int) -> float:
+    """Seconds to wait before restarting a process after its `crashes`-th crash in a row: 0.1 s doubling per
+    crash up to MAX_BACKOFF, none before the first."""
+    return min(0.1 * 2 ** (crashes - 1), MAX_BACKOFF) if crashes > 0 else 0.0
+
+
 def drain(record: ChildRecord) -> None:
     """Hear what a reaped worker left in its status pipe (its last tally lines; a SIGKILL does not lose them)."""
     os.set_blocking(record.status_fd, False)  # it may be the blocking eventfd of `silence` by now

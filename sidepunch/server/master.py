@@ -29,7 +29,7 @@ import setproctitle
 from ..core import identity as identities
 from ..core.exitcodes import ExitCode
 from .children import (MASTER_SIGNALS, ChildRecord, drain, exits_soon, fork, healthy, kill, murder, over_memory,
-                       silence, status_line)
+                       restart_delay, silence, status_line)
 from .logs import enable_faulthandler
 from .recoverer_keeper import Reaped, RecovererKeeper, RecovererProcess
 from .spawnlink import SpawnerLink, become_subreaper, status_end
@@ -40,7 +40,6 @@ log = logging.getLogger("sidepunch.master")
 TICK = 0.5
 QUIT_GRACE = 5.0
 STABLE_AFTER = 10.0      # a child that lived this long resets its slot's crash count
-MAX_BACKOFF = 10.0
 STATUS_EVERY = 5.0       # seconds between STATUS= updates to systemd
 
 
@@ -316,7 +315,7 @@ class Master:
         if not clean and not self.stopping and not record.reason:
             crashes = self.crashes[record.number] = \
                 0 if lived > STABLE_AFTER else self.crashes.get(record.number, 0) + 1
-            delay = min(0.1 * 2 ** (crashes - 1), MAX_BACKOFF) if crashes else 0.0
+            delay = restart_delay(crashes)
             self.not_before[record.number] = time.monotonic() + delay
             log.error("worker %d (pid %d) %s after %.1fs (crash); %s; restarting%s", record.number, pid, how,
                       lived, recovered, f" in {delay:.1f}s" if delay else "")

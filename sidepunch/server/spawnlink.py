@@ -18,14 +18,13 @@ from typing import Any, Callable
 
 from ..core import identity as identities
 from ..core.exitcodes import ExitCode
-from .children import ChildRecord
+from .children import ChildRecord, restart_delay
 from .spawner import MESSAGE_MAX, Spawner, _send
 
 log = logging.getLogger("sidepunch.master")
 
 PR_SET_CHILD_SUBREAPER = 36
 EARLY_KEPT = 60.0        # seconds an exit of a pid not yet heard of is kept for the spawner's late answer
-MAX_BACKOFF = 10.0
 STOP_WAIT = 5.0
 
 
@@ -149,7 +148,7 @@ class SpawnerLink:
         if stopping:
             return
         self._failures += 1
-        delay = min(0.1 * 2 ** (self._failures - 1), MAX_BACKOFF)
+        delay = restart_delay(self._failures)
         self._not_before = time.monotonic() + delay
         code = os.waitstatus_to_exitcode(status)
         how = f"status {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
