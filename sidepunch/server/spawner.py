@@ -185,6 +185,7 @@ class Spawner:
             os.close(pid_r)
             return middle, go_w
         data = _read_all(pid_r)
+        os.close(pid_r)
         os.waitpid(middle, 0)  # the process is the master's child from here on
         return (int(data) if data else None), go_w
 
@@ -215,6 +216,7 @@ def _become(main: Callable[[], NoReturn], title: str, shed: set[int], go_r: int)
 
 
 def _read_all(fd: int, limit: int = 64) -> bytes:
+    """Up to `limit` bytes from `fd`, until end of file; the caller closes it."""
     data = b""
     while len(data) < limit:
         try:
@@ -224,8 +226,6 @@ def _read_all(fd: int, limit: int = 64) -> bytes:
         if not chunk:
             break
         data += chunk
-    if limit > 1:
-        os.close(fd)
     return data
 
 
@@ -254,6 +254,7 @@ def check_url_apart(url: str) -> None:
             os._exit(0)
     os.close(w)
     message = _read_all(r, MESSAGE_MAX)
+    os.close(r)
     os.waitpid(pid, 0)
     if message != URL_OK:
         from ..core.urls import mask_url
